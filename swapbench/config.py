@@ -1,0 +1,275 @@
+"""One config tree for every command.
+
+Precedence: dataclass defaults < preset file (``train/presets/<name>.yaml``) < ``--config`` file
+(TOML/YAML/JSON) < ``--set a.b=v`` overrides. Unknown keys are errors that suggest close names.
+The key names of DESIGN §3 are public: add keys freely, rename none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from swapbench.assets import asset_names, asset_path
+from swapbench.errors import UserError
+
+WORLD = "world:savanna"
+
+
+@dataclass
+class ModelConfig:
+    pretrained: str = WORLD
+    """Base pipeline: ``world:savanna``, a local diffusers folder, or a hub name (real presets)."""
+    revision: str | None = None
+    variant: str | None = None
+
+
+@dataclass
+class DataConfig:
+    source: str = WORLD
+    """``world:savanna``, a COCO-format root, a ``save_to_disk`` folder, a JSONL/imagefolder, or a hub name."""
+    split: str = "train"
+    subset_size: int = 25_000
+    swap_pairs: list[list[str]] = field(default_factory=lambda: [["giraffe", "zebra"]])
+    drop_both: bool = True
+    balance_ratio: float = 1.7
+    keep_other: float = 1.0
+    """Share of records naming neither swapped concept that is kept as preservation data."""
+    target_share: float | None = None
+    """If set, each batch draws this share from swapped-concept records (oversampling); None = uniform."""
+    resolution: int = 256
+    color_jitter: list[float] = field(default_factory=lambda: [0.2, 0.2, 0.2])
+    hflip: bool = True
+    caption: str = "random"
+    """Which of an image's captions to train on each time: ``random`` or ``first``."""
+
+
+@dataclass
+class TrainConfig:
+    trainable: str = "unet"
+    """``unet`` (all UNet weights) or ``unet.cross_attention`` (attn2 to_k/to_v only)."""
+    lr: float = 2e-5
+    lr_scheduler: str = "linear"
+    warmup_steps: int = 200
+    max_grad_norm: float = 1.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    batch_size: int = 8
+    max_steps: int = 10_000
+    grad_accum: int = 1
+    loss: str = "mse"
+    mixed_precision: str = "auto"
+    """``auto`` (bf16 on capable GPUs, fp32 on CPU), ``no``, ``fp16`` or ``bf16``."""
+    cache: bool = True
+    """Cache VAE latents and text embeddings (approximate augmentation: ``cache_views`` jittered views)."""
+    cache_views: int = 4
+    checkpoint_every: int = 500
+    log_every: int = 10
+    noise_offset: float = 0.0
+
+
+@dataclass
+class EvalConfig:
+    suite: str = "default"
+    judge: str = WORLD
+    """``world:savanna``, a local open_clip hub-layout folder, or ``ARCH/PRETRAINED_TAG``."""
+    sampler: str = "dpmsolver++"
+    steps: int = 20
+    guidance_scale: float = 4.0
+    batch_size: int = 64
+    resolution: int | None = None
+    """Sample size in pixels; None = the pipeline's native size."""
+    seeds: int | None = None
+    """Seeds per prompt; None = the suite's own number."""
+    bootstrap: int = 1000
+    keep_samples: int = 8
+
+
+@dataclass
+class ExportConfig:
+    push_to_hub: str | None = None
+    private: bool = True
+
+
+@dataclass
+class Config:
+    preset: str = "savanna"
+    name: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    output_dir: str = "runs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def preset_names() -> list[str]:
+    return asset_names("train/presets")
+
+
+def load_config(
+    preset: str | None = "savanna",
+    config_file: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> Config:
+    """Resolve a config: defaults < preset < file < ``key=value`` overrides."""
+    cfg = Config()
+    if preset:
+        names = preset_names()
+        if preset not in names:
+            raise UserError(f"unknown preset {preset!r}{_suggest(preset, names)}; available: {', '.join(names)}")
+        apply_mapping(cfg, read_config_file(asset_path(f"train/presets/{preset}.yaml")), source=f"preset {preset}")
+        cfg.preset = preset
+    if config_file:
+        apply_mapping(cfg, read_config_file(Path(config_file)), source=str(config_file))
+    for item in overrides or []:
+        key, value = parse_override(item)
+        set_key(cfg, key, value, source="--set")
+    return cfg
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"config file {path} not found; pass an existing .yaml, .toml or .json file")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:
+        raise UserError(f"config file {path} does not parse ({type(e).__name__}: {str(e).splitlines()[0]}); fix its syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of sections (model, data, train, eval, export)")
+    data.pop("metadata", None)
+    return data
+
+
+def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str) -> None:
+    for key, value in _flatten(mapping):
+        set_key(cfg, key, value, source=source)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.lr=1e-4"`` -> ``("train.lr", 1e-4)``; the value is read as YAML."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set expects key=value, got {item!r}; e.g. --set train.lr=1e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def set_key(cfg: Config, key: str, value: Any, source: str) -> None:
+    node: Any = cfg
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        names = [f.name for f in dataclasses.fields(node)]
+        if part not in names:
+            prefix = ".".join(parts[:i])
+            valid = [f"{prefix}.{n}" if prefix else n for n in names]
+            raise UserError(f"unknown config key {key!r} (from {source}){_suggest(key, all_keys())}; valid here: {', '.join(valid)}")
+        if i == len(parts) - 1:
+            hint = typing.get_type_hints(type(node))[part]
+            if dataclasses.is_dataclass(hint):
+                raise UserError(f"config key {key!r} is a section; set one of its keys, e.g. {key}.{dataclasses.fields(hint)[0].name}=...")
+            setattr(node, part, _coerce(value, hint, key))
+        else:
+            node = getattr(node, part)
+            if not dataclasses.is_dataclass(node):
+                raise UserError(f"config key {key!r}: {'.'.join(parts[: i + 1])} is not a section")
+
+
+def all_keys(node: Any = None, prefix: str = "") -> list[str]:
+    node = node if node is not None else Config()
+    keys = []
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += all_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from ``config.json`` of a run (unknown keys are an error)."""
+    cfg = Config()
+    apply_mapping(cfg, data, source="config.json")
+    return cfg
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items = []
+    for k, v in mapping.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            items += _flatten(v, key + ".")
+        else:
+            items.append((key, v))
+    return items
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
+    if not close:
+        tail = word.rsplit(".", 1)[-1]
+        close = [c for c in choices if c.rsplit(".", 1)[-1] == tail] or difflib.get_close_matches(
+            tail, choices, n=3, cutoff=0.5
+        )
+    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Type-check ``value`` against the field's annotation, allowing int -> float."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except UserError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key {key!r} expects a list, got {value!r}; e.g. {key}=[1,2]")
+        return [_coerce(v, args[0], key) for v in value] if args else list(value)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if hint is Any or isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise UserError(f"config key {key!r} expects {getattr(hint, '__name__', hint)}, got {value!r}")
