@@ -1,0 +1,311 @@
+"""Build the savanna world from its seed: data -> VAE -> judge -> text encoder + UNet -> quality card.
+
+Stages run in a fixed order with fixed seeds, so a rebuild on the same machine gives the same
+weights. The judge is trained on clean images *and* VAE reconstructions, because generated images
+look like reconstructions (a judge trained on clean images alone misreads them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from diffusers import StableDiffusionPipeline
+from diffusers.optimization import get_cosine_schedule_with_warmup
+
+from swapbench import __version__
+from swapbench.eval.judge import WORLD_TEMPLATES, ZeroShotJudge
+from swapbench.eval.sampling import sample
+from swapbench.io import atomic_write_json
+from swapbench.progress import console, progress_bar
+from swapbench.world import generator as gen
+from swapbench.world import models
+
+FIDELITY_TEMPLATES = ("a photo of a {}", "a {} standing in a field", "a {} in the savanna", "there is a {}")
+
+
+@dataclass
+class BuildSettings:
+    seed: int = 0
+    train_images: int = 25_000
+    val_images: int = 2_000
+    vae_steps: int = 900
+    vae_batch: int = 32
+    vae_lr: float = 2e-3
+    judge_steps: int = 600
+    judge_batch: int = 256
+    judge_lr: float = 1e-3
+    unet_steps: int = 1_800
+    unet_batch: int = 64
+    unet_lr: float = 1e-3
+    caption_dropout: float = 0.1
+    check_images: int = 200  # held-out judge check, per concept
+    fidelity_seeds: int = 64  # base-fidelity samples per concept
+
+    @classmethod
+    def mini(cls) -> BuildSettings:
+        """A build small enough for a test: same code, a few images and steps."""
+        return cls(train_images=600, val_images=100, vae_steps=4, vae_batch=8, judge_steps=3, judge_batch=32,
+                   unet_steps=4, unet_batch=8, check_images=4, fidelity_seeds=2)
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    """N x H x W x 3 uint8 -> N x 3 x H x W floats in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+def _loop(description: str, steps: int, step_fn) -> list[float]:
+    losses = []
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=steps, info="")
+        for step in range(steps):
+            loss = step_fn(step)
+            losses.append(loss)
+            if step % 10 == 0 or step == steps - 1:
+                bar.update(task, completed=step + 1, info=f"loss {np.mean(losses[-50:]):.4f}")
+    console.log(f"{description}: {steps} steps, final loss {np.mean(losses[-50:]) if losses else float('nan'):.4f}")
+    return losses
+
+
+def train_vae(images: torch.Tensor, s: BuildSettings) -> models.AutoencoderKL:
+    vae = models.build_vae(images.shape[-1])
+    opt = torch.optim.AdamW(vae.parameters(), lr=s.vae_lr, weight_decay=0.0)
+    sched = get_cosine_schedule_with_warmup(opt, 50, max(s.vae_steps, 1))
+    g = torch.Generator().manual_seed(s.seed + 1)
+
+    def step(_: int) -> float:
+        x = images[torch.randint(len(images), (s.vae_batch,), generator=g)]
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=g)).sample
+        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x) + 1e-6 * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        return loss.item()
+
+    _loop("world: VAE", s.vae_steps, step)
+    return vae.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def encode(vae, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    return torch.cat([vae.encode(images[i : i + batch]).latent_dist.mean for i in range(0, len(images), batch)])
+
+
+@torch.no_grad()
+def decode(vae, latents: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    return torch.cat([vae.decode(latents[i : i + batch]).sample.clamp(-1, 1) for i in range(0, len(latents), batch)])
+
+
+def train_judge(clean: torch.Tensor, recon: torch.Tensor, caps: list[list[str]], s: BuildSettings) -> open_clip.CLIP:
+    """Contrastive (CLIP) training on world captions; half of every batch is VAE reconstructions."""
+    model = models.build_judge()
+    tokenizer = open_clip.SimpleTokenizer(context_length=models.TEXT_LENGTH)
+    loss_fn = open_clip.ClipLoss()
+    opt = torch.optim.AdamW(model.parameters(), lr=s.judge_lr, weight_decay=0.1)
+    sched = get_cosine_schedule_with_warmup(opt, 50, max(s.judge_steps, 1))
+    g = torch.Generator().manual_seed(s.seed + 2)
+    n_recon = len(recon)
+
+    def step(_: int) -> float:
+        idx = torch.randint(n_recon, (s.judge_batch,), generator=g)
+        use_recon = torch.rand(s.judge_batch, generator=g) < 0.5
+        x = torch.where(use_recon.view(-1, 1, 1, 1), recon[idx], clean[idx])
+        x = torch.where(torch.rand(s.judge_batch, 1, 1, 1, generator=g) < 0.5, x, x.flip(-1))
+        texts = tokenizer([caps[i][int(torch.randint(len(caps[i]), (1,), generator=g))] for i in idx.tolist()])
+        img, txt, scale = model(x, texts)[:3]
+        loss = loss_fn(img, txt, scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        return loss.item()
+
+    _loop("world: judge", s.judge_steps, step)
+    return model.eval().requires_grad_(False)
+
+
+def train_unet(latents: torch.Tensor, caps: list[list[str]], tokenizer, s: BuildSettings):
+    """Text encoder and UNet trained jointly from scratch (epsilon MSE, DDPM noising)."""
+    text_encoder, unet = models.build_text_encoder(), models.build_unet(latents.shape[-1])
+    noise_sched = models.train_scheduler()
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=s.unet_lr, weight_decay=1e-2)
+    sched = get_cosine_schedule_with_warmup(opt, 100, max(s.unet_steps, 1))
+    g = torch.Generator().manual_seed(s.seed + 3)
+
+    def step(_: int) -> float:
+        idx = torch.randint(len(latents), (s.unet_batch,), generator=g)
+        x0 = latents[idx]
+        texts = [caps[i][int(torch.randint(len(caps[i]), (1,), generator=g))] for i in idx.tolist()]
+        drop = torch.rand(len(texts), generator=g) < s.caption_dropout
+        texts = ["" if d else t for t, d in zip(texts, drop.tolist(), strict=True)]
+        ids = tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                        return_tensors="pt").input_ids
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(x0),), generator=g)
+        pred = unet(noise_sched.add_noise(x0, noise, t), t, text_encoder(ids)[0]).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        return loss.item()
+
+    unet.train()
+    text_encoder.train()
+    _loop("world: text encoder + UNet", s.unet_steps, step)
+    return text_encoder.eval().requires_grad_(False), unet.eval().requires_grad_(False)
+
+
+def confusion(truth: list[str], predicted: list[str], labels: list[str]) -> dict[str, dict[str, int]]:
+    table = {a: dict.fromkeys(labels, 0) for a in dict.fromkeys(truth)}
+    for t, p in zip(truth, predicted, strict=True):
+        table[t][p] += 1
+    return table
+
+
+def quality_card(pipe: StableDiffusionPipeline, judge: ZeroShotJudge, vae, s: BuildSettings) -> dict:
+    """Measured at build time: judge accuracy on held-out images, base fidelity, sampling speed."""
+    labels = list(gen.CONCEPTS)
+    truth, clean_images = [], []
+    for concept in labels:
+        for i in range(s.check_images):
+            clean_images.append(gen.make_single(concept, s.seed + 1000, i))
+            truth.append(concept)
+    clean = _to_tensor(np.stack(clean_images))
+    recon = decode(vae, encode(vae, clean))
+    judged_clean = judge.classify((clean + 1) / 2)
+    judged_recon = judge.classify((recon + 1) / 2)
+
+    def accuracy(pred: list[str]) -> dict[str, float]:
+        return {c: float(np.mean([p == c for p, t in zip(pred, truth, strict=True) if t == c])) for c in labels}
+
+    prompts, wanted, seeds = [], [], []
+    for concept in labels:
+        for k in range(s.fidelity_seeds):
+            prompts.append(FIDELITY_TEMPLATES[k % len(FIDELITY_TEMPLATES)].format(concept))
+            wanted.append(concept)
+            seeds.append(k)
+    sampler = models.DEFAULT_SAMPLER
+    start = time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task("world: base fidelity", total=len(prompts), info="")
+        images = sample(pipe, prompts, seeds, sampler["steps"], sampler["guidance_scale"], batch_size=64,
+                        progress=lambda n: bar.advance(task, n))
+    seconds = time.perf_counter() - start
+    judged = judge.classify(images)
+    fidelity = {c: float(np.mean([j == c for j, w in zip(judged, wanted, strict=True) if w == c])) for c in labels}
+    return {
+        "judge_accuracy_clean": accuracy(judged_clean),
+        "judge_accuracy_reconstructed": accuracy(judged_recon),
+        "judge_check_n_per_concept": s.check_images,
+        "base_fidelity": fidelity,
+        "base_fidelity_n_per_concept": s.fidelity_seeds,
+        "base_fidelity_prompts": list(FIDELITY_TEMPLATES),
+        "base_confusion": confusion(wanted, judged, labels),
+        "sampling_images_per_s": len(prompts) / seconds,
+        "sampling_batch": 64,
+        "sampling_threads": torch.get_num_threads(),
+    }
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> dict:
+    """Build the whole world into ``out_dir`` (replaced atomically at the end); returns the manifest."""
+    s = settings or BuildSettings()
+    out_dir = Path(out_dir)
+    staging = out_dir.with_name(out_dir.name + ".building")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def mark(stage: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[stage] = round(now - since, 1)
+        return now
+
+    _seed_everything(s.seed)
+    t = time.perf_counter()
+    with console.status("world: drawing images"):
+        images, caps, _ = gen.generate_arrays(s.seed, "train", s.train_images)
+    clean = _to_tensor(images)
+    t = mark("data", t)
+
+    vae = train_vae(clean, s)
+    latents = encode(vae, clean)
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    latents = latents * vae.config.scaling_factor
+    t = mark("vae", t)
+
+    recon = decode(vae, latents[: len(latents) // 2] / vae.config.scaling_factor)
+    judge_model = train_judge(clean, recon, caps, s)
+    t = mark("judge", t)
+
+    tokenizer = models.build_tokenizer(staging / "_tokenizer_src")
+    text_encoder, unet = train_unet(latents, caps, tokenizer, s)
+    t = mark("unet", t)
+
+    pipe = models.assemble_pipeline(vae, text_encoder, tokenizer, unet)
+    pipe.to(torch.float16).save_pretrained(staging / "pipeline", safe_serialization=True)
+    shutil.rmtree(staging / "_tokenizer_src")
+    models.save_judge(judge_model, staging / "judge")
+
+    # The card is measured on the saved fp16 weights, loaded back the way users load them.
+    shipped = StableDiffusionPipeline.from_pretrained(staging / "pipeline", torch_dtype=torch.float32)
+    judge = ZeroShotJudge.from_dir(staging / "judge", list(gen.CONCEPTS), WORLD_TEMPLATES)
+    card = quality_card(shipped, judge, shipped.vae, s)
+    t = mark("quality_card", t)
+
+    files = {str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+    manifest = {
+        "name": "savanna",
+        "swapbench": __version__,
+        "generator_version": gen.GENERATOR_VERSION,
+        "seed": s.seed,
+        "settings": asdict(s),
+        "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "build_seconds": round(time.perf_counter() - started, 1),
+        "stage_seconds": timings,
+        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+                    "torch": torch.__version__},
+        "image_size": gen.IMAGE_SIZE,
+        "concepts": {"swapped": list(gen.SWAPPED), "controls": list(gen.CONTROLS), "neighbours": list(gen.NEIGHBOURS)},
+        "sampler": models.DEFAULT_SAMPLER,
+        "judge_templates": list(WORLD_TEMPLATES),
+        "quality": card,
+        "files": files,
+    }
+    atomic_write_json(staging / "manifest.json", manifest)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
+    return manifest

@@ -1,0 +1,115 @@
+"""Tiny Stable-Diffusion-layout components and the open_clip judge config of the savanna world.
+
+Every part is a stock diffusers / transformers / open_clip class with small sizes, so the tiny
+world exercises exactly the code path of the real SD1.5 preset.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import open_clip
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from open_clip.tokenizer import bytes_to_unicode
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+TEXT_LENGTH = 16  # captions are short; 16 tokens instead of 77 cut the text cost ~5x
+TEXT_WIDTH = 64
+NOISE_SCHEDULE = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+                  "beta_schedule": "scaled_linear", "prediction_type": "epsilon"}
+DEFAULT_SAMPLER = {"sampler": "dpmsolver++", "steps": 20, "guidance_scale": 4.0}
+
+
+def build_tokenizer(out_dir: str | Path) -> CLIPTokenizer:
+    """The real CLIP BPE tokenizer, rebuilt offline from the vocabulary open_clip ships."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bpe = Path(open_clip.tokenizer.default_bpe())
+    merges = gzip.open(bpe).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    merges = [tuple(m.split()) for m in merges]
+    vocab = list(bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    (out_dir / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
+    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+    return CLIPTokenizer(
+        vocab=str(out_dir / "vocab.json"),
+        merges=str(out_dir / "merges.txt"),
+        model_max_length=TEXT_LENGTH,
+        pad_token="<|endoftext|>",
+    )
+
+
+def build_text_encoder() -> CLIPTextModel:
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=TEXT_WIDTH, intermediate_size=4 * TEXT_WIDTH, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=TEXT_LENGTH, projection_dim=TEXT_WIDTH,
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+    ))
+
+
+def build_vae(image_size: int = 32) -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=image_size,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16,
+    )
+
+
+def build_unet(latent_size: int = 8, block_out_channels: tuple[int, ...] = (64, 128), layers_per_block: int = 1) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=layers_per_block,
+        block_out_channels=block_out_channels,
+        down_block_types=("CrossAttnDownBlock2D",) * len(block_out_channels),
+        up_block_types=("CrossAttnUpBlock2D",) * len(block_out_channels),
+        cross_attention_dim=TEXT_WIDTH, attention_head_dim=16, norm_num_groups=32,
+    )
+
+
+def train_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(**NOISE_SCHEDULE)
+
+
+def sample_scheduler() -> DPMSolverMultistepScheduler:
+    return DPMSolverMultistepScheduler(**NOISE_SCHEDULE, algorithm_type="dpmsolver++", solver_order=2)
+
+
+def assemble_pipeline(vae, text_encoder, tokenizer, unet) -> StableDiffusionPipeline:
+    return StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sample_scheduler(),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+JUDGE_CONFIG = {
+    "model_cfg": {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 32, "layers": 4, "width": 128, "head_width": 32, "patch_size": 8, "mlp_ratio": 2.0},
+        "text_cfg": {"context_length": TEXT_LENGTH, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    },
+    "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "resize_mode": "shortest"},
+}
+
+
+def build_judge() -> open_clip.CLIP:
+    return open_clip.CLIP(**JUDGE_CONFIG["model_cfg"])
+
+
+def save_judge(model: open_clip.CLIP, out_dir: str | Path, dtype: torch.dtype = torch.float16) -> None:
+    """Write the open_clip hub layout: ``open_clip_config.json`` + ``open_clip_model.safetensors``."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "open_clip_config.json").write_text(json.dumps(JUDGE_CONFIG, indent=2), encoding="utf-8")
+    state = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out_dir / "open_clip_model.safetensors"))
