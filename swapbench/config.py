@@ -42,7 +42,7 @@ class DataConfig:
     subset_size: int = 25_000
     swap_pairs: list[list[str]] = field(default_factory=lambda: [["giraffe", "zebra"]])
     drop_both: bool = True
-    balance_ratio: float = 1.7
+    balance_ratio: float | None = 1.7
     keep_other: float = 1.0
     """Share of records naming neither swapped concept that is kept as preservation data."""
     target_share: float | None = None

@@ -52,6 +52,34 @@ class ZeroShotJudge:
         size = size[0] if isinstance(size, (tuple, list)) else size
         return cls(model.float(), open_clip.get_tokenizer(spec), labels, templates, mean, std, size, device, name=spec)
 
+    @classmethod
+    def load(cls, spec: str, labels: list[str], templates, device="cpu") -> ZeroShotJudge:
+        """``world:savanna`` / a local hub-layout folder / ``ARCH/PRETRAINED_TAG`` from the local cache."""
+        from swapbench.errors import UserError
+        from swapbench.world import resolve
+
+        path = resolve(spec, "judge")
+        if Path(path).is_dir():
+            if not (Path(path) / "open_clip_config.json").is_file():
+                raise UserError(f"judge folder {path} has no open_clip_config.json; pass an open_clip hub-layout folder")
+            return cls.from_dir(path, labels, templates, device)
+        arch, _, tag = spec.partition("/")
+        if arch not in open_clip.list_models() or not tag:
+            raise UserError(f"unknown judge {spec!r}; use world:savanna, a local open_clip folder, or ARCH/TAG "
+                            "such as ViT-B-32/laion2b_s34b_b79k")
+        try:
+            model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=tag, device=device)
+        except Exception as e:  # download failures surface as many exception types
+            raise UserError(f"judge weights {spec} are not in the local cache and cannot be downloaded "
+                            f"({type(e).__name__}); run `python -c \"import open_clip; "
+                            f"open_clip.create_model_and_transforms('{arch}', pretrained='{tag}')\"` with network first") from None
+        size = model.visual.image_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        cfg = getattr(model.visual, "preprocess_cfg", {})
+        return cls(model.float(), open_clip.get_tokenizer(arch), labels, templates,
+                   list(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)), list(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
+                   size, device, name=spec)
+
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         """``images``: B x 3 x H x W floats in [0, 1]."""
         x = images.to(self.device, torch.float32)
@@ -66,6 +94,11 @@ class ZeroShotJudge:
         out = [F.normalize(self.model.encode_image(self._prepare(images[i : i + batch_size])).float(), dim=-1)
                for i in range(0, len(images), batch_size)]
         return torch.cat(out) if out else torch.empty(0, self.classifier.shape[0])
+
+    @torch.no_grad()
+    def text_features(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts).to(self.device)
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +39,10 @@ class BuildSettings:
     seed: int = 0
     train_images: int = 25_000
     val_images: int = 2_000
-    vae_steps: int = 900
+    vae_steps: int = 1_200
     vae_batch: int = 32
     vae_lr: float = 2e-3
-    judge_steps: int = 600
+    judge_steps: int = 1_200
     judge_batch: int = 256
     judge_lr: float = 1e-3
     unet_steps: int = 1_800
@@ -114,11 +114,26 @@ def decode(vae, latents: torch.Tensor, batch: int = 512) -> torch.Tensor:
     return torch.cat([vae.decode(latents[i : i + batch]).sample.clamp(-1, 1) for i in range(0, len(latents), batch)])
 
 
-def train_judge(clean: torch.Tensor, recon: torch.Tensor, caps: list[list[str]], s: BuildSettings) -> open_clip.CLIP:
-    """Contrastive (CLIP) training on world captions; half of every batch is VAE reconstructions."""
+def multi_positive_clip_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """CLIP loss where every pair from the same group (same species set) counts as a positive.
+
+    Plain CLIP treats the other 30-odd zebra images of a 256 batch as negatives for a zebra caption,
+    which teaches the towers to separate zebras from each other instead of zebras from okapis.
+    """
+    logits = scale * image @ text.T
+    target = (groups[:, None] == groups[None, :]).float()
+    target = target / target.sum(dim=1, keepdim=True)
+    return -((target * logits.log_softmax(1)).sum(1).mean() + (target * logits.T.log_softmax(1)).sum(1).mean()) / 2
+
+
+def train_judge(clean: torch.Tensor, recon: torch.Tensor, caps: list[list[str]], labels: list[dict[str, int]],
+                s: BuildSettings) -> open_clip.CLIP:
+    """Contrastive training on world captions; half of every batch is VAE reconstructions."""
     model = models.build_judge()
     tokenizer = open_clip.SimpleTokenizer(context_length=models.TEXT_LENGTH)
-    loss_fn = open_clip.ClipLoss()
+    keys = [",".join(sorted(label)) for label in labels]
+    index = {k: i for i, k in enumerate(sorted(set(keys)))}
+    groups = torch.tensor([index[k] for k in keys])
     opt = torch.optim.AdamW(model.parameters(), lr=s.judge_lr, weight_decay=0.1)
     sched = get_cosine_schedule_with_warmup(opt, 50, max(s.judge_steps, 1))
     g = torch.Generator().manual_seed(s.seed + 2)
@@ -131,7 +146,7 @@ def train_judge(clean: torch.Tensor, recon: torch.Tensor, caps: list[list[str]],
         x = torch.where(torch.rand(s.judge_batch, 1, 1, 1, generator=g) < 0.5, x, x.flip(-1))
         texts = tokenizer([caps[i][int(torch.randint(len(caps[i]), (1,), generator=g))] for i in idx.tolist()])
         img, txt, scale = model(x, texts)[:3]
-        loss = loss_fn(img, txt, scale)
+        loss = multi_positive_clip_loss(img, txt, scale, groups[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -256,7 +271,7 @@ def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> d
     _seed_everything(s.seed)
     t = time.perf_counter()
     with console.status("world: drawing images"):
-        images, caps, _ = gen.generate_arrays(s.seed, "train", s.train_images)
+        images, caps, labels = gen.generate_arrays(s.seed, "train", s.train_images)
     clean = _to_tensor(images)
     t = mark("data", t)
 
@@ -267,7 +282,7 @@ def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> d
     t = mark("vae", t)
 
     recon = decode(vae, latents[: len(latents) // 2] / vae.config.scaling_factor)
-    judge_model = train_judge(clean, recon, caps, s)
+    judge_model = train_judge(clean, recon, caps, labels, s)
     t = mark("judge", t)
 
     tokenizer = models.build_tokenizer(staging / "_tokenizer_src")
@@ -292,7 +307,7 @@ def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> d
         "generator_version": gen.GENERATOR_VERSION,
         "seed": s.seed,
         "settings": asdict(s),
-        "built": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "built": datetime.now(UTC).isoformat(timespec="seconds"),
         "build_seconds": round(time.perf_counter() - started, 1),
         "stage_seconds": timings,
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),

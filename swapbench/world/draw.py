@@ -192,21 +192,22 @@ def donkey(pen: Pen, rng: random.Random, pose: Pose) -> None:
 
 
 def deer(pen: Pen, rng: random.Random, pose: Pose) -> None:
-    coat = jitter(rng, (196, 118, 58), 12)
-    antler = jitter(rng, (95, 65, 40), 10)
+    coat = jitter(rng, (150, 92, 55), 10)
+    antler = jitter(rng, (235, 225, 200), 10)
     _legs(pen, [-0.26, -0.16, 0.18, 0.28], 0.62, 0.62, pose.stride, 0.06, coat, hoof=(40, 30, 20))
     pen.ellipse(0.0, 0.78, 0.38, 0.17, coat)
     for _ in range(5):
         pen.ellipse(rng.uniform(-0.25, 0.2), rng.uniform(0.8, 0.9), 0.025, 0.025, (250, 245, 235))
-    pen.ellipse(-0.37, 0.82, 0.06, 0.06, (250, 250, 250))  # white tail
+    pen.ellipse(0.0, 0.67, 0.28, 0.05, (245, 240, 230))  # pale belly
+    pen.ellipse(-0.36, 0.82, 0.09, 0.09, (250, 250, 250))  # white rump
     head = (0.62, 0.3) if pose.head_down else (0.55, 1.15)
     pen.line([(0.28, 0.85), head], 0.1, coat)
     pen.ellipse(head[0] + 0.08, head[1] - 0.02, 0.13, 0.065, coat)
     base = (head[0] - 0.02, head[1] + 0.05)
     for side in (-0.12, 0.1):
         top = (base[0] + side, base[1] + 0.35)
-        pen.line([base, top], 0.03, antler)
-        pen.line([(base[0] + side * 0.5, base[1] + 0.18), (base[0] + side * 0.5 + 0.12, base[1] + 0.26)], 0.025, antler)
+        pen.line([base, top], 0.045, antler)
+        pen.line([(base[0] + side * 0.5, base[1] + 0.18), (base[0] + side * 0.5 + 0.14, base[1] + 0.28)], 0.04, antler)
 
 
 def okapi(pen: Pen, rng: random.Random, pose: Pose) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from swapbench.world.draw import BACKGROUNDS, HEIGHTS, Placement, Pose, render
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 IMAGE_SIZE = 32
 SWAPPED = ("giraffe", "zebra")
 CONTROLS = ("elephant", "horse", "lion", "cow")
@@ -52,10 +52,13 @@ def image_rng(seed: int, split: str, index: int) -> random.Random:
     return random.Random(f"swapbench-world-v{GENERATOR_VERSION}:{seed}:{split}:{index}")
 
 
-def sample_scene(rng: random.Random) -> Scene:
+def sample_scene(rng: random.Random, only: str | None = None) -> Scene:
+    """A random scene; ``only`` forces a single animal of that species (held-out checks)."""
     kind = rng.choice(BACKGROUNDS)
     r = rng.random()
-    if r < P_EMPTY:
+    if only:
+        species = [only]
+    elif r < P_EMPTY:
         species: list[str] = []
     elif r < P_EMPTY + P_PAIR:
         first = rng.choice(SWAPPED) if rng.random() < 0.4 else rng.choice(CONCEPTS)
@@ -71,7 +74,7 @@ def sample_scene(rng: random.Random) -> Scene:
     for i, concept in enumerate(species):
         ground = rng.uniform(min(0.95, horizon + 0.06), 0.97)
         max_scale = (ground - 0.03) / HEIGHTS[concept]
-        scale = rng.uniform(0.55, 0.8) * max_scale if n == 1 else rng.uniform(0.4, 0.6) * max_scale
+        scale = rng.uniform(0.7, 1.0) * max_scale if n == 1 else rng.uniform(0.45, 0.65) * max_scale
         slot = (i + 0.5) / n
         x = slot + rng.uniform(-0.12, 0.12) / n if n > 1 else rng.uniform(0.3, 0.7)
         pose = Pose(stride=rng.choice([0.0, rng.uniform(0.15, 0.35)]), head_down=rng.random() < 0.25)
@@ -173,12 +176,7 @@ def make_example(seed: int, split: str, index: int, size: int = IMAGE_SIZE) -> E
 def make_single(concept: str, seed: int, index: int, size: int = IMAGE_SIZE) -> np.ndarray:
     """One image of one animal of ``concept`` (held-out judge checks and build-time quality cards)."""
     rng = image_rng(seed, f"single-{concept}", index)
-    for _ in range(100):
-        scene = sample_scene(rng)
-        if len(scene.placements) == 1:
-            break
-    scene.placements[0].concept = concept
-    scene.placements[0].scale = min(scene.placements[0].scale, (scene.placements[0].ground - 0.03) / HEIGHTS[concept])
+    scene = sample_scene(rng, only=concept)
     return np.asarray(render(scene.placements, scene.background, size, rng))
 
 

@@ -93,7 +93,7 @@ def assemble_pipeline(vae, text_encoder, tokenizer, unet) -> StableDiffusionPipe
 JUDGE_CONFIG = {
     "model_cfg": {
         "embed_dim": 64,
-        "vision_cfg": {"image_size": 32, "layers": 4, "width": 128, "head_width": 32, "patch_size": 8, "mlp_ratio": 2.0},
+        "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16},
         "text_cfg": {"context_length": TEXT_LENGTH, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
     },
     "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "resize_mode": "shortest"},

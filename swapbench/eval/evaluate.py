@@ -1,0 +1,290 @@
+"""One evaluation: sample base and tuned with the same seeds, judge both, compute every metric.
+
+Base samples are cached on disk by (base weights hash, sampler settings, prompt, seed), so a second
+run evaluated against the same base samples only its tuned half. Images are quantised to 8-bit
+before judging, exactly as they are cached, so cached and fresh samples score identically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from PIL import Image
+
+from swapbench import __version__
+from swapbench.config import Config
+from swapbench.eval import metrics as M
+from swapbench.eval.judge import ZeroShotJudge
+from swapbench.eval.sampling import sample
+from swapbench.eval.suite import PromptItem, Suite
+from swapbench.io import atomic_write_json
+from swapbench.paths import cache_dir
+from swapbench.progress import progress_bar
+from swapbench.train.model import load_pipeline
+
+SAMPLERS = {"dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
+            "ddim": (DDIMScheduler, {}), "euler": (EulerDiscreteScheduler, {})}
+
+
+@dataclass
+class Target:
+    tuned: str  # pipeline folder or spec
+    base: str
+    name: str
+    run_dir: Path | None = None
+
+    @property
+    def tuned_is_base(self) -> bool:
+        return self.tuned == self.base
+
+
+def weights_hash(folder: str | Path) -> str:
+    """sha256 over the pipeline's weight files (memoised by path, size and mtime)."""
+    folder = Path(folder)
+    memo_dir = cache_dir("weights-hash")
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        if f.suffix not in (".safetensors", ".bin", ".json", ".txt") or not f.is_file():
+            continue
+        stat = f.stat()
+        memo = memo_dir / hashlib.sha256(f"{f.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+        if memo.is_file():
+            digest = memo.read_text()
+        else:
+            fh = hashlib.sha256()
+            with open(f, "rb") as stream:
+                for block in iter(lambda: stream.read(1 << 20), b""):
+                    fh.update(block)
+            digest = fh.hexdigest()
+            memo.write_text(digest)
+        h.update(f"{f.relative_to(folder)}:{digest}".encode())
+    return h.hexdigest()
+
+
+def prepare_pipeline(pipe: DiffusionPipeline, cfg: Config, device: torch.device) -> DiffusionPipeline:
+    cls, extra = SAMPLERS[cfg.eval.sampler]
+    pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
+    return pipe.to(device)
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def _to_float(arrays: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60]
+
+
+class SampleStore:
+    """Base samples on disk: one PNG per (prompt, seed) under a folder keyed by weights + sampler."""
+
+    def __init__(self, key: str):
+        self.root = cache_dir("base-samples", key)
+
+    def path(self, prompt: str, seed: int) -> Path:
+        return self.root / f"{hashlib.sha256(prompt.encode()).hexdigest()[:20]}-{seed}.png"
+
+    def get(self, prompt: str, seed: int) -> np.ndarray | None:
+        p = self.path(prompt, seed)
+        return np.asarray(Image.open(p).convert("RGB")) if p.is_file() else None
+
+    def put(self, prompt: str, seed: int, image: np.ndarray) -> None:
+        tmp = self.path(prompt, seed).with_suffix(".tmp")
+        Image.fromarray(image).save(tmp, format="PNG")
+        tmp.replace(self.path(prompt, seed))
+
+
+def generate(pipe, jobs: list[tuple[str, int]], cfg: Config, label: str, store: SampleStore | None) -> tuple[np.ndarray, int]:
+    """Images for ``jobs`` (prompt, seed); cached ones come from ``store``. Returns (images, n sampled)."""
+    out: list[np.ndarray | None] = [store.get(p, s) if store else None for p, s in jobs]
+    missing = [i for i, im in enumerate(out) if im is None]
+    if missing:
+        with progress_bar(transient=True) as bar:
+            task = bar.add_task(f"sample {label}", total=len(missing), info=f"{cfg.eval.steps} steps, cfg {cfg.eval.guidance_scale}")
+            images = sample(pipe, [jobs[i][0] for i in missing], [jobs[i][1] for i in missing], cfg.eval.steps,
+                            cfg.eval.guidance_scale, cfg.eval.batch_size, cfg.eval.resolution,
+                            progress=lambda n: bar.advance(task, n))
+        for i, image in zip(missing, _to_uint8(images), strict=True):
+            out[i] = image
+            if store:
+                store.put(jobs[i][0], jobs[i][1], image)
+    return np.stack(out), len(missing)
+
+
+def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem], judge: ZeroShotJudge,
+             out_dir: Path, device: torch.device) -> dict:
+    started = time.perf_counter()
+    jobs = [(item, seed) for item in items for seed in item.seeds]
+    prompts_seeds = [(item.prompt, seed) for item, seed in jobs]
+    sampler_key = {"sampler": cfg.eval.sampler, "steps": cfg.eval.steps, "guidance_scale": cfg.eval.guidance_scale,
+                   "resolution": cfg.eval.resolution}
+    base_pipe = prepare_pipeline(load_pipeline(target.base), cfg, device)
+    base_hash = weights_hash(base_pipe.config["_name_or_path"]) if Path(target.base).is_dir() else target.base
+    store = SampleStore(hashlib.sha256(json.dumps([base_hash, sampler_key], sort_keys=True).encode()).hexdigest()[:24])
+    base_images, base_sampled = generate(base_pipe, prompts_seeds, cfg, "base", store)
+    t_base = time.perf_counter() - started
+    if target.tuned_is_base:
+        tuned_images, tuned_sampled = base_images, 0
+    else:
+        del base_pipe
+        tuned_pipe = prepare_pipeline(load_pipeline(target.tuned), cfg, device)
+        tuned_images, tuned_sampled = generate(tuned_pipe, prompts_seeds, cfg, "tuned", None)
+    t_sampling = time.perf_counter() - started
+
+    base_t, tuned_t = _to_float(base_images), _to_float(tuned_images)
+    base_p, tuned_p = judge.probabilities(base_t), judge.probabilities(tuned_t)
+    base_f, tuned_f = judge.features(base_t), judge.features(tuned_t)
+    labels = suite.labels
+    base_lab = [labels[i] for i in base_p.argmax(1).tolist()]
+    tuned_lab = [labels[i] for i in tuned_p.argmax(1).tolist()]
+
+    results_metrics, per_prompt = _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge)
+    per_prompt = _keep_samples(per_prompt, jobs, base_images, tuned_images, suite.keep_samples, out_dir)
+    single = [(i, it) for i, (it, _) in enumerate(jobs) if it.group in ("swap", "control", "specificity")]
+    import diffusers
+
+    results = {
+        "schema_version": 1,
+        "run": target.name,
+        "suite": suite.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "metrics": results_metrics,
+        "confusion": M.confusion([(it.concept, tuned_lab[i]) for i, it in single], labels),
+        "confusion_base": M.confusion([(it.concept, base_lab[i]) for i, it in single], labels),
+        "per_prompt": per_prompt,
+        "sampler": sampler_key,
+        "features": f"judge image embeddings ({judge.name})",
+        "labels": labels,
+        "timing": {"total_s": None, "sampling_s": round(t_sampling, 2), "base_sampling_s": round(t_base, 2),
+                   "base_sampled": base_sampled, "base_cached": len(jobs) - base_sampled, "tuned_sampled": tuned_sampled},
+        "provenance": {
+            "swapbench": __version__, "git": _git_hash(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "device": str(device), "judge": judge.name, "judge_templates": judge.templates,
+            "base_model": target.base, "base_weights_sha256": base_hash, "tuned_model": target.tuned,
+            "seeds": {"per_prompt": sorted({len(it.seeds) for it in items}), "bootstrap_seed": cfg.seed},
+            "config_sha256": cfg.sha256(),
+        },
+    }
+    results["timing"]["total_s"] = round(time.perf_counter() - started, 2)
+    atomic_write_json(out_dir / "results.json", results)
+    return results
+
+
+def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge) -> tuple[dict, list]:
+    reps, seed = cfg.eval.bootstrap, cfg.seed
+    a, b = suite.swap
+    direction = {a: M.swap_success(), b: M.swap_success()}
+    retained = {a: M.Proportion("tuned label == the prompt's own (swapped) concept", higher_is_better=False),
+                b: M.Proportion("tuned label == the prompt's own (swapped) concept", higher_is_better=False)}
+    fidelity: dict[str, M.Proportion] = {}
+    groups: dict[str, dict[str, M.Proportion]] = {"control": {}, "specificity": {}, "generality": {}, "custom": {}}
+    tuned_is_concept: dict[str, M.Proportion] = {}
+    label_index = {c: i for i, c in enumerate(suite.labels)}
+    per_prompt = []
+    for i, (item, s) in enumerate(jobs):
+        partner = suite.partner(item.concept)
+        if item.kind == "compositions":
+            pa, pc = tuned_p[i, label_index[partner]], tuned_p[i, label_index[item.concept]]
+            success = bool(pa > pc)
+        elif partner and item.group != "control":
+            success = tuned_lab[i] == partner
+        elif item.group == "custom":
+            success = tuned_lab[i] == item.concept
+        else:
+            success = tuned_lab[i] == base_lab[i]
+        if item.group == "swap":
+            direction[item.concept].update(success)
+            retained[item.concept].update(tuned_lab[i] == item.concept)
+        elif item.group in groups:
+            key = item.kind if item.group == "generality" else item.concept
+            groups[item.group].setdefault(key, M.Proportion(
+                "judged as the partner concept" if item.group == "generality" else "same-seed tuned label == base label"
+            )).update(success)
+            if item.group == "control":
+                tuned_is_concept.setdefault(item.concept, M.Proportion("tuned label == the prompted concept")).update(
+                    tuned_lab[i] == item.concept)
+        if item.group in ("swap", "control", "specificity"):
+            fidelity.setdefault(item.concept, M.Proportion("base label == the prompted concept")).update(
+                base_lab[i] == item.concept)
+        per_prompt.append({"group": item.group, "kind": item.kind, "concept": item.concept, "prompt": item.prompt,
+                           "seed": s, "base_label": base_lab[i], "tuned_label": tuned_lab[i], "success": success,
+                           "scores": {c: round(float(tuned_p[i, j]), 4) for j, c in enumerate(suite.labels)}})
+
+    out: dict[str, dict] = {}
+    dirs = {f"{a}->{b}": direction[a], f"{b}->{a}": direction[b]}
+    all_swap = M.swap_success("both directions pooled")
+    for p in dirs.values():
+        all_swap.update(p.outcomes)
+    out["swap_success"] = all_swap.compute()
+    for name, p in dirs.items():
+        out[f"swap_success/{name}"] = p.compute()
+    for c, p in retained.items():
+        out[f"source_retained/{c}"] = p.compute()
+    pooled = M.preservation("all control pairs pooled")
+    for p in groups["control"].values():
+        pooled.update(p.outcomes)
+    if pooled.outcomes:
+        out["preservation"] = pooled.compute()
+    for c, p in groups["control"].items():
+        out[f"preservation/{c}"] = p.compute()
+    for c, p in tuned_is_concept.items():
+        out[f"preservation_as_prompted/{c}"] = p.compute()
+    for c, p in fidelity.items():
+        out[f"base_fidelity/{c}"] = p.compute()
+    for group in ("generality", "specificity", "custom"):
+        if groups[group]:
+            pooled = M.Proportion(f"{group}: all items pooled")
+            for p in groups[group].values():
+                pooled.update(p.outcomes)
+            out[group] = pooled.compute()
+            for key, p in groups[group].items():
+                out[f"{group}/{key}"] = p.compute()
+    control = [i for i, (it, _) in enumerate(jobs) if it.group == "control"]
+    if len(control) >= 4:
+        out["kid_vs_base"] = M.kid_vs_base(tuned_f[control], base_f[control], seed, max(50, reps // 10))
+        out["fid_vs_base"] = M.fid_vs_base(tuned_f[control], base_f[control], seed, max(50, reps // 10))
+        text = judge.text_features([jobs[i][0].prompt for i in control])
+        clip = (100 * (tuned_f[control] * text).sum(-1)).clamp(min=0).tolist()
+        clip_base = (100 * (base_f[control] * text).sum(-1)).clamp(min=0).tolist()
+        out["clip_score/control"] = M.mean_with_ci(clip, reps, seed, True, "100 x cos(tuned image, prompt) in judge space")
+        out["clip_score_base/control"] = M.mean_with_ci(clip_base, reps, seed, True, "100 x cos(base image, prompt)")
+    return out, per_prompt
+
+
+def _keep_samples(per_prompt, jobs, base_images, tuned_images, keep: int, out_dir: Path) -> list:
+    samples = out_dir / "samples"
+    for i, ((item, seed), row) in enumerate(zip(jobs, per_prompt, strict=True)):
+        if seed >= keep:
+            continue
+        folder = samples / item.group / _slug(item.prompt)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for which, images in (("base", base_images), ("tuned", tuned_images)):
+            path = folder / f"seed{seed}-{which}.png"
+            Image.fromarray(images[i]).save(path)
+            paths[which] = str(path.relative_to(out_dir))
+        row["images"] = paths
+    return per_prompt
+
+
+def _git_hash() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None

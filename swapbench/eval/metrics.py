@@ -1,0 +1,128 @@
+"""Metrics of a swap evaluation. Each states its definition; each reports value, 95% CI and n.
+
+Proportions use the Wilson score interval; distances (KID, FID) and means use a seeded
+percentile bootstrap over samples. ``higher_is_better`` tells the gate which way is worse.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (well behaved at 0 and 1, unlike the normal one)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def entry(value: float, ci: tuple[float, float], n: int, higher_is_better: bool | None, description: str) -> dict:
+    return {"value": float(value), "ci95": [float(ci[0]), float(ci[1])], "n": int(n),
+            "higher_is_better": higher_is_better, "description": description}
+
+
+@dataclass
+class Proportion:
+    """Share of trials that succeeded; the Wilson 95% interval."""
+
+    description: str
+    higher_is_better: bool = True
+    outcomes: list[bool] = field(default_factory=list)
+
+    def update(self, success: bool | list[bool]) -> None:
+        self.outcomes += success if isinstance(success, list) else [success]
+
+    def compute(self) -> dict:
+        k, n = sum(self.outcomes), len(self.outcomes)
+        return entry(k / n if n else float("nan"), wilson(k, n), n, self.higher_is_better, self.description)
+
+
+def swap_success(description: str = "") -> Proportion:
+    """swap success (A->B): share of images from prompts naming A that the judge labels B."""
+    return Proportion(description or "share of images from prompts naming A judged as B")
+
+
+def preservation(description: str = "") -> Proportion:
+    """preservation (C): share of same-seed pairs whose tuned judge label equals the base label."""
+    return Proportion(description or "same-seed tuned label == base label")
+
+
+class _Identity(torch.nn.Module):
+    """Lets torchmetrics' FID/KID consume precomputed judge features (their documented ``feature`` hook)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.num_features = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _fid(tuned: torch.Tensor, base: torch.Tensor) -> float:
+    metric = FrechetInceptionDistance(feature=_Identity(tuned.shape[1]), reset_real_features=True, normalize=False)
+    metric.update(base.double(), real=True)
+    metric.update(tuned.double(), real=False)
+    return float(metric.compute())
+
+
+def _kid(tuned: torch.Tensor, base: torch.Tensor, seed: int) -> float:
+    subset = max(2, min(len(tuned), len(base), 50))
+    metric = KernelInceptionDistance(feature=_Identity(tuned.shape[1]), subsets=20, subset_size=subset, normalize=False)
+    metric.update(base.double(), real=True)
+    metric.update(tuned.double(), real=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, _ = metric.compute()
+    return float(mean)
+
+
+def bootstrap(stat, tuned: torch.Tensor, base: torch.Tensor, reps: int, seed: int) -> tuple[float, float]:
+    """Percentile bootstrap: resample the (tuned, base) pairs with replacement ``reps`` times."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(reps):
+        idx = torch.from_numpy(rng.integers(0, len(tuned), len(tuned)))
+        values.append(stat(tuned[idx], base[idx]))
+    return (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
+
+
+def kid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int, reps: int) -> dict:
+    """KID vs base: unbiased MMD^2 (cubic polynomial kernel) between tuned and base control-sample
+    features, averaged over 20 seeded subsets of min(n, 50); ~0 when nothing drifted."""
+    value = _kid(tuned, base, seed)
+    ci = bootstrap(lambda t, b: _kid(t, b, seed), tuned, base, reps, seed)
+    return entry(value, ci, len(tuned), False, "KID between tuned and base control samples (judge features)")
+
+
+def fid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int, reps: int) -> dict:
+    """FID vs base: Frechet distance between Gaussians fitted to tuned and base control-sample features."""
+    value = _fid(tuned, base)
+    ci = bootstrap(_fid, tuned, base, reps, seed)
+    return entry(value, ci, len(tuned), False, "FID between tuned and base control samples (judge features; biased at small n)")
+
+
+def mean_with_ci(values: list[float], reps: int, seed: int, higher_is_better: bool, description: str) -> dict:
+    """Mean with a percentile-bootstrap 95% interval."""
+    arr = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    boots = [arr[rng.integers(0, len(arr), len(arr))].mean() for _ in range(reps)] if len(arr) else [float("nan")]
+    return entry(arr.mean() if len(arr) else float("nan"), (np.percentile(boots, 2.5), np.percentile(boots, 97.5)),
+                 len(arr), higher_is_better, description)
+
+
+def confusion(rows: list[tuple[str, str]], labels: list[str]) -> dict[str, dict[str, int]]:
+    """Counts of (prompt concept -> judged label)."""
+    table: dict[str, dict[str, int]] = {}
+    for concept, judged in rows:
+        table.setdefault(concept, dict.fromkeys(labels, 0))[judged] += 1
+    return table

@@ -1,0 +1,97 @@
+"""``swapbench train``: fine-tune the swap and write a run directory (DESIGN §4)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime
+from pathlib import Path
+
+from swapbench.config import load_config, preset_names
+from swapbench.errors import UserError
+
+
+def add_config_arguments(p: argparse.ArgumentParser, default_preset: str | None = "savanna") -> None:
+    p.add_argument("--preset", default=default_preset, help=f"recipe preset ({', '.join(preset_names())})")
+    p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config applied on top of the preset")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, e.g. --set train.lr=1e-4 (repeatable)")
+    p.add_argument("--seed", type=int, help="random seed (config key seed)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune the concept swap; writes runs/<name>/",
+                       description="Fine-tune the base pipeline's UNet on captions with the swap pairs exchanged.")
+    add_config_arguments(p)
+    p.add_argument("--data", metavar="PATH_OR_NAME", help="COCO root, save_to_disk folder, JSONL or hub dataset")
+    p.add_argument("--model", metavar="PATH_OR_NAME", help="base diffusers pipeline folder or hub name")
+    p.add_argument("--out", default=None, help="runs root folder (default: runs)")
+    p.add_argument("--name", help="run name (default: <preset>-<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also upload model/ to this hub repo")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from swapbench.io import atomic_write_json, read_json
+    from swapbench.rundir import RunDir
+
+    if args.resume:
+        run_dir = RunDir(Path(args.resume))
+        if not run_dir.config.is_file():
+            raise UserError(f"{args.resume} is not a run directory (no config.json); pass the folder train created")
+        from swapbench.config import config_from_dict
+
+        cfg = config_from_dict(read_json(run_dir.config))
+    else:
+        overrides = list(args.overrides)
+        for key, value in (("seed", args.seed), ("device", args.device), ("data.source", args.data),
+                           ("model.pretrained", args.model), ("output_dir", args.out), ("name", args.name),
+                           ("export.push_to_hub", args.push_to_hub)):
+            if value is not None:
+                overrides.append(f"{key}={value}")
+        cfg = load_config(args.preset, args.config, overrides)
+        cfg.name = cfg.name or f"{cfg.preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        run_dir = RunDir(Path(cfg.output_dir) / cfg.name)
+        if run_dir.finished:
+            raise UserError(f"run {run_dir.root} already finished; pass another --name")
+        try:
+            run_dir.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(run_dir.config, cfg.to_dict())
+        except OSError as e:
+            raise UserError(f"cannot write the run directory {run_dir.root} ({e.strerror}); pass a writable --out") from None
+
+    from swapbench.progress import console
+    from swapbench.train.recipe import Interrupted, SwapRecipe
+
+    started = time.perf_counter()
+    recipe = SwapRecipe(cfg, run_dir)
+    recipe.setup(resume=bool(args.resume))
+    try:
+        result = recipe.train()
+    except Interrupted:
+        console.print(f"interrupted at step {recipe.step}; checkpoint saved. Resume with: "
+                      f"swapbench train --resume {run_dir.root}")
+        return 130
+    recipe.export()
+    if cfg.export.push_to_hub:
+        _push(run_dir.model, cfg.export.push_to_hub, cfg.export.private)
+    summary = recipe.summary(result, time.perf_counter() - started)
+    atomic_write_json(run_dir.train_summary, summary)
+    console.print(f"trained {summary['steps']} steps in {summary['wall_s']:.0f} s "
+                  f"({summary['img_per_s']:.0f} img/s), final loss {summary['final_loss']:.4f}")
+    print(run_dir.root)
+    return 0
+
+
+def _push(folder: Path, repo: str, private: bool) -> None:
+    from huggingface_hub import HfApi
+
+    try:
+        api = HfApi()
+        api.create_repo(repo, private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo)
+    except Exception as e:  # network and auth errors come in many types
+        raise UserError(f"push to hub repo {repo!r} failed ({type(e).__name__}); the model is saved in {folder}; "
+                        "log in with `hf auth login` and check the network, then upload that folder") from None

@@ -1,0 +1,170 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from swapbench.cli import main
+from swapbench.world import SHIPPED_WORLD
+from swapbench.world import generator as gen
+from swapbench.world.build import sha256_file
+
+MUST_DRAW = ("giraffe", "zebra", "elephant", "horse", "lion", "cow")
+
+
+def _check_files(world: Path) -> dict:
+    manifest = json.loads((world / "manifest.json").read_text())
+    on_disk = {str(p.relative_to(world)) for p in world.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    assert on_disk == set(manifest["files"])
+    for rel, digest in manifest["files"].items():
+        assert sha256_file(world / rel) == digest, rel
+    return manifest
+
+
+def test_generator_is_deterministic_and_seed_dependent():
+    a = gen.make_example(7, "train", 3)
+    b = gen.make_example(7, "train", 3)
+    c = gen.make_example(8, "train", 3)
+    assert np.array_equal(a.image, b.image) and a.captions == b.captions
+    assert not np.array_equal(a.image, c.image)
+    assert a.image.shape == (gen.IMAGE_SIZE, gen.IMAGE_SIZE, 3) and a.image.dtype == np.uint8
+
+
+def test_coco_layout_is_valid_and_byte_identical_across_writes(tmp_path):
+    h1 = gen.write_coco(tmp_path / "a", seed=3, sizes={"train": 120, "val": 20})
+    h2 = gen.write_coco(tmp_path / "b", seed=3, sizes={"train": 120, "val": 20})
+    assert h1 == h2
+    for name in ("000000000001.png", "000000000120.png"):
+        assert (tmp_path / "a/train2017" / name).read_bytes() == (tmp_path / "b/train2017" / name).read_bytes()
+    coco = json.loads((tmp_path / "a/annotations/captions_train2017.json").read_text())
+    assert {"images", "annotations", "info", "licenses"} <= set(coco)
+    ids = [im["id"] for im in coco["images"]]
+    assert len(ids) == len(set(ids)) == 120
+    per_image: dict[int, int] = {}
+    for ann in coco["annotations"]:
+        assert isinstance(ann["caption"], str) and ann["caption"]
+        per_image[ann["image_id"]] = per_image.get(ann["image_id"], 0) + 1
+    assert set(per_image) == set(ids) and set(per_image.values()) == {5}
+    for im in coco["images"]:
+        assert (tmp_path / "a/train2017" / im["file_name"]).is_file()
+        assert im["width"] == im["height"] == gen.IMAGE_SIZE
+
+
+def test_captions_name_every_species_with_plurals_and_variety():
+    examples = [gen.make_example(0, "train", i) for i in range(1500)]
+    both = [e for e in examples if {"giraffe", "zebra"} <= set(e.concepts)]
+    empty = [e for e in examples if not e.concepts]
+    assert len(both) >= 5 and len(empty) >= 20
+    text = " ".join(c for e in examples for c in e.captions)
+    for concept in gen.CONCEPTS:
+        assert f" {concept}" in text
+        assert sum(concept in e.concepts for e in examples) >= 100
+    for plural in ("giraffes", "zebras", "elephants", "horses", "okapis"):
+        assert plural in text
+    captions = [c for e in examples for c in e.captions]
+    assert any(c[0].islower() for c in captions) and any(c[0].isupper() for c in captions)
+    assert any(c.endswith(".") for c in captions) and any(not c.endswith(".") for c in captions)
+    assert len(set(captions)) > 0.5 * len(captions)
+    for e in examples:
+        for concept, count in e.concepts.items():
+            word = concept if count == 1 else gen.PLURALS[concept]
+            assert all(word in c.lower() for c in e.captions), (e.concepts, e.captions)
+
+
+def test_mini_build_writes_standard_layouts(mini_world):
+    manifest = _check_files(mini_world)
+    assert manifest["concepts"]["swapped"] == ["giraffe", "zebra"]
+    assert set(manifest["quality"]["base_fidelity"]) == set(gen.CONCEPTS)
+    assert (mini_world / "pipeline/model_index.json").is_file()
+    assert (mini_world / "judge/open_clip_config.json").is_file()
+    import open_clip
+
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{mini_world / 'judge'}")
+    tokens = open_clip.get_tokenizer(f"local-dir:{mini_world / 'judge'}")(["a photo of a zebra"])
+    assert tokens.shape == (1, 16)
+    assert model.encode_text(tokens).shape == (1, 64)
+
+
+PLAIN_DIFFUSERS = """
+import sys, torch
+from diffusers import StableDiffusionPipeline
+assert not any(m.startswith("swapbench") for m in sys.modules)
+pipe = StableDiffusionPipeline.from_pretrained(sys.argv[1], torch_dtype=torch.float32)
+out = pipe("a zebra", num_inference_steps=3, guidance_scale=4.0, output_type="np",
+           generator=torch.Generator().manual_seed(0)).images
+assert out.shape[1:] == (32, 32, 3), out.shape
+print("ok", pipe.tokenizer("a giraffe").input_ids)
+"""
+
+
+def _plain_load(pipeline: Path) -> str:
+    result = subprocess.run([sys.executable, "-c", PLAIN_DIFFUSERS, str(pipeline)], capture_output=True, text=True,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_mini_pipeline_loads_in_plain_diffusers(mini_world):
+    assert "ok [49406, 320, 22826, 49407]" in _plain_load(mini_world / "pipeline")
+
+
+shipped = pytest.mark.skipif(not (SHIPPED_WORLD / "manifest.json").is_file(), reason="world not built yet")
+
+
+@shipped
+def test_shipped_world_matches_manifest_and_is_small():
+    manifest = _check_files(SHIPPED_WORLD)
+    total = sum((SHIPPED_WORLD / rel).stat().st_size for rel in manifest["files"])
+    assert total < 30 * 2**20
+    assert manifest["generator_version"] == gen.GENERATOR_VERSION
+
+
+@shipped
+def test_shipped_world_quality_card_meets_the_bar():
+    q = json.loads((SHIPPED_WORLD / "manifest.json").read_text())["quality"]
+    assert q["judge_check_n_per_concept"] >= 100 and q["base_fidelity_n_per_concept"] >= 64
+    for concept in gen.CONCEPTS:
+        assert q["judge_accuracy_clean"][concept] >= 0.98, concept
+    for concept in MUST_DRAW:
+        assert q["base_fidelity"][concept] >= 0.90, concept
+
+
+@shipped
+def test_shipped_pipeline_loads_in_plain_diffusers():
+    assert "ok [49406, 320, 22826, 49407]" in _plain_load(SHIPPED_WORLD / "pipeline")
+
+
+@shipped
+def test_world_info_json(capsys):
+    assert main(["world", "info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert set(info) == {"dir", "pipeline", "judge", "concepts", "sampler", "quality"}
+    assert Path(info["pipeline"], "model_index.json").is_file()
+
+
+def test_world_data_materialises_and_reuses_cache(tmp_path, capsys):
+    assert main(["world", "data", "--out", str(tmp_path / "d"), "--train", "40", "--val", "8"]) == 0
+    root = Path(capsys.readouterr().out.strip())
+    stamp = (root / "annotations/captions_train2017.json").stat().st_mtime_ns
+    assert len(list((root / "train2017").glob("*.png"))) == 40
+    assert main(["world", "data", "--out", str(tmp_path / "d"), "--train", "40", "--val", "8"]) == 0
+    assert (root / "annotations/captions_train2017.json").stat().st_mtime_ns == stamp
+
+
+def test_world_info_missing_world_is_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SWAPBENCH_WORLD", str(tmp_path / "nowhere"))
+    assert main(["world", "info"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "world build" in err[0]
+
+
+@pytest.mark.slow
+def test_full_world_rebuild_matches_quality_bar(tmp_path):
+    """Full rebuild (~40 min on 2 cores): the card must clear the same bar as the shipped world."""
+    from swapbench.world.build import build_world
+
+    q = build_world(tmp_path / "w")["quality"]
+    for concept in MUST_DRAW:
+        assert q["base_fidelity"][concept] >= 0.90
