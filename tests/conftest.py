@@ -22,3 +22,29 @@ def mini_world(tmp_path_factory):
     out = tmp_path_factory.mktemp("worlds") / "mini"
     build_world(out, BuildSettings.mini())
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """A random-weight SD-layout pipeline built in code (diffusers get_dummy_components style)."""
+    import torch
+
+    from swapbench.world import models
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny") / "pipeline"
+    tokenizer = models.build_tokenizer(out.parent / "tok")
+    unet = models.build_unet(latent_size=8, block_out_channels=(32, 64))
+    pipe = models.assemble_pipeline(models.build_vae(32), models.build_text_encoder(), tokenizer, unet)
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def coco_root(tmp_path_factory):
+    """Small COCO-2017-format data written by the world generator (giraffes and zebras included)."""
+    from swapbench.world import generator
+
+    root = tmp_path_factory.mktemp("coco")
+    generator.write_coco(root, seed=1, sizes={"train": 90, "val": 10})
+    return root

@@ -1,15 +1,27 @@
-"""Gate rules as data: absolute thresholds and "no worse than the baseline beyond its CI".
+"""Gate rules as data: absolute thresholds and "no metric worse than the baseline beyond its CI".
 
-A metric's direction comes from its ``higher_is_better`` field in results.json. A baseline
-regression needs the two 95% intervals to be disjoint on the worse side, so noise alone does not
-fail a build.
+Rules live in YAML (``eval/gates/default.yaml``)::
+
+    rules:
+      - metric: swap_success/giraffe->zebra   # threshold on the metric's value
+        min: 0.9                              # and/or max:
+      - baseline: all                         # or a list of metric name patterns (fnmatch)
+        exclude: ["base_fidelity/*"]          # optional patterns to leave out
+
+A metric's direction comes from its ``higher_is_better`` field in results.json (metrics with
+``null`` have no direction and are not compared). A baseline regression needs the two 95%
+intervals to be disjoint on the worse side, so sampling noise alone does not fail a build.
 """
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -17,25 +29,37 @@ from swapbench.assets import asset_path
 from swapbench.errors import UserError
 
 SCHEMA_VERSION = 1
+RULE_KEYS = {"metric", "min", "max", "baseline", "exclude", "description"}
 
 
 @dataclass
 class Verdict:
+    """One rule applied to one metric. ``value`` is None when the metric is absent (never a pass)."""
+
     rule: str
     metric: str
     value: float | None
     reference: str
     passed: bool
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def load_results(path_or_run: str | Path) -> dict:
-    """results.json from a file or a run directory; anything incomplete is an input error (never a pass)."""
+def results_path(path_or_run: str | Path) -> Path:
+    """A results.json path from itself, a run directory (RUN/eval/results.json) or an eval directory."""
     path = Path(path_or_run)
     if path.is_dir():
-        path = path / "eval" / "results.json" if (path / "eval" / "results.json").is_file() else path / "results.json"
+        for candidate in (path / "eval" / "results.json", path / "results.json"):
+            if candidate.is_file():
+                return candidate
+        return path / "eval" / "results.json"
+    return path
+
+
+def load_results(path_or_run: str | Path) -> dict[str, Any]:
+    """Read and check results.json; anything missing, truncated or of another schema is a UserError."""
+    path = results_path(path_or_run)
     if not path.is_file():
         raise UserError(f"results file {path} not found; run `swapbench eval` first or pass a results.json path")
     try:
@@ -46,53 +70,136 @@ def load_results(path_or_run: str | Path) -> dict:
         found = results.get("schema_version") if isinstance(results, dict) else None
         raise UserError(f"results file {path} has schema_version {found!r}, this swapbench reads {SCHEMA_VERSION}; "
                         "re-run `swapbench eval` with this version")
-    if not isinstance(results.get("metrics"), dict) or not results["metrics"]:
+    metrics = results.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
         raise UserError(f"results file {path} holds no metrics; re-run `swapbench eval`")
+    for name, metric in metrics.items():
+        problem = _metric_problem(metric)
+        if problem:
+            raise UserError(f"results file {path}: metric {name!r} {problem}; it does not follow schema "
+                            f"{SCHEMA_VERSION}, re-run `swapbench eval`")
     return results
 
 
-def load_rules(path: str | Path | None = None) -> list[dict]:
+def _metric_problem(metric: Any) -> str | None:
+    if not isinstance(metric, dict):
+        return "is not an object"
+    missing = [k for k in ("value", "ci95", "n", "higher_is_better") if k not in metric]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    ci = metric["ci95"]
+    if not (isinstance(ci, list) and len(ci) == 2 and all(_is_number(v) for v in ci)) or not _is_number(metric["value"]):
+        return "needs a numeric value and ci95 [lo, hi]"
+    if metric["higher_is_better"] not in (True, False, None):
+        return "needs higher_is_better true, false or null"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def load_rules(path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Rules from YAML (default: the shipped eval/gates/default.yaml), each checked for shape."""
     path = Path(path) if path else asset_path("eval/gates/default.yaml")
     if not path.is_file():
-        raise UserError(f"gate rules file {path} not found")
+        raise UserError(f"gate rules file {path} not found; pass an existing YAML file to --rules")
     try:
-        rules = yaml.safe_load(path.read_text(encoding="utf-8"))["rules"]
-    except (yaml.YAMLError, KeyError, TypeError) as e:
-        raise UserError(f"gate rules file {path} is malformed ({type(e).__name__}); it needs a list under 'rules'") from None
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UserError(f"gate rules file {path} does not parse ({str(e).splitlines()[0]}); fix its YAML") from None
+    rules = data.get("rules") if isinstance(data, dict) else None
+    if not isinstance(rules, list) or not rules:
+        raise UserError(f"gate rules file {path} needs a non-empty list under 'rules'")
     for rule in rules:
-        if not isinstance(rule, dict) or not ({"metric"} <= set(rule) and ({"min", "max"} & set(rule)) or "baseline" in rule):
-            raise UserError(f"gate rule {rule!r} in {path} needs metric + min/max, or baseline: all")
+        problem = _rule_problem(rule)
+        if problem:
+            raise UserError(f"gate rule {rule!r} in {path} {problem}; write metric: NAME with min:/max:, "
+                            "or baseline: all")
     return rules
 
 
-def evaluate(results: dict, baseline: dict | None = None, rules: list[dict] | None = None) -> list[Verdict]:
+def _rule_problem(rule: Any) -> str | None:
+    if not isinstance(rule, dict):
+        return "is not a mapping"
+    unknown = set(rule) - RULE_KEYS
+    if unknown:
+        return f"has unknown keys {sorted(unknown)}"
+    if "baseline" in rule:
+        patterns = rule["baseline"]
+        if patterns != "all" and not (isinstance(patterns, list) and all(isinstance(p, str) for p in patterns)):
+            return "needs baseline: all or a list of metric patterns"
+        return None
+    if not isinstance(rule.get("metric"), str):
+        return "names no metric"
+    bounds = [rule[k] for k in ("min", "max") if k in rule]
+    if not bounds or not all(_is_number(b) for b in bounds):
+        return "needs a numeric min: or max:"
+    return None
+
+
+def evaluate(results: dict, baseline: dict | None = None, rules: list | None = None) -> list[Verdict]:
+    """Apply ``rules`` (default rules if None) to ``results``; baseline rules are skipped without a baseline."""
     rules = rules if rules is not None else load_rules()
-    metrics = results["metrics"]
-    verdicts = []
+    verdicts: list[Verdict] = []
     for rule in rules:
         if "baseline" in rule:
             if baseline is not None:
-                verdicts += _versus_baseline(metrics, baseline["metrics"])
-            continue
-        name = rule["metric"]
-        m = metrics.get(name)
-        value = m["value"] if m else None
-        if "min" in rule:
-            ok, ref = value is not None and value >= rule["min"], f">= {rule['min']}"
+                verdicts += _versus_baseline(results["metrics"], baseline["metrics"], rule)
         else:
-            ok, ref = value is not None and value <= rule["max"], f"<= {rule['max']}"
-        verdicts.append(Verdict("threshold", name, value, ref if m else f"{ref} (metric missing)", bool(ok)))
+            verdicts.append(_threshold(results["metrics"], rule))
     return verdicts
 
 
-def _versus_baseline(metrics: dict, base: dict) -> list[Verdict]:
-    out = []
-    for name, m in metrics.items():
-        b = base.get(name)
-        if b is None or m.get("higher_is_better") is None:
+def _threshold(metrics: dict, rule: dict) -> Verdict:
+    name = rule["metric"]
+    reference = " and ".join(f"{op} {rule[k]}" for k, op in (("min", ">="), ("max", "<=")) if k in rule)
+    metric = metrics.get(name)
+    if metric is None:
+        return Verdict("threshold", name, None, f"{reference} (metric missing)", False)
+    value = metric["value"]
+    ok = not math.isnan(value) and rule.get("min", -math.inf) <= value <= rule.get("max", math.inf)
+    return Verdict("threshold", name, value, reference, ok)
+
+
+def _versus_baseline(metrics: dict, base: dict, rule: dict) -> list[Verdict]:
+    patterns = ["*"] if rule["baseline"] == "all" else rule["baseline"]
+    exclude = rule.get("exclude", [])
+
+    def selected(name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in patterns) and not any(
+            fnmatch.fnmatchcase(name, p) for p in exclude)
+
+    verdicts = []
+    for name, b in base.items():
+        if not selected(name) or b.get("higher_is_better") is None:
+            continue
+        blo, bhi = b["ci95"]
+        reference = f"baseline {b['value']:.4g} [{blo:.4g}, {bhi:.4g}]"
+        m = metrics.get(name)
+        if m is None:
+            verdicts.append(Verdict("vs baseline", name, None, f"{reference} (metric missing)", False))
             continue
         lo, hi = m["ci95"]
-        blo, bhi = b["ci95"]
-        worse = hi < blo if m["higher_is_better"] else lo > bhi
-        out.append(Verdict("vs baseline", name, m["value"], f"baseline {b['value']:.3f} [{blo:.3f}, {bhi:.3f}]", not worse))
-    return out
+        worse = hi < blo if b["higher_is_better"] else lo > bhi
+        verdicts.append(Verdict("vs baseline", name, m["value"], reference, not worse))
+    return verdicts
+
+
+def missing_metrics(verdicts: list[Verdict], results: dict) -> str | None:
+    """A one-line message when a rule needs a metric the results lack (an input error, never a pass)."""
+    missing = [v.metric for v in verdicts if v.value is None]
+    if not missing:
+        return None
+    close = difflib.get_close_matches(missing[0], list(results["metrics"]), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"results of run {results.get('run')!r} lack metric(s) {', '.join(missing)} that the rules need{hint}; "
+            "evaluate with a suite that measures them (e.g. --suite default) or pass --rules without them")
+
+
+def check_comparable(results: dict, baseline: dict) -> None:
+    """Runs evaluated on different suites or samplers cannot be compared metric by metric."""
+    for key in ("suite", "sampler"):
+        if key in results and key in baseline and results[key] != baseline[key]:
+            raise UserError(f"run {results.get('run')!r} and baseline {baseline.get('run')!r} were evaluated with "
+                            f"different {key} ({results[key]!r} vs {baseline[key]!r}); evaluate both the same way")

@@ -5,111 +5,143 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from swapbench.assets import asset_path
 from swapbench.eval.summary import ordered
 from swapbench.io import atomic_write_text, read_json
-from swapbench.reports.gate import evaluate, load_rules
+from swapbench.reports.gate import Verdict, evaluate, load_results, load_rules
+from swapbench.reports.svg import ci_bar, fmt, line_chart
 
 GROUP_TITLES = {"swap": "Swap: prompts naming a swapped concept", "control": "Controls: must not change",
                 "generality": "Generality: plurals, contexts, paraphrases, compositions",
                 "specificity": "Specificity: near neighbours must not change", "custom": "Custom prompts"}
+# The pooled metric that summarises each prompt group.
+GROUP_METRIC = {"swap": "swap_success", "control": "preservation", "generality": "generality",
+                "specificity": "specificity", "custom": "custom"}
+HEADLINE = ("swap_success/giraffe->zebra", "swap_success/zebra->giraffe", "preservation", "generality",
+            "specificity", "kid_vs_base")
 
 
-def data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(asset_path("reports/templates")), undefined=StrictUndefined,
+                      autoescape=select_autoescape(["html", "j2"]))
+    env.filters["fmt"] = fmt
+    env.globals["ci_bar"] = ci_bar
+    return env
 
 
-def line_chart(xs: list[float], ys: list[float], width: int = 460, height: int = 180, colour: str = "#2563eb",
-               log: bool = False) -> str:
-    """An inline SVG line chart with min/max labels on both axes."""
-    import math
-
-    if len(xs) < 2:
-        return "<p class=muted>not enough points</p>"
-    vals = [math.log10(max(y, 1e-12)) for y in ys] if log else list(ys)
-    x0, x1, y0, y1 = min(xs), max(xs), min(vals), max(vals)
-    y1 = y1 if y1 > y0 else y0 + 1
-    pad = 36
-
-    def px(x: float) -> float:
-        return pad + (x - x0) / max(x1 - x0, 1e-12) * (width - pad - 8)
-
-    def py(v: float) -> float:
-        return height - 20 - (v - y0) / (y1 - y0) * (height - 32)
-
-    points = " ".join(f"{px(x):.1f},{py(v):.1f}" for x, v in zip(xs, vals, strict=True))
-    fmt = (lambda v: f"{10 ** v:.1e}") if log else (lambda v: f"{v:.3g}")
-    return (f'<svg width="{width}" height="{height}" role="img"><rect x="{pad}" y="12" width="{width - pad - 8}" '
-            f'height="{height - 32}" fill="#f8fafc" stroke="#e2e8f0"/><polyline fill="none" stroke="{colour}" '
-            f'stroke-width="1.6" points="{points}"/><text x="2" y="18" class="ax">{fmt(y1)}</text>'
-            f'<text x="2" y="{height - 20}" class="ax">{fmt(y0)}</text><text x="{pad}" y="{height - 4}" class="ax">'
-            f'{x0:g}</text><text x="{width - 40}" y="{height - 4}" class="ax">{x1:g}</text></svg>')
+def data_uri(path: Path) -> str | None:
+    """The PNG inlined as a data URI, or None if the sample was not kept."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode() if path.is_file() else None
 
 
-def ci_bar(metric: dict) -> str:
-    """A 0..1 bar with the CI as a band and the value as a tick (proportions only)."""
-    lo, hi = metric["ci95"]
-    v = metric["value"]
-    if not (0 <= lo <= 1 and 0 <= hi <= 1 and 0 <= v <= 1):
-        return ""
-    w = 160
-    return (f'<svg width="{w}" height="14"><rect x="0" y="5" width="{w}" height="4" fill="#e2e8f0"/>'
-            f'<rect x="{lo * w:.1f}" y="2" width="{max((hi - lo) * w, 1):.1f}" height="10" fill="#93c5fd"/>'
-            f'<rect x="{v * w - 1:.1f}" y="0" width="2" height="14" fill="#1e3a8a"/></svg>')
+def write_report(eval_dir: str | Path, run_dir: str | Path | None = None) -> Path:
+    """Write ``eval_dir/report.html`` from results.json (+ the run's log, audit and config if ``run_dir``)."""
+    eval_dir = Path(eval_dir)
+    run_dir = Path(run_dir) if run_dir else None
+    results = load_results(eval_dir / "results.json")
+    metrics = results["metrics"]
+    verdicts = evaluate(results, None, load_rules())
+    html = environment().get_template("report.html.j2").render(
+        title=f"swapbench report: {results.get('run', eval_dir.name)}",
+        r=results,
+        headline=[n for n in HEADLINE if n in metrics],
+        names=ordered(metrics),
+        verdicts=verdicts,
+        gate_passed=all(v.passed for v in verdicts),
+        gate_by_metric=_gate_by_metric(verdicts),
+        groups=_groups(results, eval_dir),
+        confusions=_confusions(results),
+        training=_training(run_dir),
+        audit=_read_optional(run_dir / "data_audit.json") if run_dir else None,
+        config=_flat_rows(_read_optional(run_dir / "config.json")) if run_dir else [],
+        provenance=_flat_rows(results.get("provenance", {})),
+    )
+    return atomic_write_text(eval_dir / "report.html", html)
 
 
-def _grids(results: dict, eval_dir: Path) -> dict[str, list[dict]]:
+def _read_optional(path: Path) -> Any:
+    return read_json(path) if path.is_file() else None
+
+
+def _gate_by_metric(verdicts: list[Verdict]) -> dict[str, list[Verdict]]:
+    by_metric: dict[str, list[Verdict]] = {}
+    for v in verdicts:
+        by_metric.setdefault(v.metric, []).append(v)
+    return by_metric
+
+
+def _groups(results: dict, eval_dir: Path) -> list[dict]:
+    """Same-seed base/tuned pairs per prompt group, in the order of GROUP_TITLES, with the group's metric."""
     groups: dict[str, dict[str, dict]] = {}
-    for row in results["per_prompt"]:
+    for row in results.get("per_prompt", []):
         if "images" not in row:
             continue
-        prompt = groups.setdefault(row["group"], {}).setdefault(
-            row["prompt"], {"prompt": row["prompt"], "concept": row["concept"], "cells": []})
+        prompts = groups.setdefault(row["group"], {})
+        prompt = prompts.setdefault(row["prompt"], {"prompt": row["prompt"], "concept": row["concept"], "cells": []})
+        top = sorted(row.get("scores", {}).items(), key=lambda kv: -kv[1])[:3]
         prompt["cells"].append({
             "seed": row["seed"], "base": data_uri(eval_dir / row["images"]["base"]),
             "tuned": data_uri(eval_dir / row["images"]["tuned"]), "base_label": row["base_label"],
             "tuned_label": row["tuned_label"], "success": row["success"],
+            "scores": ", ".join(f"{label} {p:.2f}" for label, p in top),
         })
-    order = [g for g in GROUP_TITLES if g in groups]
-    return {g: list(groups[g].values()) for g in order}
+    order = [g for g in GROUP_TITLES if g in groups] + sorted(set(groups) - set(GROUP_TITLES))
+    return [{"name": g, "title": GROUP_TITLES.get(g, g), "metric_name": GROUP_METRIC.get(g),
+             "metric": results["metrics"].get(GROUP_METRIC.get(g, "")), "prompts": list(groups[g].values())}
+            for g in order]
+
+
+def _confusions(results: dict) -> list[dict]:
+    """Base and tuned confusion tables with every cell's share of its row (for the heat colour)."""
+    tables = [(title, results.get(key)) for title, key in (("base", "confusion_base"), ("tuned", "confusion"))]
+    out = []
+    for title, table in tables:
+        if not table:
+            continue
+        labels = results.get("labels") or sorted({label for row in table.values() for label in row})
+        rows = []
+        for concept, row in table.items():
+            total = sum(row.values())
+            rows.append({"concept": concept, "total": total,
+                         "cells": [{"label": label, "count": row.get(label, 0),
+                                    "share": row.get(label, 0) / total if total else 0.0} for label in labels]})
+        out.append({"title": title, "labels": labels, "rows": rows})
+    return out
 
 
 def _training(run_dir: Path | None) -> dict | None:
     if not run_dir or not (run_dir / "train_log.jsonl").is_file():
         return None
-    rows = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    rows = []
+    for line in (run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a run killed mid-write leaves a partial last line; the rest is still worth plotting
+    rows = [r for r in rows if isinstance(r, dict) and "step" in r]
     if not rows:
         return None
     steps = [r["step"] for r in rows]
-    summary = read_json(run_dir / "train_summary.json") if (run_dir / "train_summary.json").is_file() else {}
-    return {"loss": line_chart(steps, [r["loss"] for r in rows]),
-            "lr": line_chart(steps, [r["lr"] for r in rows], colour="#059669"),
-            "summary": summary}
+    return {"loss": line_chart(steps, [r.get("loss") for r in rows], "step", "loss"),
+            "lr": line_chart(steps, [r.get("lr") for r in rows], "step", "learning rate", colour="#059669"),
+            "grad_norm": line_chart(steps, [r.get("grad_norm") for r in rows], "step", "grad norm",
+                                    colour="#9333ea"),
+            "summary": _read_optional(run_dir / "train_summary.json") or {}}
 
 
-def write_report(eval_dir: str | Path, run_dir: str | Path | None = None) -> Path:
-    eval_dir = Path(eval_dir)
-    run_dir = Path(run_dir) if run_dir else None
-    results = read_json(eval_dir / "results.json")
-    metrics = results["metrics"]
-    verdicts = evaluate(results, None, load_rules())
-    env = Environment(loader=FileSystemLoader(asset_path("reports/templates")), autoescape=select_autoescape(["html", "j2"]))
-    html = env.get_template("report.html.j2").render(
-        r=results,
-        headline=[n for n in ("swap_success/giraffe->zebra", "swap_success/zebra->giraffe", "preservation",
-                              "kid_vs_base", "generality", "specificity") if n in metrics],
-        names=ordered(metrics),
-        ci_bar=ci_bar,
-        verdicts=verdicts,
-        gate_passed=all(v.passed for v in verdicts),
-        grids=_grids(results, eval_dir),
-        group_titles=GROUP_TITLES,
-        training=_training(run_dir),
-        audit=read_json(run_dir / "data_audit.json") if run_dir and (run_dir / "data_audit.json").is_file() else None,
-        config=json.dumps(read_json(run_dir / "config.json"), indent=2) if run_dir and (run_dir / "config.json").is_file() else None,
-        provenance=json.dumps(results.get("provenance", {}), indent=2),
-    )
-    return atomic_write_text(eval_dir / "report.html", html)
+def _flat_rows(data: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dicts as dotted ``key = value`` rows (the names ``--set`` takes), lists kept compact."""
+    if not isinstance(data, dict):
+        return []
+    rows: list[tuple[str, str]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            rows += _flat_rows(value, f"{prefix}{key}.")
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            rows.append((prefix + key, text if len(text) <= 300 else text[:300] + " …"))
+    return rows

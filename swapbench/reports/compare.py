@@ -1,0 +1,217 @@
+"""Compare evaluated runs: metrics with CIs side by side, plus only the settings that differ.
+
+A run is a run directory (RUN/eval/results.json + RUN/config.json) or a results.json path (its
+run's config.json is found when the file sits in RUN/eval/).
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from swapbench.errors import UserError
+from swapbench.eval.summary import ordered
+from swapbench.io import atomic_write_text, read_json
+from swapbench.reports.gate import Verdict, evaluate, load_results, load_rules, results_path
+from swapbench.reports.svg import ScatterPoint, fmt, scatter
+
+DEFAULT_METRICS = ("swap_success", "swap_success/giraffe->zebra", "swap_success/zebra->giraffe", "preservation",
+                   "generality", "specificity", "kid_vs_base")
+# Keys that differ between any two runs by construction and say nothing about the recipe.
+IGNORED_KEYS = {"name", "output_dir"}
+# What the evaluation actually used (results.json), which can differ from the run's config (eval --suite).
+RESULT_SETTINGS = {"eval.suite": ("suite",), "eval.sampler": ("sampler", "sampler"),
+                   "eval.steps": ("sampler", "steps"), "eval.guidance_scale": ("sampler", "guidance_scale")}
+PALETTE = ("#2563eb", "#dc2626", "#059669", "#9333ea", "#ea580c", "#0891b2", "#4d7c0f", "#be185d")
+
+
+@dataclass
+class RunRecord:
+    label: str
+    results_file: Path
+    results: dict[str, Any]
+    settings: dict[str, Any]
+    """Flattened config keys (``train.lr``) plus the eval settings recorded in results.json."""
+    report: Path | None
+    summary: dict[str, Any] | None
+
+    def metric(self, name: str) -> dict | None:
+        return self.results["metrics"].get(name)
+
+
+def load_run(path_or_run: str | Path) -> RunRecord:
+    results_file = results_path(path_or_run)
+    results = load_results(results_file)
+    run_root = results_file.parent.parent if results_file.parent.name == "eval" else results_file.parent
+    config = read_json(run_root / "config.json") if (run_root / "config.json").is_file() else {}
+    settings = dict(_flatten(config))
+    for key, path in RESULT_SETTINGS.items():
+        value: Any = results
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            settings[key] = value
+    report = results_file.parent / "report.html"
+    summary_file = run_root / "train_summary.json"
+    return RunRecord(str(results.get("run") or run_root.name), results_file, results, settings,
+                     report if report.is_file() else None, read_json(summary_file) if summary_file.is_file() else None)
+
+
+def load_runs(paths: list[str | Path]) -> list[RunRecord]:
+    runs = [load_run(p) for p in paths]
+    seen: dict[str, int] = {}
+    for run in runs:  # two runs of the same name from different folders stay apart in tables and plots
+        seen[run.label] = seen.get(run.label, 0) + 1
+        if seen[run.label] > 1:
+            run.label = f"{run.label} ({seen[run.label]})"
+    return runs
+
+
+def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            items += _flatten(value, f"{prefix}{key}.")
+        else:
+            items.append((prefix + key, value))
+    return items
+
+
+def differing_keys(runs: list[RunRecord]) -> list[str]:
+    """Settings whose values are not the same in every run (a missing key counts as a difference)."""
+    keys = sorted({k for run in runs for k in run.settings} - IGNORED_KEYS)
+    return [k for k in keys if len({json.dumps(run.settings.get(k), sort_keys=True) for run in runs}) > 1]
+
+
+def metric_names(runs: list[RunRecord], requested: list[str] | None = None) -> list[str]:
+    available = ordered(list({name: None for run in runs for name in run.results["metrics"]}))
+    if not requested:
+        return [m for m in DEFAULT_METRICS if m in available]
+    for name in requested:
+        if name not in available:
+            raise UserError(f"no run has metric {name!r}{_suggest(name, available)}; pick from: {', '.join(available)}")
+    return requested
+
+
+def sort_runs(runs: list[RunRecord], metric: str) -> list[RunRecord]:
+    """Best first by the metric's own direction; runs without the metric go last."""
+    metric_names(runs, [metric])
+    direction = next(r.metric(metric)["higher_is_better"] for r in runs if r.metric(metric))
+    sign = -1 if direction is not False else 1
+
+    def key(run: RunRecord) -> tuple[int, float]:
+        m = run.metric(metric)
+        return (0, sign * m["value"]) if m else (1, 0.0)
+
+    return sorted(runs, key=key)
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def cell(metric: dict | None) -> str:
+    if metric is None:
+        return "—"
+    lo, hi = metric["ci95"]
+    return f"{fmt(metric['value'])} [{fmt(lo)}, {fmt(hi)}]"
+
+
+def setting_text(value: Any) -> str:
+    return "—" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def gate_verdicts(run: RunRecord) -> list[Verdict]:
+    """The default threshold rules (no baseline): the same pass/fail a run's report shows."""
+    return evaluate(run.results, None, load_rules())
+
+
+def to_csv(runs: list[RunRecord], keys: list[str]) -> str:
+    """One row per run: its differing settings, then value, CI and n of every metric any run has."""
+    names = ordered(list({n: None for run in runs for n in run.results["metrics"]}))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["run", "results", *keys, *[f"{n}{s}" for n in names for s in ("", ".ci_lo", ".ci_hi", ".n")]])
+    for run in runs:
+        row: list[Any] = [run.label, str(run.results_file), *[setting_text(run.settings.get(k)) for k in keys]]
+        for name in names:
+            m = run.metric(name)
+            row += [m["value"], m["ci95"][0], m["ci95"][1], m["n"]] if m else ["", "", "", ""]
+        writer.writerow(row)
+    return out.getvalue()
+
+
+def write_csv(runs: list[RunRecord], keys: list[str], path: str | Path) -> Path:
+    return atomic_write_text(path, to_csv(runs, keys))
+
+
+def print_table(runs: list[RunRecord], keys: list[str], metrics: list[str], console: Any = None) -> None:
+    """Runs as rows; each metric cell holds the value over its 95% CI so columns stay narrow."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    if not console.is_terminal:  # logs and pipes are read later, in full: do not squeeze them to 80 columns
+        console.width = max(console.width, 200)
+    table = Table(title=f"{len(runs)} runs" + (f"; settings that differ: {', '.join(keys)}" if keys else
+                                               "; all settings equal"), title_justify="left")
+    table.add_column("run", overflow="fold")
+    for key in keys:
+        table.add_column(key, justify="right", overflow="fold")
+    for name in metrics:
+        table.add_column(name, justify="right", overflow="fold")
+    table.add_column("gate")
+    for run in runs:
+        passed = all(v.passed for v in gate_verdicts(run))
+        table.add_row(run.label, *[setting_text(run.settings.get(k)) for k in keys],
+                      *[_two_line(run.metric(n)) for n in metrics], "[green]pass[/]" if passed else "[red]fail[/]")
+    console.print(table)
+
+
+def _two_line(metric: dict | None) -> str:
+    if metric is None:
+        return "—"
+    lo, hi = metric["ci95"]
+    return f"{fmt(metric['value'])}\n[dim][{fmt(lo)}, {fmt(hi)}][/]"
+
+
+def _target(rules: list[dict], prefix: str) -> float | None:
+    """The strictest gate floor on metrics named ``prefix`` or ``prefix/...`` (drawn as a dashed line)."""
+    floors = [r["min"] for r in rules if "min" in r and (r.get("metric") == prefix or
+                                                         str(r.get("metric", "")).startswith(prefix + "/"))]
+    return max(floors) if floors else None
+
+
+def write_html(runs: list[RunRecord], keys: list[str], metrics: list[str], path: str | Path) -> Path:
+    """compare.html: the table, a swap-success vs preservation scatter, links to each run's report."""
+    from swapbench.reports.html import environment
+
+    path = Path(path)
+    rules = load_rules()
+    points, rows = [], []
+    for i, run in enumerate(runs):
+        link = os.path.relpath(run.report, path.parent.resolve()) if run.report else None
+        colour = PALETTE[i % len(PALETTE)]
+        x, y = run.metric("preservation"), run.metric("swap_success")
+        if x and y:
+            points.append(ScatterPoint(run.label, x["value"], tuple(x["ci95"]), y["value"], tuple(y["ci95"]),
+                                       link, colour))
+        verdicts = gate_verdicts(run)
+        rows.append({"label": run.label, "link": link, "colour": colour,
+                     "settings": [setting_text(run.settings.get(k)) for k in keys],
+                     "metrics": [run.metric(n) for n in metrics], "gate_passed": all(v.passed for v in verdicts),
+                     "gate_failed": [v.metric for v in verdicts if not v.passed],
+                     "wall_s": (run.summary or {}).get("wall_s")})
+    plot = scatter(points, "preservation (controls keep their base label)", "swap success (both directions)",
+                   targets=(_target(rules, "preservation"), _target(rules, "swap_success"))) if points else None
+    html = environment().get_template("compare.html.j2").render(
+        title=f"swapbench compare: {len(runs)} runs", keys=keys, metrics=metrics, rows=rows, plot=plot,
+        descriptions={n: next((r.metric(n)["description"] for r in runs if r.metric(n)), "") for n in metrics})
+    return atomic_write_text(path, html)

@@ -1,0 +1,88 @@
+import csv
+import json
+import re
+
+import pytest
+from _fixtures_reports import make_run, table_rows
+
+from swapbench.cli import main
+from swapbench.reports.html import write_report
+
+LRS = ((1e-4, 0.5, 1.0), (3e-4, 0.9, 0.95), (1e-3, 1.0, 0.7))  # lr, swap share, preservation share
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    runs = [make_run(root, f"lr{lr}", lr=lr, swap=s, preservation=p) for lr, s, p in LRS]
+    for run in runs:
+        write_report(run / "eval", run)
+    return runs
+
+
+def _table_lines(out):
+    return [line for line in out.splitlines() if line.startswith("│")]
+
+
+def test_three_learning_rates_show_the_differing_key_and_metrics(runs, tmp_path, capsys):
+    assert main(["compare", *map(str, runs), "--csv", str(tmp_path / "c.csv"), "--html", str(tmp_path / "c.html")]) == 0
+    out = capsys.readouterr().out
+    assert "settings that differ: train.lr" in out
+    assert "train.batch_size" not in out and "output_dir" not in out
+    lines = _table_lines(out)
+    value_rows = [line for line in lines if "lr0" in line]
+    assert [row.split("│")[1].strip() for row in value_rows] == ["lr0.0001", "lr0.0003", "lr0.001"]
+    # run, train.lr, swap_success, g->z, z->g, preservation, ... per row
+    cells = [[c.strip() for c in row.split("│")[1:-1]] for row in value_rows]
+    assert [c[1] for c in cells] == ["0.0001", "0.0003", "0.001"]
+    assert [c[2] for c in cells] == ["0.500", "0.900", "1.000"]
+    assert [c[5] for c in cells] == ["1.000", "0.950", "0.700"]
+    assert [c[-1] for c in cells] == ["fail", "pass", "fail"]
+
+    rows = list(csv.DictReader(open(tmp_path / "c.csv")))
+    assert [r["train.lr"] for r in rows] == ["0.0001", "0.0003", "0.001"]
+    assert [float(r["preservation"]) for r in rows] == [1.0, 0.95, 0.7]
+    expected = json.loads((runs[1] / "eval" / "results.json").read_text())["metrics"]["preservation"]["ci95"]
+    assert [float(rows[1]["preservation.ci_lo"]), float(rows[1]["preservation.ci_hi"])] == pytest.approx(expected)
+    assert rows[1]["preservation.n"] == "20"
+
+    html = (tmp_path / "c.html").read_text()
+    assert set(table_rows(html, "data-run")) == {"lr0.0001", "lr0.0003", "lr0.001"}
+    links = re.findall(r'href="([^"#]+)"', html)
+    assert len(links) == 9  # legend, table and scatter point of each run
+    assert {(tmp_path / link).resolve() for link in links} == {(r / "eval" / "report.html").resolve() for r in runs}
+
+
+def test_sort_follows_each_metrics_direction(runs, capsys):
+    def order(metric):
+        assert main(["compare", *map(str, runs), "--sort", metric]) == 0
+        return [line.split("│")[1].strip() for line in _table_lines(capsys.readouterr().out) if "lr0" in line]
+
+    assert order("preservation") == ["lr0.0001", "lr0.0003", "lr0.001"]  # higher is better
+    assert order("swap_success") == ["lr0.001", "lr0.0003", "lr0.0001"]
+
+
+def test_results_json_paths_find_their_run_config(runs, capsys):
+    assert main(["compare", str(runs[0] / "eval" / "results.json"), str(runs[2] / "eval" / "results.json")]) == 0
+    assert "settings that differ: train.lr" in capsys.readouterr().out
+
+
+def test_identical_runs_say_so_and_keep_distinct_labels(runs, capsys):
+    assert main(["compare", str(runs[0]), str(runs[0])]) == 0
+    out = capsys.readouterr().out
+    assert "all settings equal" in out and "lr0.0001 (2)" in out
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--sort", "preservaton"], "did you mean 'preservation'"),
+    (["--metrics", "swap_succes"], "did you mean 'swap_success'"),
+])
+def test_unknown_metric_is_a_one_line_error(runs, capsys, args, needle):
+    assert main(["compare", str(runs[0]), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+
+
+def test_missing_run_is_a_one_line_error(tmp_path, capsys):
+    assert main(["compare", str(tmp_path / "nope")]) == 2
+    assert "not found" in capsys.readouterr().err

@@ -1,0 +1,121 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from swapbench.cli import main
+from swapbench.world import SHIPPED_WORLD
+
+shipped = pytest.mark.skipif(not (SHIPPED_WORLD / "manifest.json").is_file(), reason="world not built yet")
+
+
+def _metrics(path):
+    return json.loads(path.read_text())["metrics"]
+
+
+def test_every_shipped_suite_loads():
+    from swapbench.assets import asset_names
+    from swapbench.eval.suite import load_suite
+
+    for name in asset_names("eval/suites"):
+        suite = load_suite(name)
+        assert set(suite.swap) <= set(suite.labels)
+        assert {i.group for i in suite.items} == {"swap", "control", "generality", "specificity"}
+
+
+def test_wilson_interval_known_values():
+    from swapbench.eval.metrics import wilson
+
+    lo, hi = wilson(0, 10)
+    assert lo == 0 and hi == pytest.approx(0.2775, abs=1e-3)
+    lo, hi = wilson(45, 50)
+    assert (lo, hi) == (pytest.approx(0.7864, abs=1e-3), pytest.approx(0.9565, abs=1e-3))
+
+
+def test_kid_and_fid_are_zero_for_identical_features_and_grow_with_shift():
+    from swapbench.eval.metrics import fid_vs_base, kid_vs_base
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 16, generator=g)
+    kid_same, fid_same = kid_vs_base(x, x, 0, 20), fid_vs_base(x, x, 0, 20)
+    assert abs(kid_same["value"]) < 1e-6 and abs(fid_same["value"]) < 1e-3
+    shifted = x + 1.0
+    assert kid_vs_base(shifted, x, 0, 20)["value"] > 0.1 and fid_vs_base(shifted, x, 0, 20)["value"] > 10
+
+
+@pytest.fixture(scope="module")
+def base_eval(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval") / "base"
+    assert main(["eval", "--model", "base", "--suite", "quick", "--out", str(out)]) == 0
+    return out
+
+
+@shipped
+def test_base_against_itself_is_the_null_result(base_eval):
+    m = _metrics(base_eval / "results.json")
+    assert m["swap_success"]["value"] <= 0.05
+    assert m["preservation"]["value"] == 1.0 and m["specificity"]["value"] == 1.0
+    lo, hi = m["kid_vs_base"]["ci95"]
+    assert abs(m["kid_vs_base"]["value"]) < 1e-6 and lo <= 0 <= hi + 1e-9
+    for entry in m.values():
+        assert entry["n"] > 0 and entry["ci95"][0] <= entry["value"] + 1e-9 <= entry["ci95"][1] + 2e-9
+    assert (base_eval / "report.html").is_file()
+
+
+@shipped
+def test_same_seed_twice_gives_identical_metrics(base_eval, tmp_path):
+    assert main(["eval", "--model", "base", "--suite", "quick", "--out", str(tmp_path / "again")]) == 0
+    assert _metrics(tmp_path / "again/results.json") == _metrics(base_eval / "results.json")
+    timing = json.loads((tmp_path / "again/results.json").read_text())["timing"]
+    assert timing["base_sampled"] == 0 and timing["base_cached"] > 0  # the second pass reused the base cache
+
+
+@shipped
+def test_token_embedding_oracle_swaps_both_ways(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(SHIPPED_WORLD / "pipeline", torch_dtype=torch.float32)
+    ids = [pipe.tokenizer(w, add_special_tokens=False).input_ids for w in ("giraffe", "zebra")]
+    assert all(len(i) == 1 for i in ids)
+    emb = pipe.text_encoder.get_input_embeddings().weight.data
+    g, z = ids[0][0], ids[1][0]
+    emb[[g, z]] = emb[[z, g]].clone()
+    pipe.save_pretrained(tmp_path / "oracle")
+    assert main(["eval", str(tmp_path / "oracle"), "--base", "world:savanna", "--suite", "quick",
+                 "--set", "eval.seeds=6", "--out", str(tmp_path / "o")]) == 0
+    m = _metrics(tmp_path / "o/results.json")
+    assert m["swap_success/giraffe->zebra"]["value"] >= 0.9
+    assert m["swap_success/zebra->giraffe"]["value"] >= 0.9
+    assert m["preservation"]["value"] >= 0.9
+
+
+@shipped
+def test_custom_prompts_group(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a giraffe by a river", "concept": "giraffe"}\n'
+                       '{"prompt": "a lion resting", "concept": "lion"}\n')
+    assert main(["eval", "--model", "base", "--suite", "quick", "--prompts", str(prompts),
+                 "--set", "eval.seeds=2", "--out", str(tmp_path / "c")]) == 0
+    m = _metrics(tmp_path / "c/results.json")
+    assert m["custom/giraffe"]["n"] == 2 and m["custom/lion"]["n"] == 2
+
+
+def _one_line_error(capsys, code, needle):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+
+
+def test_bad_inputs(tmp_path, capsys, tiny_pipeline):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"preset": "savanna"}))
+    _one_line_error(capsys, main(["eval", str(run)]), "no exported model")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_pipeline, broken)
+    shutil.rmtree(broken / "vae")
+    _one_line_error(capsys, main(["eval", str(broken), "--base", str(tiny_pipeline)]), "missing vae")
+    _one_line_error(capsys, main(["eval", "--model", "base", "--suite", "nosuch"]), "unknown suite 'nosuch'")
+    suite = tmp_path / "s.yaml"
+    suite.write_text("labels: [horse, lion]\nswap: [giraffe, zebra]\ngroups: {}\n")
+    _one_line_error(capsys, main(["eval", "--model", "base", "--suite", str(suite)]), "must contain both swapped")

@@ -1,0 +1,145 @@
+import json
+
+import pytest
+
+from swapbench.cli import main
+
+
+def _metric(value, lo, hi, n=64, hib=True):
+    return {"value": value, "ci95": [lo, hi], "n": n, "higher_is_better": hib, "description": ""}
+
+
+def _results(swap=0.95, pres=0.97, kid=(0.001, 0.0, 0.004), run="r"):
+    return {
+        "schema_version": 1, "run": run, "suite": "default", "created": "2026-11-25T00:00:00+00:00",
+        "metrics": {
+            "swap_success": _metric(swap, swap - 0.05, min(1, swap + 0.03)),
+            "swap_success/giraffe->zebra": _metric(swap, swap - 0.06, min(1, swap + 0.03)),
+            "swap_success/zebra->giraffe": _metric(swap, swap - 0.06, min(1, swap + 0.03)),
+            "preservation": _metric(pres, pres - 0.04, min(1, pres + 0.02)),
+            "kid_vs_base": _metric(kid[0], kid[1], kid[2], hib=False),
+        },
+        "per_prompt": [], "confusion": {}, "provenance": {},
+    }
+
+
+@pytest.fixture
+def write(tmp_path):
+    def _write(name, obj):
+        path = tmp_path / name
+        path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+        return str(path)
+    return _write
+
+
+def test_pass(write, capsys):
+    assert main(["gate", write("a.json", _results()), "--baseline", write("b.json", _results())]) == 0
+    assert "FAIL" not in capsys.readouterr().out
+
+
+def test_threshold_regression_exits_1(write, capsys):
+    assert main(["gate", write("a.json", _results(pres=0.80))]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_baseline_regression_beyond_ci_exits_1(write):
+    worse = _results(kid=(0.05, 0.03, 0.07))
+    assert main(["gate", write("a.json", worse), "--baseline", write("b.json", _results())]) == 1
+    within_noise = _results(kid=(0.003, 0.0, 0.006))
+    assert main(["gate", write("c.json", within_noise), "--baseline", write("b.json", _results())]) == 0
+
+
+def test_json_output(write, capsys):
+    assert main(["gate", write("a.json", _results(swap=0.5)), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["passed"] is False
+    failed = {v["metric"] for v in out["verdicts"] if not v["passed"]}
+    assert failed == {"swap_success/giraffe->zebra", "swap_success/zebra->giraffe"}
+
+
+@pytest.mark.parametrize("content, needle", [
+    (None, "not found"),
+    ('{"schema_version": 1, "metrics": {"swap', "truncated"),
+    (json.dumps({**_results(), "schema_version": 2}), "schema_version 2"),
+    (json.dumps({**_results(), "metrics": {}}), "no metrics"),
+])
+def test_bad_results_never_pass(write, tmp_path, capsys, content, needle):
+    path = write("bad.json", content) if content is not None else str(tmp_path / "missing.json")
+    assert main(["gate", path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+
+
+def test_custom_rules_file(write, tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - metric: kid_vs_base\n    max: 0.0005\n")
+    assert main(["gate", write("a.json", _results()), "--rules", str(rules)]) == 1
+    rules.write_text("rules:\n  - metric: kid_vs_base\n    max: 0.01\n")
+    assert main(["gate", write("a.json", _results()), "--rules", str(rules)]) == 0
+
+
+def test_run_directories_and_baseline_drop_in_preservation(tmp_path, capsys):
+    from _fixtures_reports import make_run
+
+    good = make_run(tmp_path, "good", swap=1.0, preservation=1.0)
+    assert main(["gate", str(good), "--baseline", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "vs baseline" in out and "FAIL" not in out
+    # preservation 0.95 (CI [0.76, 0.99]) overlaps the baseline's 1.0 (CI [0.84, 1.0]): noise, not a regression
+    noisy = make_run(tmp_path, "noisy", swap=1.0, preservation=0.95)
+    assert main(["gate", str(noisy), "--baseline", str(good)]) == 0
+    capsys.readouterr()
+    worse = make_run(tmp_path, "worse", swap=1.0, preservation=0.5)
+    rules = tmp_path / "baseline-only.yaml"
+    rules.write_text("rules:\n  - baseline: all\n")
+    assert main(["gate", str(worse), "--baseline", str(good), "--rules", str(rules), "--json"]) == 1
+    failed = {v["metric"] for v in json.loads(capsys.readouterr().out)["verdicts"] if not v["passed"]}
+    assert failed == {"preservation", "preservation/lion", "preservation/cow"}  # elephant, horse kept
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda r: r["metrics"].pop("preservation"), "lack metric(s) preservation"),
+    (lambda r: r["metrics"]["kid_vs_base"].pop("ci95"), "lacks ci95"),
+    (lambda r: r["metrics"]["kid_vs_base"].update(higher_is_better="yes"), "higher_is_better"),
+])
+def test_incomplete_results_are_input_errors(write, capsys, change, needle):
+    results = _results()
+    change(results)
+    assert main(["gate", write("a.json", results)]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_baseline_must_be_evaluated_the_same_way(write, capsys):
+    other = {**_results(), "suite": "quick"}
+    assert main(["gate", write("a.json", _results()), "--baseline", write("b.json", other)]) == 2
+    assert "different suite" in capsys.readouterr().err
+
+
+def test_metric_missing_from_run_but_in_baseline_never_passes(write, capsys):
+    run = _results()
+    run["metrics"].pop("kid_vs_base")
+    assert main(["gate", write("a.json", run), "--baseline", write("b.json", _results())]) == 2
+    assert "kid_vs_base" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("rules: [", "does not parse"),
+    ("rules: []\n", "non-empty list"),
+    ("rules:\n  - metric: preservation\n", "min:/max:"),
+    ("rules:\n  - metric: preservation\n    minimum: 0.9\n", "unknown keys"),
+])
+def test_malformed_rules_are_input_errors(write, tmp_path, capsys, text, needle):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(text)
+    assert main(["gate", write("a.json", _results()), "--rules", str(rules)]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_every_shipped_rule_file_loads():
+    from swapbench.assets import asset_names, asset_path
+    from swapbench.reports.gate import load_rules
+
+    names = asset_names("eval/gates")
+    assert "default" in names
+    for name in names:
+        assert load_rules(asset_path(f"eval/gates/{name}.yaml"))

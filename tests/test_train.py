@@ -1,0 +1,135 @@
+import json
+import os
+import shutil
+import signal
+
+import datasets
+import torch
+from safetensors.torch import load_file
+
+from swapbench.cli import main
+
+FAST = ["--set", "train.batch_size=4", "--set", "data.resolution=32", "--set", "data.subset_size=90",
+        "--set", "train.warmup_steps=1", "--set", "train.log_every=1", "--set", "train.cache_views=2"]
+
+
+def _train(tmp_path, model, data, name, *extra, preset="sd15-coco"):
+    return main(["train", "--preset", preset, "--model", str(model), "--data", str(data), "--out", str(tmp_path),
+                 "--name", name, *FAST, *extra])
+
+
+def _unet(run):
+    return load_file(str(run / "model/unet/diffusion_pytorch_model.safetensors"))
+
+
+def test_sd15_coco_path_end_to_end_on_tiny_model(tmp_path, tiny_pipeline, coco_root, capsys):
+    assert _train(tmp_path, tiny_pipeline, coco_root, "r", "--set", "train.max_steps=3") == 0
+    run = tmp_path / "r"
+    assert capsys.readouterr().out.strip().endswith(str(run))
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["preset"] == "sd15-coco" and cfg["train"]["lr"] == 2e-5
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and {"loss", "lr", "grad_norm", "img_per_s"} <= set(log[0])
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 3 and summary["peak_memory_mb"] > 0
+    audit = json.loads((run / "data_audit.json").read_text())
+    assert audit["balance"]["n"] > 0 and audit["examples"]
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(run / "model")
+    base = DiffusionPipeline.from_pretrained(tiny_pipeline)
+    assert not torch.equal(pipe.unet.conv_in.weight, base.unet.conv_in.weight)  # the UNet trained
+    for frozen in ("vae", "text_encoder"):
+        a, b = getattr(pipe, frozen).state_dict(), getattr(base, frozen).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sentences_tokens_data_and_uncached_mode(tmp_path, tiny_pipeline, coco_root):
+    from swapbench.data.sources import load_records
+
+    rows = [{"image": r["image"], "sentences": [{"raw": c, "tokens": c.split()} for c in r["captions"]]}
+            for r in load_records(str(coco_root), "train").to_list()]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "hf"))
+    assert _train(tmp_path, tiny_pipeline, tmp_path / "hf", "u", "--set", "train.max_steps=2",
+                  "--set", "train.cache=false") == 0
+    assert (tmp_path / "u/model/model_index.json").is_file()
+
+
+def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, tiny_pipeline, coco_root, monkeypatch):
+    args = ("--set", "train.max_steps=6", "--set", "train.checkpoint_every=0", "--seed", "3")
+    assert _train(tmp_path, tiny_pipeline, coco_root, "whole", *args) == 0
+
+    from swapbench.train import recipe
+
+    original = recipe.SwapRecipe.next_batch
+
+    def interrupt_at_step_3(self):
+        if self.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self)
+
+    monkeypatch.setattr(recipe.SwapRecipe, "next_batch", interrupt_at_step_3)
+    assert _train(tmp_path, tiny_pipeline, coco_root, "split", *args) == 130
+    assert not (tmp_path / "split/train_summary.json").exists()
+    assert [p.name for p in (tmp_path / "split/checkpoints").iterdir()] == ["step-0000004"]
+    monkeypatch.setattr(recipe.SwapRecipe, "next_batch", original)
+    assert main(["train", "--resume", str(tmp_path / "split")]) == 0
+    a, b = _unet(tmp_path / "whole"), _unet(tmp_path / "split")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_stops_keeps_last_checkpoint(tmp_path, tiny_pipeline, coco_root, monkeypatch, capsys):
+    from swapbench.train import recipe
+
+    real = recipe.diffusion_loss
+    calls = {"n": 0}
+
+    def nan_after_two(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] > 2 else loss
+
+    monkeypatch.setattr(recipe, "diffusion_loss", nan_after_two)
+    code = _train(tmp_path, tiny_pipeline, coco_root, "nan", "--set", "train.max_steps=5", "--set", "train.checkpoint_every=2")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "NaN" in err[0] and "step-0000002" in err[0]
+    assert (tmp_path / "nan/checkpoints/step-0000002/unet.safetensors").is_file()
+    assert not (tmp_path / "nan/model").exists()
+
+
+def _one_line_error(capsys, code, *needles):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    for needle in needles:
+        assert needle in err[0], err[0]
+
+
+def test_corrupt_and_missing_images(tmp_path, tiny_pipeline, coco_root, capsys):
+    data = tmp_path / "coco"
+    shutil.copytree(coco_root, data)
+    (data / "train2017/000000000005.png").write_bytes(b"not a png")
+    _one_line_error(capsys, _train(tmp_path, tiny_pipeline, data, "c", "--set", "train.max_steps=1"),
+                    "000000000005.png", "corrupt")
+    (data / "train2017/000000000005.png").unlink()
+    _one_line_error(capsys, _train(tmp_path, tiny_pipeline, data, "m", "--set", "train.max_steps=1"),
+                    "000000000005.png", "missing")
+
+
+def test_bad_config_and_paths(tmp_path, tiny_pipeline, coco_root, capsys):
+    _one_line_error(capsys, main(["train", "--preset", "nope"]), "unknown preset 'nope'")
+    _one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "k", "--set", "train.learning_rate=1"),
+                    "unknown config key 'train.learning_rate'")
+    _one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "w", "--set", "data.swap_pairs=[[giraffe,unicorn]]"),
+                    "'unicorn' never appears")
+    _one_line_error(capsys, main(["train", "--out", "/proc/swapbench-denied", "--name", "x"]), "writable --out")
+    _one_line_error(capsys, _train(tmp_path, tmp_path / "no-model", coco_root, "nm"), "not found")
+
+
+def test_empty_after_filtering(tmp_path, tiny_pipeline, capsys):
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "imgs/a.png")
+    lines = [{"file_name": "a.png", "text": "a giraffe and a zebra"}, {"file_name": "a.png", "text": "two zebras, one giraffe"}]
+    (tmp_path / "imgs/metadata.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    _one_line_error(capsys, _train(tmp_path, tiny_pipeline, tmp_path / "imgs", "e"), "no record names a swapped concept")
