@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test lint world bench clean
 
@@ -16,8 +17,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/swapbench train && $(BIN)/swapbench eval
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
+
+# The report tests render HTML in headless Chromium (Debian package `chromium`); installed here when
+# missing and we are root, otherwise those tests are skipped with the reason.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && apt-get install -y -q chromium; \
+	else echo "chromium not installed: browser rendering tests will be skipped (sudo apt-get install chromium)"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check swapbench tests benchmarks

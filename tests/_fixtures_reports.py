@@ -9,6 +9,7 @@ and gate tests read it exactly as they would read ``swapbench eval`` output.
 from __future__ import annotations
 
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -191,3 +192,20 @@ def table_rows(html: str, attribute: str) -> dict[str, list[str]]:
     parser = _Rows(attribute)
     parser.feed(html)
     return parser.rows
+
+
+def documented_commands(markdown: Path) -> list[list[str]]:
+    """Every ``swapbench ...`` invocation in a doc's code (continuations joined, shell variables -> 0)."""
+    import shlex
+
+    text = re.sub(r"\\\n\s*", " ", markdown.read_text())
+    commands = []
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        for segment in re.split(r"\s(?:&&|;)\s", line):
+            match = re.match(r"\s*(?:\S+ )*?(?:-m )?swapbench(?:\.cli)? (.*)", segment)
+            if match:
+                shell = re.split(r"\s(?:\|\||>)\s|\s&$", match.group(1))[0]
+                commands.append(shlex.split(re.sub(r'"?\$[({]?[A-Za-z_][^ "]*"?', "0", shell)))
+    return commands

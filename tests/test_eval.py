@@ -33,15 +33,21 @@ def test_wilson_interval_known_values():
     assert (lo, hi) == (pytest.approx(0.7864, abs=1e-3), pytest.approx(0.9565, abs=1e-3))
 
 
-def test_kid_and_fid_are_zero_for_identical_features_and_grow_with_shift():
+def test_kid_is_null_for_identical_samples_and_detects_a_shift():
     from swapbench.eval.metrics import fid_vs_base, kid_vs_base
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 16, generator=g)
-    kid_same, fid_same = kid_vs_base(x, x, 0, 20), fid_vs_base(x, x, 0, 20)
-    assert abs(kid_same["value"]) < 1e-6 and abs(fid_same["value"]) < 1e-3
-    shifted = x + 1.0
-    assert kid_vs_base(shifted, x, 0, 20)["value"] > 0.1 and fid_vs_base(shifted, x, 0, 20)["value"] > 10
+    x = torch.nn.functional.normalize(torch.randn(96, 16, generator=g), dim=1)
+    same = kid_vs_base(x, x, 0)
+    lo, hi = same["ci95"]
+    assert lo < 0 < hi and hi - lo < 0.02 and same["n"] == 96
+    assert fid_vs_base(x, x, 0, 20)["value"] < 1e-3
+    # Same-seed pairs that barely moved must not read as negative drift (the paired-sample bias).
+    nearly = kid_vs_base(x + 1e-3 * torch.randn(96, 16, generator=g), x, 0)
+    assert nearly["ci95"][0] < 0 < nearly["ci95"][1]
+    shifted = kid_vs_base(torch.nn.functional.normalize(x + 0.3, dim=1), x, 0)
+    assert shifted["ci95"][0] > 0 and shifted["value"] > 5 * (hi - lo)
+    assert kid_vs_base(x, x, 0) == same  # seeded
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -143,3 +144,21 @@ def test_every_shipped_rule_file_loads():
     assert "default" in names
     for name in names:
         assert load_rules(asset_path(f"eval/gates/{name}.yaml"))
+
+
+def test_documented_ci_workflow_parses_and_gates():
+    from pathlib import Path
+
+    import yaml
+    from _fixtures_reports import documented_commands
+
+    from swapbench.cli import build_parser
+
+    doc = Path(__file__).parents[1] / "docs" / "ci.md"
+    commands = documented_commands(doc)
+    assert {c[0] for c in commands} == {"train", "eval", "gate"}
+    for command in commands:
+        build_parser().parse_args(command)  # SystemExit(2) on a documented flag that does not exist
+    workflow = yaml.safe_load(re.search(r"```yaml\n(name: swap-gate.*?)```", doc.read_text(), re.S).group(1))
+    runs = " ".join(step.get("run", "") for step in workflow["jobs"]["gate"]["steps"])
+    assert "swapbench train --preset savanna" in runs and "swapbench gate runs/ci --baseline" in runs

@@ -81,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.preset or "savanna", args.config, overrides)
     if args.suite:
         cfg.eval.suite = args.suite
-    target, run = _target(args, cfg)
 
     from swapbench.eval.evaluate import evaluate
     from swapbench.eval.judge import ZeroShotJudge
@@ -92,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     items = list(suite.items)
     if args.prompts:
         items += custom_items(args.prompts, suite, cfg.eval.seeds or 8)
+    target, run = _target(args, cfg)
     out_dir = Path(args.out) if args.out else (run.eval_dir if run else Path("runs") / f"eval-{target.name}")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

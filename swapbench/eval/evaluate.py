@@ -254,7 +254,7 @@ def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned
                 out[f"{group}/{key}"] = p.compute()
     control = [i for i, (it, _) in enumerate(jobs) if it.group == "control"]
     if len(control) >= 4:
-        out["kid_vs_base"] = M.kid_vs_base(tuned_f[control], base_f[control], seed, max(50, reps // 10))
+        out["kid_vs_base"] = M.kid_vs_base(tuned_f[control], base_f[control], seed)
         out["fid_vs_base"] = M.fid_vs_base(tuned_f[control], base_f[control], seed, max(50, reps // 10))
         text = judge.text_features([jobs[i][0].prompt for i in control])
         clip = (100 * (tuned_f[control] * text).sum(-1)).clamp(min=0).tolist()

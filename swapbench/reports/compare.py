@@ -50,7 +50,7 @@ def load_run(path_or_run: str | Path) -> RunRecord:
     results = load_results(results_file)
     run_root = results_file.parent.parent if results_file.parent.name == "eval" else results_file.parent
     config = read_json(run_root / "config.json") if (run_root / "config.json").is_file() else {}
-    settings = dict(_flatten(config))
+    settings = dict(flatten(config))
     for key, path in RESULT_SETTINGS.items():
         value: Any = results
         for part in path:
@@ -73,11 +73,11 @@ def load_runs(paths: list[str | Path]) -> list[RunRecord]:
     return runs
 
 
-def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, Any]]:
+def flatten(mapping: dict, prefix: str = "") -> list[tuple[str, Any]]:
     items: list[tuple[str, Any]] = []
     for key, value in mapping.items():
         if isinstance(value, dict):
-            items += _flatten(value, f"{prefix}{key}.")
+            items += flatten(value, f"{prefix}{key}.")
         else:
             items.append((prefix + key, value))
     return items

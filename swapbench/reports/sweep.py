@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -21,6 +22,8 @@ from pathlib import Path
 from swapbench.config import load_config
 from swapbench.errors import UserError
 from swapbench.io import read_json
+from swapbench.reports.compare import IGNORED_KEYS, flatten
+from swapbench.reports.gate import load_results
 from swapbench.rundir import RunDir
 
 
@@ -87,14 +90,18 @@ def _slug(key: str, value: str, short: bool) -> str:
 
 
 def grid(axes: list[Axis]) -> list[Point]:
-    """Every combination of the swept values; single-valued keys apply to every point and stay out of names."""
+    """Every combination of the swept values; single-valued keys apply to every point and stay out of names.
+
+    Names use the last part of each key (``lr-1e-4_max-steps-200``) unless two swept keys share it.
+    """
     swept = [a for a in axes if len(a.values) > 1]
     fixed = [f"{a.key}={a.values[0]}" for a in axes if len(a.values) == 1]
     tails = [a.key.rsplit(".", 1)[-1] for a in swept]
+    short = [tails.count(t) == 1 for t in tails]
     points = []
     for index, combo in enumerate(itertools.product(*[a.values for a in swept])):
-        parts = [_slug(a.key, v, short=tails.count(a.key.rsplit(".", 1)[-1]) == 1) for a, v in zip(swept, combo, strict=True)]
-        points.append(Point(index, "_".join(parts) or "point", fixed + [f"{a.key}={v}" for a, v in zip(swept, combo, strict=True)]))
+        name = "_".join(_slug(a.key, v, s) for a, v, s in zip(swept, combo, short, strict=True)) or "point"
+        points.append(Point(index, name, fixed + [f"{a.key}={v}" for a, v in zip(swept, combo, strict=True)]))
     return points
 
 
@@ -129,14 +136,13 @@ class Sweep:
         return cfg.to_dict()
 
     def state(self, point: Point) -> State:
-        from swapbench.reports.gate import load_results
-
         run = self.run_dir(point)
         if not run.config.is_file():
             return State.TRAIN
-        if _comparable(read_json(run.config)) != _comparable(self.expected_config(point)):
-            raise UserError(f"{run.root} holds a run with another config than sweep point {point.name!r}; "
-                            "pass a new --out or remove that folder")
+        changed = config_changes(read_json(run.config), self.expected_config(point))
+        if changed:
+            raise UserError(f"{run.root} holds a run with another config than sweep point {point.name!r} "
+                            f"({'; '.join(changed[:3])}); pass a new --out or remove that folder")
         if not run.finished:
             return State.RESUME
         try:
@@ -154,16 +160,18 @@ class Sweep:
         return steps[state]
 
 
-def _comparable(config: dict) -> str:
-    """Config as JSON without the keys that only place the run (folder and name come from the sweep)."""
-    return json.dumps({k: v for k, v in config.items() if k not in ("name", "output_dir")}, sort_keys=True)
+def config_changes(found: dict, expected: dict) -> list[str]:
+    """``key: found -> expected`` for every setting that differs, ignoring where the run is placed."""
+    a, b = dict(flatten(found)), dict(flatten(expected))
+    return [f"{k}: {json.dumps(a.get(k))} -> {json.dumps(b.get(k))}" for k in sorted(set(a) | set(b))
+            if k not in IGNORED_KEYS and a.get(k) != b.get(k)]
 
 
 def shell_command(args: list[str]) -> str:
     return shlex.join(["swapbench", *args])
 
 
-def run_point(sweep: Sweep, point: Point, echo) -> bool:
+def run_point(sweep: Sweep, point: Point, echo: Callable[[str], None]) -> bool:
     """Run what ``point`` still needs; False if a step failed (its own output says why)."""
     for args in sweep.commands(point):
         echo(f"[{point.index + 1}/{len(sweep.points)}] {point.name}: {shell_command(args)}")

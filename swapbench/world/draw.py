@@ -107,8 +107,9 @@ def zebra(pen: Pen, rng: random.Random, pose: Pose) -> None:
 
     _legs(pen, [-0.32, -0.2, 0.2, 0.32], 0.55, 0.55, pose.stride, 0.1, white, hoof=black, stripe=leg_stripes)
     pen.ellipse(0.0, 0.72, 0.47, 0.24, white)
-    for x in (-0.33, -0.16, 0.0, 0.16, 0.31):
-        pen.line([(x, 0.95), (x + 0.03, 0.5)], 0.075, black)
+    # Few bold stripes: at 32 px finer ones fall below what an 8x8 latent can carry.
+    for x in (-0.3, -0.1, 0.1, 0.3):
+        pen.line([(x, 0.95), (x + 0.03, 0.5)], 0.1, black)
     head = (0.78, 0.3) if pose.head_down else (0.72, 1.12)
     pen.line([(0.35, 0.8), head], 0.2, white)
     pen.line([(0.33, 0.93), (head[0] - 0.04, head[1] + 0.1)], 0.06, black)  # mane
@@ -162,11 +163,13 @@ def lion(pen: Pen, rng: random.Random, pose: Pose) -> None:
 
 def cow(pen: Pen, rng: random.Random, pose: Pose) -> None:
     white, black = jitter(rng, (240, 238, 232), 8), jitter(rng, (25, 22, 20), 8)
+    # Holsteins and brown-patched breeds alike, so "black on white" alone does not mean cow.
+    patch = black if rng.random() < 0.5 else jitter(rng, (125, 70, 35), 14)
     _legs(pen, [-0.38, -0.26, 0.26, 0.38], 0.45, 0.45, pose.stride * 0.6, 0.13, white, hoof=black)
     pen.poly([(-0.55, 0.45), (0.5, 0.45), (0.55, 0.95), (-0.55, 0.95)], white)  # boxy body
     for _ in range(3):
         px, py = rng.uniform(-0.4, 0.35), rng.uniform(0.58, 0.85)
-        pen.ellipse(px, py, rng.uniform(0.12, 0.18), rng.uniform(0.1, 0.14), black)
+        pen.ellipse(px, py, rng.uniform(0.12, 0.18), rng.uniform(0.1, 0.14), patch)
     pen.ellipse(0.05, 0.42, 0.1, 0.06, (240, 160, 170))  # udder
     hy = 0.35 if pose.head_down else 0.88
     pen.ellipse(0.68, hy, 0.17, 0.14, white)

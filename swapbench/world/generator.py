@@ -21,7 +21,7 @@ import numpy as np
 
 from swapbench.world.draw import BACKGROUNDS, HEIGHTS, Placement, Pose, render
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 IMAGE_SIZE = 32
 SWAPPED = ("giraffe", "zebra")
 CONTROLS = ("elephant", "horse", "lion", "cow")
