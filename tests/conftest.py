@@ -8,10 +8,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Caches go to a per-session temp folder, never the user's ~/.cache."""
-    monkeypatch.setenv("SWAPBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "swapbench-cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Caches go to a per-session temp folder, never the user's ~/.cache (session-scoped so that
+    module- and session-scoped fixtures are isolated too)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SWAPBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "swapbench-cache"))
+        yield
 
 
 @pytest.fixture(scope="session")

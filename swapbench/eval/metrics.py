@@ -26,8 +26,14 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def stable(x: float) -> float:
+    """``x`` to 6 decimals and 6 significant digits: CPU kernels may differ in the last float bits
+    between two runs of one process, which must not make identical evaluations differ."""
+    return float(f"{round(float(x), 6):.6g}") + 0.0
+
+
 def entry(value: float, ci: tuple[float, float], n: int, higher_is_better: bool | None, description: str) -> dict:
-    return {"value": float(value), "ci95": [float(ci[0]), float(ci[1])], "n": int(n),
+    return {"value": stable(value), "ci95": [stable(ci[0]), stable(ci[1])], "n": int(n),
             "higher_is_better": higher_is_better, "description": description}
 
 
