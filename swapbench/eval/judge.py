@@ -62,7 +62,9 @@ class ZeroShotJudge:
         if Path(path).is_dir():
             if not (Path(path) / "open_clip_config.json").is_file():
                 raise UserError(f"judge folder {path} has no open_clip_config.json; pass an open_clip hub-layout folder")
-            return cls.from_dir(path, labels, templates, device)
+            judge = cls.from_dir(path, labels, templates, device)
+            judge.name = spec  # the spec the user gave ("world:savanna"), not this machine's path
+            return judge
         arch, _, tag = spec.partition("/")
         if arch not in open_clip.list_models() or not tag:
             raise UserError(f"unknown judge {spec!r}; use world:savanna, a local open_clip folder, or ARCH/TAG "
