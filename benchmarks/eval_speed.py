@@ -1,8 +1,10 @@
 """Evaluation cost: a first eval vs a second eval of another model against the same base.
 
-The second eval finds every base sample in the on-disk cache and samples only the tuned half.
-Both evaluate the default suite; the "tuned" models are the base itself and the token-embedding
-oracle (giraffe/zebra rows exchanged), so no training is needed. Run on an idle machine:
+Three evals share one fresh sample cache: (1) the token-embedding oracle (giraffe/zebra rows of the
+text encoder exchanged, so no training is needed) against the world base — base and tuned halves are
+both sampled; (2) the base model scored against itself, which finds every base sample cached;
+(3) the oracle again, standing in for "another run against the same base": only its tuned half is
+sampled. The ratio is (3) / (1), default suite. Run on an idle machine:
 
     python benchmarks/eval_speed.py
 """
