@@ -170,7 +170,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def apply_mapping(cfg: Config, mapping: dict[str, Any], source: str) -> None:
-    for key, value in _flatten(mapping):
+    for key, value in flatten(mapping):
         set_key(cfg, key, value, source=source)
 
 
@@ -225,12 +225,13 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return cfg
 
 
-def _flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+def flatten(mapping: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested mapping -> (dotted key, leaf value) pairs, in order."""
     items = []
     for k, v in mapping.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            items += _flatten(v, key + ".")
+            items += flatten(v, key + ".")
         else:
             items.append((key, v))
     return items

@@ -3,6 +3,7 @@ import shutil
 
 import pytest
 import torch
+from _cli import assert_one_line_error
 
 from swapbench.cli import main
 from swapbench.world import SHIPPED_WORLD
@@ -108,21 +109,16 @@ def test_custom_prompts_group(tmp_path):
     assert m["custom/giraffe"]["n"] == 2 and m["custom/lion"]["n"] == 2
 
 
-def _one_line_error(capsys, code, needle):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and needle in err[0], err
-
-
 def test_bad_inputs(tmp_path, capsys, tiny_pipeline):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"preset": "savanna"}))
-    _one_line_error(capsys, main(["eval", str(run)]), "no exported model")
+    assert_one_line_error(capsys, main(["eval", str(run)]), "no exported model")
     broken = tmp_path / "broken"
     shutil.copytree(tiny_pipeline, broken)
     shutil.rmtree(broken / "vae")
-    _one_line_error(capsys, main(["eval", str(broken), "--base", str(tiny_pipeline)]), "missing vae")
-    _one_line_error(capsys, main(["eval", "--model", "base", "--suite", "nosuch"]), "unknown suite 'nosuch'")
+    assert_one_line_error(capsys, main(["eval", str(broken), "--base", str(tiny_pipeline)]), "missing vae")
+    assert_one_line_error(capsys, main(["eval", "--model", "base", "--suite", "nosuch"]), "unknown suite 'nosuch'")
     suite = tmp_path / "s.yaml"
     suite.write_text("labels: [horse, lion]\nswap: [giraffe, zebra]\ngroups: {}\n")
-    _one_line_error(capsys, main(["eval", "--model", "base", "--suite", str(suite)]), "must contain both swapped")
+    assert_one_line_error(capsys, main(["eval", "--model", "base", "--suite", str(suite)]), "must contain both swapped")

@@ -5,6 +5,7 @@ import signal
 
 import datasets
 import torch
+from _cli import assert_one_line_error
 from safetensors.torch import load_file
 
 from swapbench.cli import main
@@ -97,32 +98,25 @@ def test_nan_loss_stops_keeps_last_checkpoint(tmp_path, tiny_pipeline, coco_root
     assert not (tmp_path / "nan/model").exists()
 
 
-def _one_line_error(capsys, code, *needles):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1, err
-    for needle in needles:
-        assert needle in err[0], err[0]
-
-
 def test_corrupt_and_missing_images(tmp_path, tiny_pipeline, coco_root, capsys):
     data = tmp_path / "coco"
     shutil.copytree(coco_root, data)
     (data / "train2017/000000000005.png").write_bytes(b"not a png")
-    _one_line_error(capsys, _train(tmp_path, tiny_pipeline, data, "c", "--set", "train.max_steps=1"),
+    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, data, "c", "--set", "train.max_steps=1"),
                     "000000000005.png", "corrupt")
     (data / "train2017/000000000005.png").unlink()
-    _one_line_error(capsys, _train(tmp_path, tiny_pipeline, data, "m", "--set", "train.max_steps=1"),
+    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, data, "m", "--set", "train.max_steps=1"),
                     "000000000005.png", "missing")
 
 
 def test_bad_config_and_paths(tmp_path, tiny_pipeline, coco_root, capsys):
-    _one_line_error(capsys, main(["train", "--preset", "nope"]), "unknown preset 'nope'")
-    _one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "k", "--set", "train.learning_rate=1"),
+    assert_one_line_error(capsys, main(["train", "--preset", "nope"]), "unknown preset 'nope'")
+    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "k", "--set", "train.learning_rate=1"),
                     "unknown config key 'train.learning_rate'")
-    _one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "w", "--set", "data.swap_pairs=[[giraffe,unicorn]]"),
+    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "w", "--set", "data.swap_pairs=[[giraffe,unicorn]]"),
                     "'unicorn' never appears")
-    _one_line_error(capsys, main(["train", "--out", "/proc/swapbench-denied", "--name", "x"]), "writable --out")
-    _one_line_error(capsys, _train(tmp_path, tmp_path / "no-model", coco_root, "nm"), "not found")
+    assert_one_line_error(capsys, main(["train", "--out", "/proc/swapbench-denied", "--name", "x"]), "writable --out")
+    assert_one_line_error(capsys, _train(tmp_path, tmp_path / "no-model", coco_root, "nm"), "not found")
 
 
 def test_empty_after_filtering(tmp_path, tiny_pipeline, capsys):
@@ -132,4 +126,4 @@ def test_empty_after_filtering(tmp_path, tiny_pipeline, capsys):
     Image.new("RGB", (32, 32)).save(tmp_path / "imgs/a.png")
     lines = [{"file_name": "a.png", "text": "a giraffe and a zebra"}, {"file_name": "a.png", "text": "two zebras, one giraffe"}]
     (tmp_path / "imgs/metadata.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
-    _one_line_error(capsys, _train(tmp_path, tiny_pipeline, tmp_path / "imgs", "e"), "no record names a swapped concept")
+    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, tmp_path / "imgs", "e"), "no record names a swapped concept")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from swapbench.cli import main
+from swapbench.io import sha256_file
 from swapbench.world import SHIPPED_WORLD
 from swapbench.world import generator as gen
-from swapbench.world.build import sha256_file
 
 MUST_DRAW = ("giraffe", "zebra", "elephant", "horse", "lion", "cow")
 

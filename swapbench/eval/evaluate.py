@@ -26,7 +26,7 @@ from swapbench.eval import metrics as M
 from swapbench.eval.judge import ZeroShotJudge
 from swapbench.eval.sampling import sample
 from swapbench.eval.suite import PromptItem, Suite
-from swapbench.io import atomic_write_json
+from swapbench.io import atomic_write_json, sha256_file
 from swapbench.paths import cache_dir
 from swapbench.progress import progress_bar
 from swapbench.train.model import load_pipeline
@@ -60,11 +60,7 @@ def weights_hash(folder: str | Path) -> str:
         if memo.is_file():
             digest = memo.read_text()
         else:
-            fh = hashlib.sha256()
-            with open(f, "rb") as stream:
-                for block in iter(lambda: stream.read(1 << 20), b""):
-                    fh.update(block)
-            digest = fh.hexdigest()
+            digest = sha256_file(f)
             memo.write_text(digest)
         h.update(f"{f.relative_to(folder)}:{digest}".encode())
     return h.hexdigest()

@@ -41,7 +41,8 @@ class ZeroShotJudge:
             ).float()
 
     @classmethod
-    def from_dir(cls, path: str | Path, labels: list[str], templates=WORLD_TEMPLATES, device="cpu") -> ZeroShotJudge:
+    def from_dir(cls, path: str | Path, labels: list[str], templates=WORLD_TEMPLATES, device="cpu",
+                 name: str | None = None) -> ZeroShotJudge:
         """Load an open_clip hub-layout folder (``open_clip_config.json`` + weights)."""
         spec = f"local-dir:{Path(path).resolve()}"
         model, _, preprocess = open_clip.create_model_and_transforms(spec, device=device)
@@ -50,7 +51,8 @@ class ZeroShotJudge:
         std = list(cfg.get("std", open_clip.OPENAI_DATASET_STD))
         size = model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size
-        return cls(model.float(), open_clip.get_tokenizer(spec), labels, templates, mean, std, size, device, name=spec)
+        return cls(model.float(), open_clip.get_tokenizer(spec), labels, templates, mean, std, size, device,
+                   name=name or spec)
 
     @classmethod
     def load(cls, spec: str, labels: list[str], templates, device="cpu") -> ZeroShotJudge:
@@ -62,9 +64,8 @@ class ZeroShotJudge:
         if Path(path).is_dir():
             if not (Path(path) / "open_clip_config.json").is_file():
                 raise UserError(f"judge folder {path} has no open_clip_config.json; pass an open_clip hub-layout folder")
-            judge = cls.from_dir(path, labels, templates, device)
-            judge.name = spec  # the spec the user gave ("world:savanna"), not this machine's path
-            return judge
+            # Named by the spec the user gave ("world:savanna"), not this machine's path.
+            return cls.from_dir(path, labels, templates, device, name=spec)
         arch, _, tag = spec.partition("/")
         if arch not in open_clip.list_models() or not tag:
             raise UserError(f"unknown judge {spec!r}; use world:savanna, a local open_clip folder, or ARCH/TAG "

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swapbench.config import flatten
 from swapbench.errors import UserError
 from swapbench.eval.summary import ordered
 from swapbench.io import atomic_write_text, read_json
@@ -71,16 +72,6 @@ def load_runs(paths: list[str | Path]) -> list[RunRecord]:
         if seen[run.label] > 1:
             run.label = f"{run.label} ({seen[run.label]})"
     return runs
-
-
-def flatten(mapping: dict, prefix: str = "") -> list[tuple[str, Any]]:
-    items: list[tuple[str, Any]] = []
-    for key, value in mapping.items():
-        if isinstance(value, dict):
-            items += flatten(value, f"{prefix}{key}.")
-        else:
-            items.append((prefix + key, value))
-    return items
 
 
 def differing_keys(runs: list[RunRecord]) -> list[str]:

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from swapbench.config import load_config
+from swapbench.config import flatten, load_config
 from swapbench.errors import UserError
 from swapbench.io import read_json
-from swapbench.reports.compare import IGNORED_KEYS, flatten
+from swapbench.reports.compare import IGNORED_KEYS
 from swapbench.reports.gate import load_results
 from swapbench.rundir import RunDir
 

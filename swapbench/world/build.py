@@ -7,7 +7,6 @@ look like reconstructions (a judge trained on clean images alone misreads them).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import platform
 import shutil
@@ -26,7 +25,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from swapbench import __version__
 from swapbench.eval.judge import WORLD_TEMPLATES, ZeroShotJudge
 from swapbench.eval.sampling import sample
-from swapbench.io import atomic_write_json
+from swapbench.io import atomic_write_json, sha256_file
 from swapbench.progress import console, progress_bar
 from swapbench.world import generator as gen
 from swapbench.world import models
@@ -243,14 +242,6 @@ def quality_card(pipe: StableDiffusionPipeline, judge: ZeroShotJudge, vae, s: Bu
         "sampling_batch": 64,
         "sampling_threads": torch.get_num_threads(),
     }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> dict:
