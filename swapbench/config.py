@@ -78,6 +78,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 10
     noise_offset: float = 0.0
+    """Offset noise: adds ``noise_offset * N(0, 1)`` per image and channel, as diffusers' example trainer; 0 = off."""
 
 
 @dataclass
@@ -121,6 +122,17 @@ class Config:
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.caption": ("random", "first"),
+    "train.trainable": ("unet", "unet.cross_attention"),
+    "train.lr_scheduler": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                           "constant_with_warmup", "piecewise_constant"),
+    "train.loss": ("mse",),
+    "train.mixed_precision": ("auto", "no", "fp16", "bf16"),
+}
+"""Keys whose value is one of a fixed set (diffusers' scheduler names for ``train.lr_scheduler``)."""
 
 
 def preset_names() -> list[str]:
@@ -199,7 +211,11 @@ def set_key(cfg: Config, key: str, value: Any, source: str) -> None:
             hint = typing.get_type_hints(type(node))[part]
             if dataclasses.is_dataclass(hint):
                 raise UserError(f"config key {key!r} is a section; set one of its keys, e.g. {key}.{dataclasses.fields(hint)[0].name}=...")
-            setattr(node, part, _coerce(value, hint, key))
+            value = _coerce(value, hint, key)
+            if key in CHOICES and value not in CHOICES[key]:
+                raise UserError(f"config key {key!r} is {value!r}{_suggest(str(value), list(CHOICES[key]))}; "
+                                f"choose one of: {', '.join(CHOICES[key])}")
+            setattr(node, part, value)
         else:
             node = getattr(node, part)
             if not dataclasses.is_dataclass(node):

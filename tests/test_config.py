@@ -39,6 +39,14 @@ def test_type_errors_and_unknown_presets():
         load_config("savana")
 
 
+def test_enumerated_keys_name_their_choices():
+    with pytest.raises(UserError, match="'train.lr_scheduler' is 'cosin'; did you mean 'cosine'.*choose one of: linear, cosine"):
+        load_config("savanna", None, ["train.lr_scheduler=cosin"])
+    with pytest.raises(UserError, match="'data.caption' is 'last'; choose one of: random, first"):
+        load_config("savanna", None, ["data.caption=last"])
+    assert load_config("savanna", None, ["train.mixed_precision=fp16"]).train.mixed_precision == "fp16"
+
+
 def test_design_keys_exist():
     keys = set(all_keys())
     for key in ("model.pretrained", "data.source", "data.subset_size", "data.swap_pairs", "data.drop_both",

@@ -64,10 +64,10 @@ def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, tiny_pipeline, 
 
     original = recipe.SwapRecipe.next_batch
 
-    def interrupt_at_step_3(self):
+    def interrupt_at_step_3(self, micro):
         if self.step == 3:
             os.kill(os.getpid(), signal.SIGINT)
-        return original(self)
+        return original(self, micro)
 
     monkeypatch.setattr(recipe.SwapRecipe, "next_batch", interrupt_at_step_3)
     assert _train(tmp_path, tiny_pipeline, coco_root, "split", *args) == 130
@@ -77,6 +77,16 @@ def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, tiny_pipeline, 
     assert main(["train", "--resume", str(tmp_path / "split")]) == 0
     a, b = _unet(tmp_path / "whole"), _unet(tmp_path / "split")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_caption_choice_and_noise_offset_reach_the_loop(tmp_path, tiny_pipeline, coco_root):
+    args = ("--set", "train.max_steps=2", "--set", "train.checkpoint_every=0")
+    assert _train(tmp_path, tiny_pipeline, coco_root, "plain", *args) == 0
+    assert _train(tmp_path, tiny_pipeline, coco_root, "offset", *args, "--set", "train.noise_offset=0.1") == 0
+    assert _train(tmp_path, tiny_pipeline, coco_root, "first", *args, "--set", "data.caption=first") == 0
+    plain = _unet(tmp_path / "plain")
+    for other in ("offset", "first"):
+        assert not torch.equal(plain["conv_in.weight"], _unet(tmp_path / other)["conv_in.weight"]), other
 
 
 def test_nan_loss_stops_keeps_last_checkpoint(tmp_path, tiny_pipeline, coco_root, monkeypatch, capsys):

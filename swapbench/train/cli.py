@@ -62,12 +62,14 @@ def run(args: argparse.Namespace) -> int:
         except OSError as e:
             raise UserError(f"cannot write the run directory {run_dir.root} ({e.strerror}); pass a writable --out") from None
 
+    from swapbench import STARTED
     from swapbench.progress import console
     from swapbench.train.recipe import Interrupted, SwapRecipe
 
-    started = time.perf_counter()
+    setup_started = time.perf_counter()
     recipe = SwapRecipe(cfg, run_dir)
     recipe.setup(resume=bool(args.resume))
+    setup_s = time.perf_counter() - setup_started
     try:
         result = recipe.train()
     except Interrupted:
@@ -77,10 +79,13 @@ def run(args: argparse.Namespace) -> int:
     recipe.export()
     if cfg.export.push_to_hub:
         _push(run_dir.model, cfg.export.push_to_hub, cfg.export.private)
-    summary = recipe.summary(result, time.perf_counter() - started)
+    summary = recipe.summary(result, wall=time.perf_counter() - STARTED, startup=setup_started - STARTED,
+                             setup=setup_s)
     atomic_write_json(run_dir.train_summary, summary)
-    console.print(f"trained {summary['steps']} steps in {summary['wall_s']:.0f} s "
-                  f"({summary['img_per_s']:.0f} img/s), final loss {summary['final_loss']:.4f}")
+    console.print(f"trained {summary['steps']} steps in {summary['wall_s']:.0f} s: start-up and imports "
+                  f"{summary['startup_s']:.0f} s, data + feature cache {summary['setup_s']:.0f} s, "
+                  f"loop {summary['train_loop_s']:.0f} s ({summary['img_per_s']:.0f} img/s); "
+                  f"final loss {summary['final_loss']:.4f}")
     print(run_dir.root)
     return 0
 

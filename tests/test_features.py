@@ -1,0 +1,69 @@
+"""The sample plan and the plan-driven feature cache: what is encoded, and that it never changes a number."""
+
+import pytest
+import torch
+
+from swapbench.config import DataConfig
+from swapbench.data.sources import load_records
+from swapbench.train.features import FeatureCache, ShardStore
+from swapbench.train.model import load_pipeline
+from swapbench.train.plan import draw_plan
+
+
+def test_plan_is_seeded_prefix_stable_and_keeps_the_target_share():
+    counts = [5] * 30 + [1] * 70  # 30 target records with five captions, 70 preservation records with one
+    long = draw_plan(counts, 30, 0.75, 40, 8, 4, "random", seed=7)
+    short = draw_plan(counts, 30, 0.75, 10, 8, 4, "random", seed=7)
+    assert torch.equal(long.record[:10], short.record) and torch.equal(long.caption[:10], short.caption)
+    assert not torch.equal(draw_plan(counts, 30, 0.75, 10, 8, 4, "random", seed=8).record, short.record)
+    assert ((long.record < 30).sum(dim=1) == 6).all()  # round(0.75 * 8) target samples in every batch
+    assert long.caption[long.record >= 30].eq(0).all() and long.caption.max() == 4
+    assert set(long.view.flatten().tolist()) == {0, 1, 2, 3}
+    assert draw_plan(counts, 30, 0.75, 10, 8, 4, "first", seed=7).caption.eq(0).all()
+    uniform = draw_plan(counts, 30, None, 200, 8, 1, "random", seed=0)
+    assert 0.2 < (uniform.record < 30).float().mean() < 0.4 and uniform.view.eq(0).all()
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_pipeline, coco_root):
+    pipe = load_pipeline(str(tiny_pipeline))
+    records = load_records(str(coco_root), "train").to_list()
+    return pipe, records
+
+
+def _cache(parts, plan):
+    pipe, records = parts
+    cfg = DataConfig(resolution=32)
+    return FeatureCache.for_plan(records, plan, cfg, pipe.vae, pipe.tokenizer, pipe.text_encoder, "cpu", seed=0)
+
+
+def test_cache_encodes_only_the_plan_and_reuse_never_changes_a_number(parts, tmp_path, monkeypatch):
+    counts = [len(r["captions"]) for r in parts[1]]
+    first = draw_plan(counts, 20, 0.5, 3, 4, 2, "random", seed=1)
+    other = draw_plan(counts, 20, 0.5, 5, 4, 2, "random", seed=2)
+
+    monkeypatch.setenv("SWAPBENCH_CACHE", str(tmp_path / "a"))
+    cold = _cache(parts, first)
+    n_captions = len({parts[1][r]["captions"][c] for r, c in zip(first.record.flatten().tolist(),
+                                                                 first.caption.flatten().tolist(), strict=True)})
+    assert cold.encoded == len(first.pairs()) + n_captions < 2 * len(parts[1])
+    warm = _cache(parts, first)
+    assert warm.encoded == 0 and torch.equal(warm.latents, cold.latents) and torch.equal(warm.embeddings, cold.embeddings)
+
+    # A cache filled by another plan first: shared entries were encoded in other batches, same numbers.
+    monkeypatch.setenv("SWAPBENCH_CACHE", str(tmp_path / "b"))
+    _cache(parts, other)
+    mixed = _cache(parts, first)
+    assert 0 < mixed.encoded < cold.encoded
+    assert torch.equal(mixed.latents, cold.latents) and torch.equal(mixed.embeddings, cold.embeddings)
+    assert torch.equal(mixed.latent_rows, cold.latent_rows) and torch.equal(mixed.text_rows, cold.text_rows)
+
+
+def test_shard_store_survives_reopening_and_ignores_torn_shards(tmp_path):
+    store = ShardStore(tmp_path, "x")
+    store.add(["a", "b"], torch.tensor([[1.0], [2.0]]))
+    store.add(["c"], torch.tensor([[3.0]]))
+    (tmp_path / ".x-dead.safetensors.tmp").write_bytes(b"torn")  # an interrupted write
+    reopened = ShardStore(tmp_path, "x")
+    assert reopened.missing(["c", "d", "a", "d"]) == ["d"]
+    assert reopened.gather(["c", "a", "b"]).flatten().tolist() == [3.0, 1.0, 2.0]
