@@ -38,6 +38,14 @@ from swapbench.progress import progress_bar
 from swapbench.train.plan import SamplePlan, derived_seed
 
 
+def missing_image(image) -> UserError:
+    return UserError(f"image file {image} is missing; restore it or remove its record from the data")
+
+
+def corrupt_image(image, error: Exception) -> UserError:
+    return UserError(f"image file {image} is corrupt or not an image ({type(error).__name__}); replace or remove it")
+
+
 def load_image(image) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
@@ -49,9 +57,9 @@ def load_image(image) -> Image.Image:
         with Image.open(image) as im:
             return im.convert("RGB")
     except FileNotFoundError:
-        raise UserError(f"image file {image} is missing; restore it or remove its record from the data") from None
+        raise missing_image(image) from None
     except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"image file {image} is corrupt or not an image ({type(e).__name__}); replace or remove it") from None
+        raise corrupt_image(image, e) from None
 
 
 def base_transform(resolution: int) -> transforms.Compose:
@@ -101,7 +109,7 @@ def image_key(image) -> str:
         try:
             st = os.stat(image)
         except FileNotFoundError:
-            raise UserError(f"image file {image} is missing; restore it or remove its record from the data") from None
+            raise missing_image(image) from None
         return f"{os.fspath(image)}|{st.st_size}|{st.st_mtime_ns}"
     data = image.tobytes() if isinstance(image, Image.Image) else bytes(image)
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -116,7 +124,7 @@ def check_images(records: list[dict]) -> None:
                 with Image.open(image):
                     pass
             except FileNotFoundError:
-                raise UserError(f"image file {image} is missing; restore it or remove its record from the data") from None
+                raise missing_image(image) from None
             except (UnidentifiedImageError, OSError) as e:
                 raise UserError(f"image file {image} is corrupt or not an image ({type(e).__name__}); "
                                 "replace or remove it") from None
