@@ -76,11 +76,13 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"interrupted at step {recipe.step}; checkpoint saved. Resume with: "
                       f"swapbench train --resume {run_dir.root}")
         return 130
+    export_started = time.perf_counter()
     recipe.export()
+    export_s = time.perf_counter() - export_started
     if cfg.export.push_to_hub:
         _push(run_dir.model, cfg.export.push_to_hub, cfg.export.private)
     summary = recipe.summary(result, wall=time.perf_counter() - STARTED, startup=setup_started - STARTED,
-                             setup=setup_s)
+                             setup=setup_s, export=export_s)
     atomic_write_json(run_dir.train_summary, summary)
     console.print(f"trained {summary['steps']} steps in {summary['wall_s']:.0f} s: start-up and imports "
                   f"{summary['startup_s']:.0f} s, data + feature cache {summary['setup_s']:.0f} s, "

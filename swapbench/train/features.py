@@ -23,6 +23,8 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -42,8 +44,16 @@ def missing_image(image) -> UserError:
     return UserError(f"image file {image} is missing; restore it or remove its record from the data")
 
 
-def corrupt_image(image, error: Exception) -> UserError:
-    return UserError(f"image file {image} is corrupt or not an image ({type(error).__name__}); replace or remove it")
+@contextmanager
+def opened_image(image) -> Iterator[Image.Image]:
+    """``Image.open`` whose failures, while opening or decoding, become one-line user errors."""
+    try:
+        with Image.open(image) as im:
+            yield im
+    except FileNotFoundError:
+        raise missing_image(image) from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"image file {image} is corrupt or not an image ({type(e).__name__}); replace or remove it") from None
 
 
 def load_image(image) -> Image.Image:
@@ -53,13 +63,8 @@ def load_image(image) -> Image.Image:
         import io
 
         image = io.BytesIO(image["bytes"])
-    try:
-        with Image.open(image) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise missing_image(image) from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise corrupt_image(image, e) from None
+    with opened_image(image) as im:
+        return im.convert("RGB")
 
 
 def base_transform(resolution: int) -> transforms.Compose:
@@ -120,14 +125,8 @@ def check_images(records: list[dict]) -> None:
     for record in records:
         image = record["image"]
         if isinstance(image, (str, os.PathLike)):
-            try:
-                with Image.open(image):
-                    pass
-            except FileNotFoundError:
-                raise missing_image(image) from None
-            except (UnidentifiedImageError, OSError) as e:
-                raise UserError(f"image file {image} is corrupt or not an image ({type(e).__name__}); "
-                                "replace or remove it") from None
+            with opened_image(image):
+                pass
 
 
 def _chunks(n: int, size: int):

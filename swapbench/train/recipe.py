@@ -72,7 +72,6 @@ class SwapRecipe:
     def __init__(self, cfg: Config, run: RunDir):
         self.cfg, self.run = cfg, run
         self.step = 0
-        self.export_seconds = 0.0
         self._stop_signal: int | None = None
 
     # ---- setup -------------------------------------------------------------------------------
@@ -240,7 +239,6 @@ class SwapRecipe:
 
     # ---- export ------------------------------------------------------------------------------
     def export(self) -> Path:
-        started = time.perf_counter()
         unet = self.accelerator.unwrap_model(self.unet).eval()
         pipe = DiffusionPipeline.from_pretrained(self.base_path, unet=unet, torch_dtype=unet.dtype)
         tmp = self.run.model.with_name("model.tmp")
@@ -248,12 +246,11 @@ class SwapRecipe:
         pipe.save_pretrained(tmp, safe_serialization=True)
         shutil.rmtree(self.run.model, ignore_errors=True)
         tmp.rename(self.run.model)
-        self.export_seconds = time.perf_counter() - started
         return self.run.model
 
-    def summary(self, result: dict, wall: float, startup: float, setup: float) -> dict:
+    def summary(self, result: dict, wall: float, startup: float, setup: float, export: float) -> dict:
         """``wall``: the whole command from process start; ``startup``: interpreter, imports, config;
-        ``setup``: models, data, sample plan and feature cache."""
+        ``setup``: models, data, sample plan and feature cache; ``export``: writing ``model/``."""
         import diffusers
         import transformers
 
@@ -263,7 +260,7 @@ class SwapRecipe:
             "status": "finished", "wall_s": round(wall, 2), "setup_s": round(setup, 2),
             "train_loop_s": round(result["seconds"], 2),
             "startup_s": round(startup, 2),
-            "export_s": round(self.export_seconds, 2),
+            "export_s": round(export, 2),
             "steps": self.step, "batch_size": self.cfg.train.batch_size,
             "img_per_s": round(self.step * self.cfg.train.batch_size * self.cfg.train.grad_accum / max(result["seconds"], 1e-9), 2),
             "peak_memory_mb": round(peak, 1), "device": str(self.device),
