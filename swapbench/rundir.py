@@ -23,6 +23,13 @@ class RunDir:
     checkpoints = property(lambda self: self.root / "checkpoints")
     model = property(lambda self: self.root / "model")
     eval_dir = property(lambda self: self.root / "eval")
+    resume_log = property(lambda self: self.root / "resumes.jsonl")
+    """One line per ``--resume`` that changed config keys: step, time and {key: [old, new]}."""
+
+    def resumes(self) -> list[dict]:
+        from swapbench.io import read_jsonl
+
+        return read_jsonl(self.resume_log)
 
     @property
     def finished(self) -> bool:

@@ -104,7 +104,7 @@ def test_nan_loss_stops_keeps_last_checkpoint(tmp_path, tiny_pipeline, coco_root
     code = _train(tmp_path, tiny_pipeline, coco_root, "nan", "--set", "train.max_steps=5", "--set", "train.checkpoint_every=2")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "NaN" in err[0] and "step-0000002" in err[0]
-    assert (tmp_path / "nan/checkpoints/step-0000002/unet.safetensors").is_file()
+    assert (tmp_path / "nan/checkpoints/step-0000002/model.safetensors").is_file()
     assert not (tmp_path / "nan/model").exists()
 
 

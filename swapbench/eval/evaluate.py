@@ -26,10 +26,11 @@ from swapbench.eval import metrics as M
 from swapbench.eval.judge import ZeroShotJudge
 from swapbench.eval.sampling import sample
 from swapbench.eval.suite import PromptItem, Suite
-from swapbench.io import atomic_write_json, sha256_file
+from swapbench.io import atomic_write_json
 from swapbench.paths import cache_dir
 from swapbench.progress import progress_bar
 from swapbench.train.model import load_pipeline
+from swapbench.weights import weights_hash
 
 SAMPLERS = {"dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
             "ddim": (DDIMScheduler, {}), "euler": (EulerDiscreteScheduler, {})}
@@ -45,25 +46,6 @@ class Target:
     @property
     def tuned_is_base(self) -> bool:
         return self.tuned == self.base
-
-
-def weights_hash(folder: str | Path) -> str:
-    """sha256 over the pipeline's weight files (memoised by path, size and mtime)."""
-    folder = Path(folder)
-    memo_dir = cache_dir("weights-hash")
-    h = hashlib.sha256()
-    for f in sorted(folder.rglob("*")):
-        if f.suffix not in (".safetensors", ".bin", ".json", ".txt") or not f.is_file():
-            continue
-        stat = f.stat()
-        memo = memo_dir / hashlib.sha256(f"{f.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
-        if memo.is_file():
-            digest = memo.read_text()
-        else:
-            digest = sha256_file(f)
-            memo.write_text(digest)
-        h.update(f"{f.relative_to(folder)}:{digest}".encode())
-    return h.hexdigest()
 
 
 def prepare_pipeline(pipe: DiffusionPipeline, cfg: Config, device: torch.device) -> DiffusionPipeline:
