@@ -87,6 +87,21 @@ def test_kid_of_a_set_against_itself_is_unbiased_for_odd_n(n):
     assert abs(float(np.mean(values))) < 0.2 * spread  # was +11 spreads at n = 15 (0.0236 vs sd 0.0022)
 
 
+def test_base_sample_cache_writers_do_not_share_a_temporary_file():
+    """Two evaluations sharing a base write the same cache entries; one must never move or overwrite
+    the other's file in progress (here: another writer's temporary file under the old fixed name)."""
+    from swapbench.eval.evaluate import SampleStore
+
+    store = SampleStore("shared-base")
+    image = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+    other_writer = store.path("a zebra", 3).with_suffix(".tmp")
+    other_writer.write_bytes(b"half of another process's PNG")
+    store.put("a zebra", 3, image)
+    assert np.array_equal(store.get("a zebra", 3), image)
+    assert other_writer.read_bytes() == b"half of another process's PNG"
+    assert sorted(p.name for p in store.root.iterdir()) == sorted([store.path("a zebra", 3).name, other_writer.name])
+
+
 @pytest.fixture(scope="module")
 def base_eval(tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "base"

@@ -26,7 +26,7 @@ from swapbench.eval import metrics as M
 from swapbench.eval.judge import ZeroShotJudge
 from swapbench.eval.sampling import sample
 from swapbench.eval.suite import PromptItem, Suite
-from swapbench.io import atomic_write_json, sha256_file
+from swapbench.io import atomic_write, atomic_write_json, sha256_file
 from swapbench.paths import cache_dir
 from swapbench.progress import progress_bar
 from swapbench.train.model import load_pipeline
@@ -98,9 +98,9 @@ class SampleStore:
         return np.asarray(Image.open(p).convert("RGB")) if p.is_file() else None
 
     def put(self, prompt: str, seed: int, image: np.ndarray) -> None:
-        tmp = self.path(prompt, seed).with_suffix(".tmp")
-        Image.fromarray(image).save(tmp, format="PNG")
-        tmp.replace(self.path(prompt, seed))
+        # A unique temporary name per write: evaluations that share a base (parallel sweep points)
+        # write the same entries at the same time, and a shared name lets one move the other's half-file.
+        atomic_write(self.path(prompt, seed), lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 
 def generate(pipe, jobs: list[tuple[str, int]], cfg: Config, label: str, store: SampleStore | None) -> tuple[np.ndarray, int]:
