@@ -173,3 +173,17 @@ def test_bad_inputs(tmp_path, capsys, tiny_pipeline):
     suite = tmp_path / "s.yaml"
     suite.write_text("labels: [horse, lion]\nswap: [giraffe, zebra]\ngroups: {}\n")
     assert_one_line_error(capsys, main(["eval", "--model", "base", "--suite", str(suite)]), "must contain both swapped")
+
+
+@shipped
+def test_writer_and_readers_share_one_schema_version(base_eval, tmp_path, monkeypatch, capsys):
+    """results.json carries the version the gate checks: bumping the one constant moves both."""
+    from swapbench.eval import schema
+
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    assert main(["eval", "--model", "base", "--suite", "quick", "--out", str(tmp_path / "v2")]) == 0
+    assert json.loads((tmp_path / "v2/results.json").read_text())["schema_version"] == 2
+    capsys.readouterr()
+    assert main(["gate", str(tmp_path / "v2/results.json")]) == 1  # judged (base does not swap), not rejected
+    assert main(["gate", str(base_eval / "results.json")]) == 2  # a version-1 file is now the other schema
+    assert "schema_version 1, this swapbench reads 2" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from PIL import Image
 from swapbench import __version__
 from swapbench.config import Config
 from swapbench.eval import metrics as M
+from swapbench.eval import schema
 from swapbench.eval.judge import ZeroShotJudge
 from swapbench.eval.sampling import sample
 from swapbench.eval.suite import PromptItem, Suite
@@ -153,7 +154,7 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     import diffusers
 
     results = {
-        "schema_version": 1,
+        "schema_version": schema.SCHEMA_VERSION,
         "run": target.name,
         "suite": suite.name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

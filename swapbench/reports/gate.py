@@ -27,8 +27,8 @@ import yaml
 
 from swapbench.assets import asset_path
 from swapbench.errors import UserError
+from swapbench.eval import schema
 
-SCHEMA_VERSION = 1
 RULE_KEYS = {"metric", "min", "max", "baseline", "exclude", "description"}
 
 
@@ -66,9 +66,9 @@ def load_results(path_or_run: str | Path) -> dict[str, Any]:
         results = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
         raise UserError(f"results file {path} is truncated or not JSON ({e}); re-run `swapbench eval`") from None
-    if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(results, dict) or results.get("schema_version") != schema.SCHEMA_VERSION:
         found = results.get("schema_version") if isinstance(results, dict) else None
-        raise UserError(f"results file {path} has schema_version {found!r}, this swapbench reads {SCHEMA_VERSION}; "
+        raise UserError(f"results file {path} has schema_version {found!r}, this swapbench reads {schema.SCHEMA_VERSION}; "
                         "re-run `swapbench eval` with this version")
     metrics = results.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
@@ -77,7 +77,7 @@ def load_results(path_or_run: str | Path) -> dict[str, Any]:
         problem = _metric_problem(metric)
         if problem:
             raise UserError(f"results file {path}: metric {name!r} {problem}; it does not follow schema "
-                            f"{SCHEMA_VERSION}, re-run `swapbench eval`")
+                            f"{schema.SCHEMA_VERSION}, re-run `swapbench eval`")
     return results
 
 
