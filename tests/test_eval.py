@@ -187,3 +187,28 @@ def test_writer_and_readers_share_one_schema_version(base_eval, tmp_path, monkey
     assert main(["gate", str(tmp_path / "v2/results.json")]) == 1  # judged (base does not swap), not rejected
     assert main(["gate", str(base_eval / "results.json")]) == 2  # a version-1 file is now the other schema
     assert "schema_version 1, this swapbench reads 2" in capsys.readouterr().err
+
+
+def test_every_configurable_sampler_samples(tiny_pipeline):
+    from swapbench.config import CHOICES, load_config
+    from swapbench.eval.evaluate import prepare_pipeline
+    from swapbench.eval.sampling import sample
+    from swapbench.train.model import load_pipeline
+
+    for name in CHOICES["eval.sampler"]:
+        cfg = load_config("savanna", None, [f"eval.sampler={name}"])
+        pipe = prepare_pipeline(load_pipeline(str(tiny_pipeline)), cfg, torch.device("cpu"))
+        images = sample(pipe, ["a zebra", "a lion"], [0, 1], steps=3, guidance_scale=4.0)
+        assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all(), name
+
+
+@shipped
+def test_keep_samples_sets_how_many_seeds_keep_their_images(base_eval, tmp_path):
+    assert main(["eval", "--model", "base", "--suite", "quick", "--set", "eval.keep_samples=2",
+                 "--out", str(tmp_path / "k")]) == 0
+    rows = json.loads((tmp_path / "k/results.json").read_text())["per_prompt"]
+    assert {r["seed"] for r in rows if "images" in r} == {0, 1}  # the quick suite alone keeps seed 0 only
+    assert all((tmp_path / "k" / r["images"]["tuned"]).is_file() for r in rows if "images" in r)
+    assert main(["eval", "--model", "base", "--suite", "quick", "--set", "eval.keep_samples=0",
+                 "--out", str(tmp_path / "none")]) == 0
+    assert not (tmp_path / "none/samples").exists()

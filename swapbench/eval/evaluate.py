@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from diffusers import DiffusionPipeline
 from PIL import Image
 
 from swapbench import __version__
@@ -25,15 +25,13 @@ from swapbench.config import Config
 from swapbench.eval import metrics as M
 from swapbench.eval import schema
 from swapbench.eval.judge import ZeroShotJudge
+from swapbench.eval.samplers import build_scheduler
 from swapbench.eval.sampling import sample
 from swapbench.eval.suite import PromptItem, Suite
 from swapbench.io import atomic_write, atomic_write_json, sha256_file
 from swapbench.paths import cache_dir
 from swapbench.progress import progress_bar
 from swapbench.train.model import load_pipeline
-
-SAMPLERS = {"dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
-            "ddim": (DDIMScheduler, {}), "euler": (EulerDiscreteScheduler, {})}
 
 
 @dataclass
@@ -68,8 +66,7 @@ def weights_hash(folder: str | Path) -> str:
 
 
 def prepare_pipeline(pipe: DiffusionPipeline, cfg: Config, device: torch.device) -> DiffusionPipeline:
-    cls, extra = SAMPLERS[cfg.eval.sampler]
-    pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
+    pipe.scheduler = build_scheduler(cfg.eval.sampler, pipe.scheduler.config)
     return pipe.to(device)
 
 
@@ -149,7 +146,8 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     tuned_lab = [labels[i] for i in tuned_p.argmax(1).tolist()]
 
     results_metrics, per_prompt = _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge)
-    per_prompt = _keep_samples(per_prompt, jobs, base_images, tuned_images, suite.keep_samples, out_dir)
+    keep = suite.keep_samples if cfg.eval.keep_samples is None else cfg.eval.keep_samples
+    per_prompt = _keep_samples(per_prompt, jobs, base_images, tuned_images, keep, out_dir)
     single = [(i, it) for i, (it, _) in enumerate(jobs) if it.group in ("swap", "control", "specificity")]
     import diffusers
 
