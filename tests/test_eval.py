@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 
 import numpy as np
@@ -212,3 +213,41 @@ def test_keep_samples_sets_how_many_seeds_keep_their_images(base_eval, tmp_path)
     assert main(["eval", "--model", "base", "--suite", "quick", "--set", "eval.keep_samples=0",
                  "--out", str(tmp_path / "none")]) == 0
     assert not (tmp_path / "none/samples").exists()
+
+
+def _run_dir(runs, name, finished=True, overrides=()):
+    """A run directory as `swapbench train` leaves it; its model is a copy of the shipped base pipeline."""
+    from swapbench.config import load_config
+    from swapbench.io import atomic_write_json
+
+    run = runs / name
+    cfg = load_config("savanna", None, [f"name={name}", f"output_dir={runs}", *overrides])
+    atomic_write_json(run / "config.json", cfg.to_dict())
+    if finished:
+        shutil.copytree(SHIPPED_WORLD / "pipeline", run / "model")
+        atomic_write_json(run / "train_summary.json", {"status": "finished"})
+    return run
+
+
+@shipped
+def test_folder_of_runs_evaluates_its_latest_finished_run_with_pure_json_stdout(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    older, newer = _run_dir(runs, "older"), _run_dir(runs, "newer")
+    _run_dir(runs, "crashed", finished=False)
+    os.utime(older / "train_summary.json", (1e9, 1e9))
+    os.utime(newer / "train_summary.json", (2e9, 2e9))
+    capsys.readouterr()
+    assert main(["eval", str(runs), "--suite", "quick", "--set", "eval.seeds=1", "--json"]) == 0
+    out, err = capsys.readouterr()
+    metrics = json.loads(out)  # stdout is the JSON alone: `swapbench eval RUN --json | jq` works
+    assert metrics["swap_success"]["n"] == 8
+    assert f"evaluating the latest finished one, {newer}" in err and "report.html" in err
+    assert (newer / "eval/results.json").is_file() and not (older / "eval").exists()
+
+
+def test_folder_of_unfinished_runs_names_them(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    _run_dir(runs, "a", finished=False)
+    _run_dir(runs, "b", finished=False)
+    assert_one_line_error(capsys, main(["eval", str(runs)]), f"no finished run under {runs}/ (unfinished: a, b)",
+                          "swapbench train --resume")
