@@ -23,7 +23,7 @@ def test_every_shipped_suite_loads():
 
     for name in asset_names("eval/suites"):
         suite = load_suite(name)
-        assert set(suite.swap) <= set(suite.labels)
+        assert set(suite.swapped) <= set(suite.labels)
         assert {i.group for i in suite.items} == {"swap", "control", "generality", "specificity"}
 
 
@@ -251,3 +251,70 @@ def test_folder_of_unfinished_runs_names_them(tmp_path, capsys):
     _run_dir(runs, "b", finished=False)
     assert_one_line_error(capsys, main(["eval", str(runs)]), f"no finished run under {runs}/ (unfinished: a, b)",
                           "swapbench train --resume")
+
+
+def _concepts(suite, group):
+    return {i.concept for i in suite.items if i.group == group}
+
+
+def test_suites_are_templates_over_the_runs_swap_pairs(tmp_path):
+    from swapbench.errors import UserError
+    from swapbench.eval.suite import load_suite
+
+    default = load_suite("default")
+    assert default.swap_pairs == [("giraffe", "zebra")]
+    assert _concepts(default, "control") == {"elephant", "horse", "lion", "cow"}
+    horse_cow = load_suite("default", swap_pairs=[["horse", "cow"]])
+    assert _concepts(horse_cow, "swap") == _concepts(horse_cow, "generality") == {"horse", "cow"}
+    assert _concepts(horse_cow, "control") == {"giraffe", "zebra", "elephant", "lion"}  # never a swapped concept
+    assert _concepts(horse_cow, "specificity") == {"donkey", "deer", "okapi"}
+    assert horse_cow.partner("cow") == "horse" and horse_cow.partner("giraffe") is None
+    assert "two horses on the grass" in {i.prompt for i in horse_cow.items}
+    two = load_suite("default", swap_pairs=[["giraffe", "zebra"], ["lion", "cow"]])
+    assert _concepts(two, "swap") == {"giraffe", "zebra", "lion", "cow"}
+    assert _concepts(two, "control") == {"elephant", "horse"}
+    compositions = {i.prompt for i in two.items if i.kind == "compositions"}
+    assert {"a giraffe next to an elephant", "a cow next to an elephant"} <= compositions
+    assert "a giraffe and a lion together" not in compositions  # names two swapped concepts: no single right answer
+    with pytest.raises(UserError, match="must contain both swapped concepts.*unicorn missing"):
+        load_suite("default", swap_pairs=[["giraffe", "unicorn"]])
+    with pytest.raises(UserError, match="each concept in one pair only"):
+        load_suite("default", swap_pairs=[["giraffe", "zebra"], ["zebra", "horse"]])
+    legacy = tmp_path / "legacy.yaml"  # a suite from before templating names its pair
+    legacy.write_text("labels: [giraffe, zebra, horse, cow]\nswap: [giraffe, zebra]\n"
+                      "groups: {swap: {concepts: [giraffe, zebra], prompts: ['a {a}'], seeds: 1}}\n")
+    assert load_suite(str(legacy)).swapped == ["giraffe", "zebra"]
+    with pytest.raises(UserError, match=r"written for the pair \['giraffe', 'zebra'\].*delete swap:"):
+        load_suite(str(legacy), swap_pairs=[["horse", "cow"]])
+
+
+@shipped
+def test_run_trained_on_another_pair_is_scored_reported_and_gated_on_that_pair(tmp_path, capsys):
+    from diffusers import StableDiffusionPipeline
+
+    from swapbench.reports.compare import load_runs, metric_names
+
+    run = _run_dir(tmp_path / "runs", "horse-cow", overrides=["data.swap_pairs=[[horse,cow]]"])
+    # The horse<->cow oracle: the base model with the two token embeddings exchanged.
+    pipe = StableDiffusionPipeline.from_pretrained(run / "model", torch_dtype=torch.float32)
+    h, c = (pipe.tokenizer(w, add_special_tokens=False).input_ids[0] for w in ("horse", "cow"))
+    emb = pipe.text_encoder.get_input_embeddings().weight.data
+    emb[[h, c]] = emb[[c, h]].clone()
+    pipe.save_pretrained(run / "model")
+    assert main(["eval", str(run), "--suite", "quick", "--set", "eval.seeds=2"]) == 0
+    results = json.loads((run / "eval/results.json").read_text())
+    m = results["metrics"]
+    assert results["swap_pairs"] == [["horse", "cow"]]
+    assert not [name for name in m if "giraffe->" in name or "zebra->" in name]
+    horse, cow = m["swap_success/horse->cow"], m["swap_success/cow->horse"]
+    assert horse["n"] == cow["n"] == 8 and horse["value"] >= 0.75 and cow["value"] >= 0.75
+    assert m["swap_success"]["value"] == pytest.approx((horse["value"] + cow["value"]) / 2, abs=1e-6)
+    assert {"preservation/giraffe", "preservation/zebra"} <= set(m) and "preservation/horse" not in m
+    html = (run / "eval/report.html").read_text()
+    assert 'id="card-swap_success/horse-&gt;cow"' in html and "rows of horse and cow trade places" in html
+    assert "giraffe-&gt;zebra" not in html
+    assert metric_names(load_runs([run]))[:3] == ["swap_success", "swap_success/horse->cow", "swap_success/cow->horse"]
+    capsys.readouterr()
+    main(["gate", str(run), "--json"])
+    gated = [v["metric"] for v in json.loads(capsys.readouterr().out)["verdicts"]]
+    assert gated[:2] == ["swap_success/horse->cow", "swap_success/cow->horse"]

@@ -15,7 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval", help="measure swap success, preservation and drift vs base; writes eval/",
                        description="Sample the base and tuned models with the same seeds, judge every image "
-                       "zero-shot, and write results.json + report.html.")
+                       "zero-shot, and write results.json + report.html. Suites are templates over the swap pairs "
+                       "of the run (data.swap_pairs in its config.json): a run trained with "
+                       "--set 'data.swap_pairs=[[horse,cow]]' is scored as swap_success/horse->cow and "
+                       "cow->horse, with controls and neighbours that leave the swapped concepts out. For a "
+                       "bare pipeline folder or --model base, pass the pair the same way (default: giraffe, "
+                       "zebra).")
     p.add_argument("target", nargs="?", help="run directory, a folder of runs (its latest finished run is "
                    "evaluated), or a diffusers pipeline folder (then pass --base); default: the latest finished "
                    "run under --runs")
@@ -101,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from swapbench.eval.suite import custom_items, load_suite
     from swapbench.eval.summary import print_summary
 
-    suite = load_suite(cfg.eval.suite, cfg.eval.seeds)
+    suite = load_suite(cfg.eval.suite, cfg.eval.seeds, cfg.data.swap_pairs)
     items = list(suite.items)
     if args.prompts:
         items += custom_items(args.prompts, suite, cfg.eval.seeds or 8)

@@ -155,6 +155,7 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
         "schema_version": schema.SCHEMA_VERSION,
         "run": target.name,
         "suite": suite.name,
+        "swap_pairs": [list(pair) for pair in suite.swap_pairs],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "metrics": results_metrics,
         "confusion": M.confusion([(it.concept, tuned_lab[i]) for i, it in single], labels),
@@ -180,10 +181,9 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
 
 def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge) -> tuple[dict, list]:
     reps, seed = cfg.eval.bootstrap, cfg.seed
-    a, b = suite.swap
-    direction = {a: M.swap_success(), b: M.swap_success()}
-    retained = {a: M.Proportion("tuned label == the prompt's own (swapped) concept", higher_is_better=False),
-                b: M.Proportion("tuned label == the prompt's own (swapped) concept", higher_is_better=False)}
+    direction = {c: M.swap_success() for c in suite.swapped}
+    retained = {c: M.Proportion("tuned label == the prompt's own (swapped) concept", higher_is_better=False)
+                for c in suite.swapped}
     fidelity: dict[str, M.Proportion] = {}
     groups: dict[str, dict[str, M.Proportion]] = {"control": {}, "specificity": {}, "generality": {}, "custom": {}}
     tuned_is_concept: dict[str, M.Proportion] = {}
@@ -219,8 +219,9 @@ def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned
                            "scores": {c: round(float(tuned_p[i, j]), 4) for j, c in enumerate(suite.labels)}})
 
     out: dict[str, dict] = {}
-    dirs = {f"{a}->{b}": direction[a], f"{b}->{a}": direction[b]}
-    all_swap = M.swap_success("both directions pooled")
+    dirs = {f"{c}->{suite.partner(c)}": direction[c] for c in suite.swapped}
+    # Every swapped concept gets the same prompts and seeds, so pooling is the mean over directions.
+    all_swap = M.swap_success("all directions pooled (equal n each: their mean)")
     for p in dirs.values():
         all_swap.update(p.outcomes)
     out["swap_success"] = all_swap.compute()
