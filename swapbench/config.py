@@ -23,6 +23,7 @@ import yaml
 
 from swapbench.assets import asset_names, asset_path
 from swapbench.errors import UserError
+from swapbench.eval.samplers import SAMPLERS
 
 WORLD = "world:savanna"
 
@@ -88,6 +89,7 @@ class EvalConfig:
     judge: str = WORLD
     """``world:savanna``, a local open_clip hub-layout folder, or ``ARCH/PRETRAINED_TAG``."""
     sampler: str = "dpmsolver++"
+    """One of ``swapbench.eval.samplers.SAMPLERS``: dpmsolver++, ddim, euler."""
     steps: int = 20
     guidance_scale: float = 4.0
     batch_size: int = 64
@@ -96,7 +98,8 @@ class EvalConfig:
     seeds: int | None = None
     """Seeds per prompt; None = the suite's own number."""
     bootstrap: int = 1000
-    keep_samples: int = 8
+    keep_samples: int | None = None
+    """Base/tuned PNG pairs kept per prompt for the report (its first N seeds); None = the suite's own number."""
 
 
 @dataclass
@@ -128,12 +131,15 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.caption": ("random", "first"),
     "train.trainable": ("unet", "unet.cross_attention"),
+    # diffusers' get_scheduler names that run from warmup_steps and max_steps alone: its
+    # piecewise_constant also needs step_rules, which no config key carries.
     "train.lr_scheduler": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-                           "constant_with_warmup", "piecewise_constant"),
+                           "constant_with_warmup"),
     "train.loss": ("mse",),
     "train.mixed_precision": ("auto", "no", "fp16", "bf16"),
+    "eval.sampler": tuple(SAMPLERS),
 }
-"""Keys whose value is one of a fixed set (diffusers' scheduler names for ``train.lr_scheduler``)."""
+"""Keys whose value is one of a fixed set, checked when the config is loaded (not when first used)."""
 
 
 def preset_names() -> list[str]:

@@ -17,23 +17,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from diffusers import DiffusionPipeline
 from PIL import Image
 
 from swapbench import __version__
 from swapbench.config import Config
 from swapbench.eval import metrics as M
+from swapbench.eval import schema
 from swapbench.eval.judge import ZeroShotJudge
+from swapbench.eval.samplers import build_scheduler
 from swapbench.eval.sampling import sample
 from swapbench.eval.suite import PromptItem, Suite
-from swapbench.io import atomic_write_json
+from swapbench.io import atomic_write, atomic_write_json
 from swapbench.paths import cache_dir
 from swapbench.progress import progress_bar
 from swapbench.train.model import load_pipeline
 from swapbench.weights import weights_hash
-
-SAMPLERS = {"dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
-            "ddim": (DDIMScheduler, {}), "euler": (EulerDiscreteScheduler, {})}
 
 
 @dataclass
@@ -49,8 +48,7 @@ class Target:
 
 
 def prepare_pipeline(pipe: DiffusionPipeline, cfg: Config, device: torch.device) -> DiffusionPipeline:
-    cls, extra = SAMPLERS[cfg.eval.sampler]
-    pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
+    pipe.scheduler = build_scheduler(cfg.eval.sampler, pipe.scheduler.config)
     return pipe.to(device)
 
 
@@ -80,9 +78,9 @@ class SampleStore:
         return np.asarray(Image.open(p).convert("RGB")) if p.is_file() else None
 
     def put(self, prompt: str, seed: int, image: np.ndarray) -> None:
-        tmp = self.path(prompt, seed).with_suffix(".tmp")
-        Image.fromarray(image).save(tmp, format="PNG")
-        tmp.replace(self.path(prompt, seed))
+        # A unique temporary name per write: evaluations that share a base (parallel sweep points)
+        # write the same entries at the same time, and a shared name lets one move the other's half-file.
+        atomic_write(self.path(prompt, seed), lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 
 def generate(pipe, jobs: list[tuple[str, int]], cfg: Config, label: str, store: SampleStore | None) -> tuple[np.ndarray, int]:
@@ -130,14 +128,16 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     tuned_lab = [labels[i] for i in tuned_p.argmax(1).tolist()]
 
     results_metrics, per_prompt = _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge)
-    per_prompt = _keep_samples(per_prompt, jobs, base_images, tuned_images, suite.keep_samples, out_dir)
+    keep = suite.keep_samples if cfg.eval.keep_samples is None else cfg.eval.keep_samples
+    per_prompt = _keep_samples(per_prompt, jobs, base_images, tuned_images, keep, out_dir)
     single = [(i, it) for i, (it, _) in enumerate(jobs) if it.group in ("swap", "control", "specificity")]
     import diffusers
 
     results = {
-        "schema_version": 1,
+        "schema_version": schema.SCHEMA_VERSION,
         "run": target.name,
         "suite": suite.name,
+        "swap_pairs": [list(pair) for pair in suite.swap_pairs],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "metrics": results_metrics,
         "confusion": M.confusion([(it.concept, tuned_lab[i]) for i, it in single], labels),
@@ -163,10 +163,9 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
 
 def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge) -> tuple[dict, list]:
     reps, seed = cfg.eval.bootstrap, cfg.seed
-    a, b = suite.swap
-    direction = {a: M.swap_success(), b: M.swap_success()}
-    retained = {a: M.Proportion("tuned label == the prompt's own (swapped) concept", higher_is_better=False),
-                b: M.Proportion("tuned label == the prompt's own (swapped) concept", higher_is_better=False)}
+    direction = {c: M.swap_success() for c in suite.swapped}
+    retained = {c: M.Proportion("tuned label == the prompt's own (swapped) concept", higher_is_better=False)
+                for c in suite.swapped}
     fidelity: dict[str, M.Proportion] = {}
     groups: dict[str, dict[str, M.Proportion]] = {"control": {}, "specificity": {}, "generality": {}, "custom": {}}
     tuned_is_concept: dict[str, M.Proportion] = {}
@@ -202,8 +201,9 @@ def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned
                            "scores": {c: round(float(tuned_p[i, j]), 4) for j, c in enumerate(suite.labels)}})
 
     out: dict[str, dict] = {}
-    dirs = {f"{a}->{b}": direction[a], f"{b}->{a}": direction[b]}
-    all_swap = M.swap_success("both directions pooled")
+    dirs = {f"{c}->{suite.partner(c)}": direction[c] for c in suite.swapped}
+    # Every swapped concept gets the same prompts and seeds, so pooling is the mean over directions.
+    all_swap = M.swap_success("all directions pooled (equal n each: their mean)")
     for p in dirs.values():
         all_swap.update(p.outcomes)
     out["swap_success"] = all_swap.compute()
