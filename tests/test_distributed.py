@@ -79,3 +79,19 @@ def test_crashed_two_process_run_resumes_to_the_uninterrupted_weights(runs, tiny
     assert all(torch.equal(a[k], b[k]) for k in a)
     summary = json.loads((runs / "crash/train_summary.json").read_text())
     assert summary["resumed_from_step"] >= 3 and summary["steps_this_run"] == 24 - summary["resumed_from_step"]
+
+
+def test_two_process_eval_writes_what_one_process_writes(runs, tmp_path):
+    args = ["eval", str(runs / "two"), "--suite", "quick", "--set", "eval.batch_size=8",  # 8 batches to deal out
+            "--set", "eval.judge=world:savanna", "--set", "eval.steps=4"]
+    # One thread per process in both (torchrun's default): float reductions depend on the thread count.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "swapbench", *args, "--out", str(tmp_path / "one")], check=True,
+                   capture_output=True, env=env)
+    env["SWAPBENCH_CACHE"] = str(tmp_path / "cold")  # sample the base again, in two processes
+    subprocess.run(_torchrun(*args, "--out", str(tmp_path / "two")), check=True, capture_output=True, env=env)
+    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert two["timing"]["base_sampled"] == two["timing"]["tuned_sampled"] == len(two["per_prompt"]) > 16
+    assert two["provenance"]["processes"] == 2
+    for key in ("metrics", "per_prompt", "confusion", "confusion_base"):
+        assert one[key] == two[key], key

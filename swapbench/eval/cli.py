@@ -117,10 +117,21 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UserError(f"cannot write the evaluation to {out_dir} ({e.strerror}); pass a writable --out") from None
     torch.manual_seed(cfg.seed)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    from accelerate import PartialState
+
+    from swapbench.train.recipe import is_cpu
+
+    # Joins the process group under accelerate launch / torchrun (sampling is split); a no-op otherwise.
+    state = PartialState(cpu=is_cpu(cfg.device))
+    if state.num_processes > 1:
+        device = state.device
+    else:
+        device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                              ("cpu" if cfg.device == "auto" else cfg.device))
     judge = ZeroShotJudge.load(cfg.eval.judge, suite.labels, suite.judge_templates, device)
     results = evaluate(cfg, target, suite, items, judge, out_dir, device)
+    if results is None:
+        return 0
     from swapbench.reports.html import write_report
 
     report = write_report(out_dir, run.root if run else None)

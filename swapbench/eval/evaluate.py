@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from diffusers import DiffusionPipeline
 from PIL import Image
 
@@ -84,24 +86,40 @@ class SampleStore:
 
 
 def generate(pipe, jobs: list[tuple[str, int]], cfg: Config, label: str, store: SampleStore | None) -> tuple[np.ndarray, int]:
-    """Images for ``jobs`` (prompt, seed); cached ones come from ``store``. Returns (images, n sampled)."""
+    """Images for ``jobs`` (prompt, seed); cached ones come from ``store``. Returns (images, n sampled).
+
+    Under several processes the missing images are dealt out in whole sampling batches (batch ``k``
+    to process ``k mod N``), so every image is computed in the same batch as in one process, and every
+    process ends with all images."""
+    state = PartialState()
+    state.wait_for_everyone()  # every process looks at the store before any of them writes to it
     out: list[np.ndarray | None] = [store.get(p, s) if store else None for p, s in jobs]
     missing = [i for i, im in enumerate(out) if im is None]
-    if missing:
+    size = cfg.eval.batch_size
+    mine = [i for k in range(state.process_index, -(-len(missing) // size), state.num_processes)
+            for i in missing[k * size : (k + 1) * size]]
+    sampled: list[tuple[int, np.ndarray]] = []
+    if mine:
         with progress_bar(transient=True) as bar:
-            task = bar.add_task(f"sample {label}", total=len(missing), info=f"{cfg.eval.steps} steps, cfg {cfg.eval.guidance_scale}")
-            images = sample(pipe, [jobs[i][0] for i in missing], [jobs[i][1] for i in missing], cfg.eval.steps,
-                            cfg.eval.guidance_scale, cfg.eval.batch_size, cfg.eval.resolution,
+            task = bar.add_task(f"sample {label}", total=len(mine), info=f"{cfg.eval.steps} steps, cfg {cfg.eval.guidance_scale}")
+            images = sample(pipe, [jobs[i][0] for i in mine], [jobs[i][1] for i in mine], cfg.eval.steps,
+                            cfg.eval.guidance_scale, size, cfg.eval.resolution,
                             progress=lambda n: bar.advance(task, n))
-        for i, image in zip(missing, _to_uint8(images), strict=True):
-            out[i] = image
+        for i, image in zip(mine, _to_uint8(images), strict=True):
+            sampled.append((i, image))
             if store:
                 store.put(jobs[i][0], jobs[i][1], image)
+    if state.num_processes > 1:
+        sampled = gather_object(sampled)
+    for i, image in sampled:
+        out[i] = image
     return np.stack(out), len(missing)
 
 
 def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem], judge: ZeroShotJudge,
-             out_dir: Path, device: torch.device) -> dict:
+             out_dir: Path, device: torch.device) -> dict | None:
+    """Sample (split over the processes of a launch), judge and score; the main process writes
+    ``results.json`` and returns it, the other processes return None."""
     started = time.perf_counter()
     jobs = [(item, seed) for item in items for seed in item.seeds]
     prompts_seeds = [(item.prompt, seed) for item, seed in jobs]
@@ -119,6 +137,8 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
         tuned_pipe = prepare_pipeline(load_pipeline(target.tuned), cfg, device)
         tuned_images, tuned_sampled = generate(tuned_pipe, prompts_seeds, cfg, "tuned", None)
     t_sampling = time.perf_counter() - started
+    if not PartialState().is_main_process:
+        return None  # the main process judges, scores and writes
 
     base_t, tuned_t = _to_float(base_images), _to_float(tuned_images)
     base_p, tuned_p = judge.probabilities(base_t), judge.probabilities(tuned_t)
@@ -150,7 +170,7 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
                    "base_sampled": base_sampled, "base_cached": len(jobs) - base_sampled, "tuned_sampled": tuned_sampled},
         "provenance": {
             "swapbench": __version__, "git": _git_hash(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "device": str(device), "judge": judge.name, "judge_templates": judge.templates,
+            "device": str(device), "processes": PartialState().num_processes, "judge": judge.name, "judge_templates": judge.templates,
             "base_model": target.base, "base_weights_sha256": base_hash, "tuned_model": target.tuned,
             "seeds": {"per_prompt": sorted({len(it.seeds) for it in items}), "bootstrap_seed": cfg.seed},
             "config_sha256": cfg.sha256(),

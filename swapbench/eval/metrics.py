@@ -75,7 +75,10 @@ class _Identity(torch.nn.Module):
 
 
 def _fid(tuned: torch.Tensor, base: torch.Tensor) -> float:
-    metric = FrechetInceptionDistance(feature=_Identity(tuned.shape[1]), reset_real_features=True, normalize=False)
+    # The main process scores alone after a multi-process launch; torchmetrics would otherwise wait for
+    # the other processes to join its sync at compute().
+    metric = FrechetInceptionDistance(feature=_Identity(tuned.shape[1]), reset_real_features=True, normalize=False,
+                                      sync_on_compute=False)
     metric.update(base.double(), real=True)
     metric.update(tuned.double(), real=False)
     return float(metric.compute())
