@@ -26,6 +26,12 @@ class RunDir:
     resume_log = property(lambda self: self.root / "resumes.jsonl")
     """One line per ``--resume`` that changed config keys: step, time and {key: [old, new]}."""
 
+    @property
+    def latest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint folder (``step-NNNNNNN``; ``.tmp`` ones are torn writes)."""
+        ckpts = sorted(self.checkpoints.glob("step-???????"))
+        return ckpts[-1] if ckpts else None
+
     def resumes(self) -> list[dict]:
         from swapbench.io import read_jsonl
 

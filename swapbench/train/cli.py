@@ -55,7 +55,12 @@ def _resumed_config(args: argparse.Namespace):
     cfg = config_from_dict(read_json(run_dir.config))
     overrides = list(args.overrides) + [f"{k}={v}" for k, v in (("device", args.device),
                                                                  ("export.push_to_hub", args.push_to_hub)) if v is not None]
-    return cfg, run_dir, apply_resume_overrides(cfg, overrides)
+    changes = apply_resume_overrides(cfg, overrides)
+    if run_dir.latest_checkpoint is not None:
+        from swapbench.train.recipe import checkpoint_step
+
+        checkpoint_step(run_dir.latest_checkpoint, cfg.train.max_steps)
+    return cfg, run_dir, changes
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,16 +84,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.preset, args.config, overrides)
     # Joins the process group under accelerate launch / torchrun; a no-op in one process.
     state = PartialState(cpu=is_cpu(cfg.device))
-    if args.resume:
-        if changes and state.is_main_process:
-            from swapbench.progress import console
-
-            console.print("resuming with changed config: " + ", ".join(f"{k} {old!r} -> {new!r}"
-                                                                       for k, (old, new) in changes.items()))
-            atomic_write_json(run_dir.config, cfg.to_dict())
-            append_jsonl(run_dir.resume_log, {"time": datetime.now().isoformat(timespec="seconds"),
-                                              "changes": {k: list(v) for k, v in changes.items()}})
-    else:
+    if not args.resume:
         if cfg.name is None:
             # Every process must name the same folder: the main process's clock decides.
             name = [f"{cfg.preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"]
@@ -113,6 +109,13 @@ def run(args: argparse.Namespace) -> int:
     recipe = SwapRecipe(cfg, run_dir, changes)
     recipe.setup(resume=bool(args.resume))
     setup_s = time.perf_counter() - setup_started
+    if changes and state.is_main_process:
+        # Recorded once the checkpoint has loaded under the new values: a refused resume changes nothing.
+        console.print("resuming with changed config: " + ", ".join(f"{k} {old!r} -> {new!r}"
+                                                                   for k, (old, new) in changes.items()))
+        atomic_write_json(run_dir.config, cfg.to_dict())
+        append_jsonl(run_dir.resume_log, {"time": datetime.now().isoformat(timespec="seconds"), "step": recipe.step,
+                                          "changes": {k: list(v) for k, v in changes.items()}})
     try:
         result = recipe.train()
     except Interrupted:

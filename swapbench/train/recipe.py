@@ -53,6 +53,18 @@ from swapbench.train.plan import derived_seed, draw_plan
 from swapbench.weights import weights_hash
 
 
+def checkpoint_step(folder: Path, max_steps: int) -> int:
+    """The step a checkpoint holds, checked against the run's (possibly overridden) ``train.max_steps``."""
+    if not (folder / "trainer_state.json").is_file():
+        raise UserError(f"checkpoint {folder} was written by an older swapbench (no trainer_state.json) and "
+                        "cannot be resumed; start the run again under a new --name")
+    step = read_json(folder / "trainer_state.json")["step"]
+    if step >= max_steps:
+        raise UserError(f"train.max_steps={max_steps} is not beyond the checkpoint's step {step}; "
+                        f"pass --set train.max_steps=N with N > {step}")
+    return step
+
+
 def is_cpu(device: str) -> bool:
     return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
 
@@ -244,11 +256,11 @@ class SwapRecipe:
         self._stop_signal = signum
 
     def _nan_message(self) -> str:
-        ckpts = sorted(self.run.checkpoints.glob("step-???????"))
+        last = self.run.latest_checkpoint
         lr = self.lr_scheduler.get_last_lr()[0]
         fix = (f"continue from it with a lower rate: swapbench train --resume {self.run.root} --set train.lr={self.cfg.train.lr / 2:.2g}"
-               if ckpts else "rerun with a lower train.lr or train.max_grad_norm")
-        keep = f"the last good checkpoint is {ckpts[-1].name}" if ckpts else "no checkpoint was written yet"
+               if last else "rerun with a lower train.lr or train.max_grad_norm")
+        keep = f"the last good checkpoint is {last.name}" if last else "no checkpoint was written yet"
         return f"loss became NaN/inf at step {self.step + 1} (lr {lr:.2e}); {keep}; {fix}"
 
     # ---- checkpoints -------------------------------------------------------------------------
@@ -278,17 +290,10 @@ class SwapRecipe:
         return folder
 
     def _load_latest_checkpoint(self) -> None:
-        ckpts = sorted(self.run.checkpoints.glob("step-???????"))
-        if not ckpts:
+        folder = self.run.latest_checkpoint
+        if folder is None:
             return
-        folder = ckpts[-1]
-        if not (folder / "trainer_state.json").is_file():
-            raise UserError(f"checkpoint {folder} was written by an older swapbench (no trainer_state.json) and "
-                            "cannot be resumed; start the run again under a new --name")
-        step = read_json(folder / "trainer_state.json")["step"]
-        if step >= self.cfg.train.max_steps:
-            raise UserError(f"train.max_steps={self.cfg.train.max_steps} is not beyond the checkpoint's step {step}; "
-                            f"pass --set train.max_steps=N with N > {step}")
+        step = checkpoint_step(folder, self.cfg.train.max_steps)
         self.accelerator.load_state(str(folder))
         self.generator.set_state(load_file(str(folder / "generator.safetensors"))["generator"])
         self.step = step
