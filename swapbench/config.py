@@ -70,6 +70,8 @@ class TrainConfig:
     adam_weight_decay: float = 1e-2
     adam_epsilon: float = 1e-8
     batch_size: int = 8
+    """The global batch of one optimiser micro-step: split evenly over the processes of a multi-GPU launch
+    (each takes ``batch_size / N``), so N processes train on the same samples as one."""
     max_steps: int = 10_000
     grad_accum: int = 1
     loss: str = "mse"
