@@ -179,7 +179,7 @@ def test_default_savanna_recipe_swaps_both_ways_and_preserves(tmp_path):
     assert summary["steps"] == 270 and summary["cache_entries_encoded"] > 0
 
 
-def test_feature_cache_follows_an_edit_deep_in_the_token_embeddings(tmp_path, tiny_pipeline, coco_root):
+def test_feature_cache_follows_an_edit_deep_in_the_token_embeddings(tmp_path, tiny_pipeline, coco_root, monkeypatch):
     """A token swap moves rows 22,548 and 22,826 of the embedding table, far past any prefix of the tensor:
     the cache key must change, or training would read caption embeddings of the unedited encoder."""
     from safetensors.torch import save_file
@@ -191,6 +191,7 @@ def test_feature_cache_follows_an_edit_deep_in_the_token_embeddings(tmp_path, ti
     table = next(k for k in state if k.endswith("token_embedding.weight"))
     state[table][[22548, 22826]] = state[table][[22826, 22548]]
     save_file(state, str(weights))
+    monkeypatch.setenv("SWAPBENCH_CACHE", str(tmp_path / "cache"))  # both runs start cold
     args = ("--set", "train.max_steps=1", "--set", "train.checkpoint_every=0")
     assert _train(tmp_path, tiny_pipeline, coco_root, "a", *args) == 0
     assert _train(tmp_path, edited, coco_root, "b", *args) == 0
