@@ -111,7 +111,7 @@ class SwapRecipe:
             self.features = None
             self._resize = base_transform(cfg.data.resolution)
 
-        params = trainable_parameters(self.unet, cfg.train.trainable)
+        params = self.trainable_parameters()
         # One fused kernel per step instead of a loop over ~300 tensors: ~6% of a savanna step on CPU.
         self.optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
                                            weight_decay=cfg.train.adam_weight_decay, eps=cfg.train.adam_epsilon,
@@ -123,6 +123,10 @@ class SwapRecipe:
         self._augment = augment(cfg.data, self.generator)
         if resume:
             self._load_latest_checkpoint()
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimiser updates. A method's recipe overrides this (LoRA injects its adapters here)."""
+        return trainable_parameters(self.unet, self.cfg.train.trainable)
 
     # ---- data --------------------------------------------------------------------------------
     def next_batch(self, micro: int) -> Batch:
@@ -257,7 +261,7 @@ class SwapRecipe:
         peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
                 else _peak_rss_mb())
         return {
-            "status": "finished", "wall_s": round(wall, 2), "setup_s": round(setup, 2),
+            "status": "finished", "method": self.cfg.train.method, "wall_s": round(wall, 2), "setup_s": round(setup, 2),
             "train_loop_s": round(result["seconds"], 2),
             "startup_s": round(startup, 2),
             "export_s": round(export, 2),
