@@ -89,7 +89,7 @@ class TrainConfig:
     lora_dropout: float = 0.0
     lora_targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     """UNet module names (or name suffixes, as peft matches them) that get adapters, e.g. ``attn2.to_k``."""
-    uce_lambda: float = 0.1
+    uce_lambda: float = 1.0
     """UCE: weight of staying at the base weights (the ridge term)."""
     uce_edit_scale: float = 1.0
     """UCE: weight of the edit set (each swap word mapped to its partner's values)."""

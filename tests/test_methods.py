@@ -76,9 +76,10 @@ def test_uce_maps_edits_to_their_partners_and_keeps_other_concepts(world_pipe):
                    for n, w in edited.items())
 
     # Preserved concepts keep their keys and values: tightly in the templates UCE solved for, and
-    # within a bound in prompts it never saw (the eval suite's prompts are of that kind).
+    # within a bound in prompts it never saw (the eval suite's prompts are of that kind). Without the
+    # preservation term (train.uce_preserve_scale=0) the same drifts are 0.5-1.3.
     for prompt in ("a lion", "horses", "two cows", "okapi", ""):
-        assert drift(prompt) < 0.1, prompt
+        assert drift(prompt) < 0.15, prompt
     for prompt in ("a lion standing in a field", "a photo of a horse", "three elephants near a tree"):
         assert drift(prompt) < 0.4, prompt
     assert info["edit_error"] < 0.2 and info["preserve_drift"] < 0.1
@@ -188,13 +189,34 @@ def test_lora_targets_that_match_nothing_fail_clearly(tmp_path, tiny_pipeline, c
 def test_each_method_trains_and_evaluates_on_the_mini_world(method, mini_world, tmp_path, monkeypatch):
     monkeypatch.setenv("SWAPBENCH_WORLD", str(mini_world))
     run = tmp_path / method
-    assert main(["train", "--out", str(tmp_path), "--name", method, "--set", f"train.method={method}",
+    # uce also takes a few data captions into its preservation set: the one path where it reads data
+    extra = ["--set", "train.uce_preserve_captions=20"] if method == "uce" else []
+    assert main(["train", "--out", str(tmp_path), "--name", method, "--set", f"train.method={method}", *extra,
                  "--set", "train.max_steps=2", "--set", "data.subset_size=120", "--set", "train.batch_size=8"]) == 0
     assert main(["eval", str(run), "--suite", "quick", "--set", "eval.steps=2", "--set", "eval.seeds=1"]) == 0
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["status"] == "finished" and summary["method"] == method and summary["wall_s"] > 0
     assert json.loads((run / "config.json").read_text())["train"]["method"] == method
-    assert (run / "data_audit.json").is_file() == (method in ("finetune", "lora"))
+    assert (run / "data_audit.json").is_file() == (method != "token-swap")
+    if method == "uce":
+        assert summary["uce"]["preserve_captions"] == 20 and summary["uce"]["edit_error"] < 1
+        assert json.loads((run / "data_audit.json").read_text())["uce_preserve_captions"]["n"] == 20
     assert (run / "lora").is_dir() == (method == "lora")
     results = json.loads((run / "eval/results.json").read_text())
     assert 0 <= results["metrics"]["swap_success"]["value"] <= 1
+
+
+def test_every_method_is_enumerated_in_config_help_and_readme(capsys):
+    from pathlib import Path
+
+    from swapbench.config import CHOICES
+    from swapbench.train.methods import get_method
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name in CHOICES["train.method"]:
+        assert get_method(name).name == name and name in help_text and f"| `{name}`" in readme
+    with pytest.raises(Exception, match="choose one of: finetune, lora, uce, token-swap"):
+        load_config("savanna", None, ["train.method=dreambooth"])
