@@ -7,6 +7,7 @@ The key names of DESIGN §3 are public: add keys freely, rename none.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -22,6 +23,7 @@ import yaml
 
 from swapbench.assets import asset_names, asset_path
 from swapbench.errors import UserError
+from swapbench.eval.samplers import SAMPLERS
 
 WORLD = "world:savanna"
 
@@ -113,6 +115,7 @@ class EvalConfig:
     judge: str = WORLD
     """``world:savanna``, a local open_clip hub-layout folder, or ``ARCH/PRETRAINED_TAG``."""
     sampler: str = "dpmsolver++"
+    """One of ``swapbench.eval.samplers.SAMPLERS``: dpmsolver++, ddim, euler."""
     steps: int = 20
     guidance_scale: float = 4.0
     batch_size: int = 64
@@ -121,7 +124,8 @@ class EvalConfig:
     seeds: int | None = None
     """Seeds per prompt; None = the suite's own number."""
     bootstrap: int = 1000
-    keep_samples: int = 8
+    keep_samples: int | None = None
+    """Base/tuned PNG pairs kept per prompt for the report (its first N seeds); None = the suite's own number."""
 
 
 @dataclass
@@ -155,12 +159,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.trainable": ("unet", "unet.cross_attention"),
     "train.method": ("finetune", "lora", "uce", "token-swap"),
     "train.uce_positions": ("last+after", "word+after", "word"),
+    # diffusers' get_scheduler names that run from warmup_steps and max_steps alone: its
+    # piecewise_constant also needs step_rules, which no config key carries.
     "train.lr_scheduler": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-                           "constant_with_warmup", "piecewise_constant"),
+                           "constant_with_warmup"),
     "train.loss": ("mse",),
     "train.mixed_precision": ("auto", "no", "fp16", "bf16"),
+    "eval.sampler": tuple(SAMPLERS),
 }
-"""Keys whose value is one of a fixed set (diffusers' scheduler names for ``train.lr_scheduler``)."""
+"""Keys whose value is one of a fixed set, checked when the config is loaded (not when first used)."""
 
 
 def preset_names() -> list[str]:
@@ -324,3 +331,35 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is Any or isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise UserError(f"config key {key!r} expects {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+RESUMABLE = ("train.lr", "train.max_grad_norm", "train.max_steps", "train.checkpoint_every", "train.log_every",
+             "device", "eval.", "export.")
+"""Keys ``train --resume RUN --set k=v`` may change: they leave the checkpointed state and the sample plan
+valid (the plan is prefix-stable in ``train.max_steps``). A prefix ending in '.' admits a whole section."""
+
+
+def apply_resume_overrides(cfg: Config, overrides: list[str]) -> dict[str, tuple[Any, Any]]:
+    """Apply ``key=value`` overrides to a resumed run's config; return {key: (old, new)} of real changes.
+    Keys outside :data:`RESUMABLE` are refused: they would change what the checkpoint means."""
+    changes: dict[str, tuple[Any, Any]] = {}
+    for item in overrides:
+        key, value = parse_override(item)
+        if not any(key == k or k.endswith(".") and key.startswith(k) for k in RESUMABLE):
+            raise UserError(f"{key} cannot change when resuming (the checkpoint was trained with it); resumable keys: "
+                            f"{', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE)}; "
+                            "start a new run with --name to change it")
+        set_key(copy.deepcopy(cfg), key, value, source="--set")  # unknown keys and bad values fail first
+        old = _get_key(cfg, key)
+        set_key(cfg, key, value, source="--set")
+        new = _get_key(cfg, key)
+        if new != old:
+            changes[key] = (changes.get(key, (old,))[0], new)
+    return changes
+
+
+def _get_key(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node

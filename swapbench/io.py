@@ -50,6 +50,25 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
         os.fsync(f.fileno())
 
 
+def read_jsonl(path: str | os.PathLike) -> list[Any]:
+    """Every complete line of a JSONL file ([] when absent); a line torn by a kill is dropped."""
+    rows = []
+    if Path(path).is_file():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def truncate_jsonl(path: str | os.PathLike, keep: Callable[[Any], bool]) -> None:
+    """Atomically rewrite a JSONL file with only the rows ``keep`` accepts."""
+    if Path(path).is_file():
+        rows = [row for row in read_jsonl(path) if keep(row)]
+        atomic_write_text(path, "".join(json.dumps(row, default=_jsonable) + "\n" for row in rows))
+
+
 def read_json(path: str | os.PathLike) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)

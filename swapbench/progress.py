@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
@@ -18,7 +19,8 @@ console = Console(stderr=True)
 
 
 def progress_bar(transient: bool = False) -> Progress:
-    """A progress display on stderr; disabled (no escape codes) when stderr is not a terminal."""
+    """A progress display on stderr; disabled (no escape codes) when stderr is not a terminal, and on every
+    process but the first of a multi-process launch (one bar per job, not one per GPU)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -29,5 +31,5 @@ def progress_bar(transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=transient,
-        disable=not sys.stderr.isatty(),
+        disable=not sys.stderr.isatty() or os.environ.get("RANK", "0") != "0",
     )

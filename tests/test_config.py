@@ -55,3 +55,38 @@ def test_design_keys_exist():
                 "data.resolution", "data.color_jitter", "data.hflip", "train.loss", "train.cache",
                 "train.mixed_precision", "train.grad_accum", "export.push_to_hub"):
         assert key in keys
+
+
+def test_every_offered_lr_scheduler_runs_from_the_recipe_settings():
+    """Each train.lr_scheduler choice must build and step with what the recipe passes (warm-up, steps)."""
+    import torch
+    from diffusers.optimization import get_scheduler
+
+    from swapbench.config import CHOICES
+
+    for name in CHOICES["train.lr_scheduler"]:
+        cfg = load_config("savanna", None, [f"train.lr_scheduler={name}", "train.warmup_steps=2", "train.max_steps=6"])
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.train.lr)
+        scheduler = get_scheduler(cfg.train.lr_scheduler, optimizer, num_warmup_steps=cfg.train.warmup_steps,
+                                  num_training_steps=cfg.train.max_steps)
+        for _ in range(cfg.train.max_steps):
+            optimizer.step()
+            scheduler.step()
+        assert 0 <= scheduler.get_last_lr()[0] <= cfg.train.lr, name
+    # diffusers' piecewise_constant also needs step_rules: rejected when the config loads, not after data preparation
+    with pytest.raises(UserError, match="'train.lr_scheduler' is 'piecewise_constant'.*choose one of: linear"):
+        load_config("savanna", None, ["train.lr_scheduler=piecewise_constant"])
+
+
+def test_unknown_eval_sampler_is_rejected_at_load_time():
+    with pytest.raises(UserError, match="'eval.sampler' is 'dpmsolver'; did you mean 'dpmsolver\\+\\+'.*ddim, euler"):
+        load_config("savanna", None, ["eval.sampler=dpmsolver"])
+
+
+def test_run_config_from_before_keep_samples_was_wired_still_loads():
+    from swapbench.config import config_from_dict
+
+    old = load_config("savanna").to_dict()
+    old["eval"]["keep_samples"] = 8  # what every config.json written so far holds
+    assert config_from_dict(old).eval.keep_samples == 8
+    assert load_config("savanna").eval.keep_samples is None  # default: the suite decides

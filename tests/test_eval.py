@@ -1,6 +1,8 @@
 import json
+import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from _cli import assert_one_line_error
@@ -21,7 +23,7 @@ def test_every_shipped_suite_loads():
 
     for name in asset_names("eval/suites"):
         suite = load_suite(name)
-        assert set(suite.swap) <= set(suite.labels)
+        assert set(suite.swapped) <= set(suite.labels)
         assert {i.group for i in suite.items} == {"swap", "control", "generality", "specificity"}
 
 
@@ -49,6 +51,56 @@ def test_kid_is_null_for_identical_samples_and_detects_a_shift():
     shifted = kid_vs_base(torch.nn.functional.normalize(x + 0.3, dim=1), x, 0)
     assert shifted["ci95"][0] > 0 and shifted["value"] > 5 * (hi - lo)
     assert kid_vs_base(x, x, 0) == same  # seeded
+
+
+def test_mmd2_is_the_unbiased_estimator_for_any_set_sizes():
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    from swapbench.eval.metrics import _Identity, mmd2
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(7, 16, generator=g).double(), torch.randn(10, 16, generator=g).double() + 0.5
+
+    def k(a, b):
+        return (a @ b / 16 + 1) ** 3
+
+    m, n = len(x), len(y)
+    within_x = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    within_y = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    cross = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    assert mmd2(x, y) == pytest.approx(float(within_x + within_y - 2 * cross), rel=1e-9)
+    assert mmd2(y, x) == pytest.approx(mmd2(x, y), rel=1e-9)
+    # Equal sizes: torchmetrics' own KID over one subset holding every sample gives the same number.
+    kid = KernelInceptionDistance(feature=_Identity(16), subsets=1, subset_size=m, normalize=False)
+    kid.update(y[:m], real=True)
+    kid.update(x, real=False)
+    assert float(kid.compute()[0]) == pytest.approx(mmd2(x, y[:m]), rel=1e-9)
+
+
+@pytest.mark.parametrize("n", [15, 31])
+def test_kid_of_a_set_against_itself_is_unbiased_for_odd_n(n):
+    """An odd number of control pairs splits into halves of unequal size; base vs itself must still be ~0."""
+    from swapbench.eval.metrics import kid_vs_base
+
+    x = torch.nn.functional.normalize(torch.randn(n, 64, generator=torch.Generator().manual_seed(0)), dim=1)
+    values = [kid_vs_base(x, x, seed)["value"] for seed in range(100)]
+    spread = float(np.std(values))
+    assert abs(float(np.mean(values))) < 0.2 * spread  # was +11 spreads at n = 15 (0.0236 vs sd 0.0022)
+
+
+def test_base_sample_cache_writers_do_not_share_a_temporary_file():
+    """Two evaluations sharing a base write the same cache entries; one must never move or overwrite
+    the other's file in progress (here: another writer's temporary file under the old fixed name)."""
+    from swapbench.eval.evaluate import SampleStore
+
+    store = SampleStore("shared-base")
+    image = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+    other_writer = store.path("a zebra", 3).with_suffix(".tmp")
+    other_writer.write_bytes(b"half of another process's PNG")
+    store.put("a zebra", 3, image)
+    assert np.array_equal(store.get("a zebra", 3), image)
+    assert other_writer.read_bytes() == b"half of another process's PNG"
+    assert sorted(p.name for p in store.root.iterdir()) == sorted([store.path("a zebra", 3).name, other_writer.name])
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +174,147 @@ def test_bad_inputs(tmp_path, capsys, tiny_pipeline):
     suite = tmp_path / "s.yaml"
     suite.write_text("labels: [horse, lion]\nswap: [giraffe, zebra]\ngroups: {}\n")
     assert_one_line_error(capsys, main(["eval", "--model", "base", "--suite", str(suite)]), "must contain both swapped")
+
+
+@shipped
+def test_writer_and_readers_share_one_schema_version(base_eval, tmp_path, monkeypatch, capsys):
+    """results.json carries the version the gate checks: bumping the one constant moves both."""
+    from swapbench.eval import schema
+
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    assert main(["eval", "--model", "base", "--suite", "quick", "--out", str(tmp_path / "v2")]) == 0
+    assert json.loads((tmp_path / "v2/results.json").read_text())["schema_version"] == 2
+    capsys.readouterr()
+    assert main(["gate", str(tmp_path / "v2/results.json")]) == 1  # judged (base does not swap), not rejected
+    assert main(["gate", str(base_eval / "results.json")]) == 2  # a version-1 file is now the other schema
+    assert "schema_version 1, this swapbench reads 2" in capsys.readouterr().err
+
+
+def test_every_configurable_sampler_samples(tiny_pipeline):
+    from swapbench.config import CHOICES, load_config
+    from swapbench.eval.evaluate import prepare_pipeline
+    from swapbench.eval.sampling import sample
+    from swapbench.train.model import load_pipeline
+
+    for name in CHOICES["eval.sampler"]:
+        cfg = load_config("savanna", None, [f"eval.sampler={name}"])
+        pipe = prepare_pipeline(load_pipeline(str(tiny_pipeline)), cfg, torch.device("cpu"))
+        images = sample(pipe, ["a zebra", "a lion"], [0, 1], steps=3, guidance_scale=4.0)
+        assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all(), name
+
+
+@shipped
+def test_keep_samples_sets_how_many_seeds_keep_their_images(base_eval, tmp_path):
+    assert main(["eval", "--model", "base", "--suite", "quick", "--set", "eval.keep_samples=2",
+                 "--out", str(tmp_path / "k")]) == 0
+    rows = json.loads((tmp_path / "k/results.json").read_text())["per_prompt"]
+    assert {r["seed"] for r in rows if "images" in r} == {0, 1}  # the quick suite alone keeps seed 0 only
+    assert all((tmp_path / "k" / r["images"]["tuned"]).is_file() for r in rows if "images" in r)
+    assert main(["eval", "--model", "base", "--suite", "quick", "--set", "eval.keep_samples=0",
+                 "--out", str(tmp_path / "none")]) == 0
+    assert not (tmp_path / "none/samples").exists()
+
+
+def _run_dir(runs, name, finished=True, overrides=()):
+    """A run directory as `swapbench train` leaves it; its model is a copy of the shipped base pipeline."""
+    from swapbench.config import load_config
+    from swapbench.io import atomic_write_json
+
+    run = runs / name
+    cfg = load_config("savanna", None, [f"name={name}", f"output_dir={runs}", *overrides])
+    atomic_write_json(run / "config.json", cfg.to_dict())
+    if finished:
+        shutil.copytree(SHIPPED_WORLD / "pipeline", run / "model")
+        atomic_write_json(run / "train_summary.json", {"status": "finished"})
+    return run
+
+
+@shipped
+def test_folder_of_runs_evaluates_its_latest_finished_run_with_pure_json_stdout(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    older, newer = _run_dir(runs, "older"), _run_dir(runs, "newer")
+    _run_dir(runs, "crashed", finished=False)
+    os.utime(older / "train_summary.json", (1e9, 1e9))
+    os.utime(newer / "train_summary.json", (2e9, 2e9))
+    capsys.readouterr()
+    assert main(["eval", str(runs), "--suite", "quick", "--set", "eval.seeds=1", "--json"]) == 0
+    out, err = capsys.readouterr()
+    metrics = json.loads(out)  # stdout is the JSON alone: `swapbench eval RUN --json | jq` works
+    assert metrics["swap_success"]["n"] == 8
+    assert f"evaluating the latest finished one, {newer}" in err and "report.html" in err
+    assert (newer / "eval/results.json").is_file() and not (older / "eval").exists()
+
+
+def test_folder_of_unfinished_runs_names_them(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    _run_dir(runs, "a", finished=False)
+    _run_dir(runs, "b", finished=False)
+    assert_one_line_error(capsys, main(["eval", str(runs)]), f"no finished run under {runs}/ (unfinished: a, b)",
+                          "swapbench train --resume")
+
+
+def _concepts(suite, group):
+    return {i.concept for i in suite.items if i.group == group}
+
+
+def test_suites_are_templates_over_the_runs_swap_pairs(tmp_path):
+    from swapbench.errors import UserError
+    from swapbench.eval.suite import load_suite
+
+    default = load_suite("default")
+    assert default.swap_pairs == [("giraffe", "zebra")]
+    assert _concepts(default, "control") == {"elephant", "horse", "lion", "cow"}
+    horse_cow = load_suite("default", swap_pairs=[["horse", "cow"]])
+    assert _concepts(horse_cow, "swap") == _concepts(horse_cow, "generality") == {"horse", "cow"}
+    assert _concepts(horse_cow, "control") == {"giraffe", "zebra", "elephant", "lion"}  # never a swapped concept
+    assert _concepts(horse_cow, "specificity") == {"donkey", "deer", "okapi"}
+    assert horse_cow.partner("cow") == "horse" and horse_cow.partner("giraffe") is None
+    assert "two horses on the grass" in {i.prompt for i in horse_cow.items}
+    two = load_suite("default", swap_pairs=[["giraffe", "zebra"], ["lion", "cow"]])
+    assert _concepts(two, "swap") == {"giraffe", "zebra", "lion", "cow"}
+    assert _concepts(two, "control") == {"elephant", "horse"}
+    compositions = {i.prompt for i in two.items if i.kind == "compositions"}
+    assert {"a giraffe next to an elephant", "a cow next to an elephant"} <= compositions
+    assert "a giraffe and a lion together" not in compositions  # names two swapped concepts: no single right answer
+    with pytest.raises(UserError, match="must contain both swapped concepts.*unicorn missing"):
+        load_suite("default", swap_pairs=[["giraffe", "unicorn"]])
+    with pytest.raises(UserError, match="each concept in one pair only"):
+        load_suite("default", swap_pairs=[["giraffe", "zebra"], ["zebra", "horse"]])
+    legacy = tmp_path / "legacy.yaml"  # a suite from before templating names its pair
+    legacy.write_text("labels: [giraffe, zebra, horse, cow]\nswap: [giraffe, zebra]\n"
+                      "groups: {swap: {concepts: [giraffe, zebra], prompts: ['a {a}'], seeds: 1}}\n")
+    assert load_suite(str(legacy)).swapped == ["giraffe", "zebra"]
+    with pytest.raises(UserError, match=r"written for the pair \['giraffe', 'zebra'\].*delete swap:"):
+        load_suite(str(legacy), swap_pairs=[["horse", "cow"]])
+
+
+@shipped
+def test_run_trained_on_another_pair_is_scored_reported_and_gated_on_that_pair(tmp_path, capsys):
+    from diffusers import StableDiffusionPipeline
+
+    from swapbench.reports.compare import load_runs, metric_names
+
+    run = _run_dir(tmp_path / "runs", "horse-cow", overrides=["data.swap_pairs=[[horse,cow]]"])
+    # The horse<->cow oracle: the base model with the two token embeddings exchanged.
+    pipe = StableDiffusionPipeline.from_pretrained(run / "model", torch_dtype=torch.float32)
+    h, c = (pipe.tokenizer(w, add_special_tokens=False).input_ids[0] for w in ("horse", "cow"))
+    emb = pipe.text_encoder.get_input_embeddings().weight.data
+    emb[[h, c]] = emb[[c, h]].clone()
+    pipe.save_pretrained(run / "model")
+    assert main(["eval", str(run), "--suite", "quick", "--set", "eval.seeds=2"]) == 0
+    results = json.loads((run / "eval/results.json").read_text())
+    m = results["metrics"]
+    assert results["swap_pairs"] == [["horse", "cow"]]
+    assert not [name for name in m if "giraffe->" in name or "zebra->" in name]
+    horse, cow = m["swap_success/horse->cow"], m["swap_success/cow->horse"]
+    assert horse["n"] == cow["n"] == 8 and horse["value"] >= 0.75 and cow["value"] >= 0.75
+    assert m["swap_success"]["value"] == pytest.approx((horse["value"] + cow["value"]) / 2, abs=1e-6)
+    assert {"preservation/giraffe", "preservation/zebra"} <= set(m) and "preservation/horse" not in m
+    html = (run / "eval/report.html").read_text()
+    assert 'id="card-swap_success/horse-&gt;cow"' in html and "rows of horse and cow trade places" in html
+    assert "giraffe-&gt;zebra" not in html
+    assert metric_names(load_runs([run]))[:3] == ["swap_success", "swap_success/horse->cow", "swap_success/cow->horse"]
+    capsys.readouterr()
+    main(["gate", str(run), "--json"])
+    gated = [v["metric"] for v in json.loads(capsys.readouterr().out)["verdicts"]]
+    assert gated[:2] == ["swap_success/horse->cow", "swap_success/cow->horse"]

@@ -5,7 +5,7 @@ import torch
 
 from swapbench.config import DataConfig
 from swapbench.data.sources import load_records
-from swapbench.train.features import FeatureCache, ShardStore
+from swapbench.train.features import Encoders, FeatureCache, ShardStore
 from swapbench.train.model import load_pipeline
 from swapbench.train.plan import draw_plan
 
@@ -34,7 +34,14 @@ def parts(tiny_pipeline, coco_root):
 def _cache(parts, plan):
     pipe, records = parts
     cfg = DataConfig(resolution=32)
-    return FeatureCache.for_plan(records, plan, cfg, pipe.vae, pipe.tokenizer, pipe.text_encoder, "cpu", seed=0)
+    encoders = Encoders(pipe.vae, pipe.tokenizer, pipe.text_encoder, "cpu", weights_key="tiny")
+    return FeatureCache.for_plan(records, plan, cfg, encoders, seed=0)
+
+
+def _tensors(cache, plan):
+    """Every micro-batch the plan reads, as the trainer reads it."""
+    batches = [cache.batch(m) for m in range(len(plan.record))]
+    return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
 
 
 def test_cache_encodes_only_the_plan_and_reuse_never_changes_a_number(parts, tmp_path, monkeypatch):
@@ -48,15 +55,18 @@ def test_cache_encodes_only_the_plan_and_reuse_never_changes_a_number(parts, tmp
                                                                  first.caption.flatten().tolist(), strict=True)})
     assert cold.encoded == len(first.pairs()) + n_captions < 2 * len(parts[1])
     warm = _cache(parts, first)
-    assert warm.encoded == 0 and torch.equal(warm.latents, cold.latents) and torch.equal(warm.embeddings, cold.embeddings)
+    cold_latents, cold_text = _tensors(cold, first)
+    assert cold_latents.shape[0] == cold_text.shape[0] == first.record.numel()
+    warm_latents, warm_text = _tensors(warm, first)
+    assert warm.encoded == 0 and torch.equal(warm_latents, cold_latents) and torch.equal(warm_text, cold_text)
 
     # A cache filled by another plan first: shared entries were encoded in other batches, same numbers.
     monkeypatch.setenv("SWAPBENCH_CACHE", str(tmp_path / "b"))
     _cache(parts, other)
     mixed = _cache(parts, first)
     assert 0 < mixed.encoded < cold.encoded
-    assert torch.equal(mixed.latents, cold.latents) and torch.equal(mixed.embeddings, cold.embeddings)
-    assert torch.equal(mixed.latent_rows, cold.latent_rows) and torch.equal(mixed.text_rows, cold.text_rows)
+    mixed_latents, mixed_text = _tensors(mixed, first)
+    assert torch.equal(mixed_latents, cold_latents) and torch.equal(mixed_text, cold_text)
 
 
 def test_shard_store_survives_reopening_and_ignores_torn_shards(tmp_path):

@@ -162,3 +162,21 @@ def test_documented_ci_workflow_parses_and_gates():
     workflow = yaml.safe_load(re.search(r"```yaml\n(name: swap-gate.*?)```", doc.read_text(), re.S).group(1))
     runs = " ".join(step.get("run", "") for step in workflow["jobs"]["gate"]["steps"])
     assert "swapbench train --preset savanna" in runs and "swapbench gate runs/ci --baseline" in runs
+
+
+def test_default_rules_gate_every_direction_of_the_pairs_the_run_swapped(write, capsys):
+    results = _results()
+    for name in ("swap_success/giraffe->zebra", "swap_success/zebra->giraffe"):
+        results["metrics"].pop(name)
+    results["swap_pairs"] = [["horse", "cow"], ["lion", "elephant"]]
+    for direction, value in (("horse->cow", 0.95), ("cow->horse", 0.5), ("lion->elephant", 0.95),
+                             ("elephant->lion", 0.95)):
+        results["metrics"][f"swap_success/{direction}"] = _metric(value, value - 0.06, min(1, value + 0.03))
+    assert main(["gate", write("a.json", results), "--json"]) == 1
+    verdicts = json.loads(capsys.readouterr().out)["verdicts"]
+    assert [v["metric"] for v in verdicts if v["metric"].startswith("swap_success")] == [
+        "swap_success/horse->cow", "swap_success/cow->horse", "swap_success/lion->elephant", "swap_success/elephant->lion"]
+    assert {v["metric"] for v in verdicts if not v["passed"]} == {"swap_success/cow->horse"}
+    results["metrics"].pop("swap_success/elephant->lion")  # a recorded direction without its metric: cannot judge
+    assert main(["gate", write("b.json", results)]) == 2
+    assert "swap_success/elephant->lion" in capsys.readouterr().err

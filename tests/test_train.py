@@ -77,6 +77,32 @@ def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, tiny_pipeline, 
     assert main(["train", "--resume", str(tmp_path / "split")]) == 0
     a, b = _unet(tmp_path / "whole"), _unet(tmp_path / "split")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "split/train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]  # step 4 was logged before the interrupt and again after the resume
+    summary = json.loads((tmp_path / "split/train_summary.json").read_text())
+    assert summary["resumed_from_step"] == 4 and summary["steps_this_run"] == 2
+
+
+def test_resume_takes_safe_overrides_records_them_and_refuses_the_rest(tmp_path, tiny_pipeline, coco_root, capsys):
+    args = ("--set", "train.max_steps=4", "--set", "train.checkpoint_every=2", "--set", "train.lr_scheduler=constant")
+    assert _train(tmp_path, tiny_pipeline, coco_root, "r", *args) == 0
+    run = tmp_path / "r"
+    # A finished run keeps no final checkpoint; continue from step 2 as an interrupted run would.
+    (run / "train_summary.json").unlink()
+    capsys.readouterr()
+    assert_one_line_error(capsys, main(["train", "--resume", str(run), "--set", "data.resolution=64"]),
+                          "data.resolution cannot change when resuming", "train.lr")
+    assert_one_line_error(capsys, main(["train", "--resume", str(run), "--name", "other"]), "--name cannot be combined")
+    assert_one_line_error(capsys, main(["train", "--resume", str(run), "--set", "train.max_steps=2"]),
+                          "not beyond the checkpoint's step 2")
+    assert main(["train", "--resume", str(run), "--set", "train.lr=1e-6", "--set", "train.max_steps=5"]) == 0
+    assert "train.lr 2e-05 -> 1e-06" in capsys.readouterr().err.replace("\n", " ")
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["lr"]) for r in log] == [(1, 2e-5), (2, 2e-5), (3, 1e-6), (4, 1e-6), (5, 1e-6)]
+    assert json.loads((run / "config.json").read_text())["train"]["lr"] == 1e-6
+    (change,) = [json.loads(x) for x in (run / "resumes.jsonl").read_text().splitlines()]
+    assert change["changes"] == {"train.lr": [2e-5, 1e-6], "train.max_steps": [4, 5]}
+    assert json.loads((run / "train_summary.json").read_text())["resumes"] == [change]
 
 
 def test_caption_choice_and_noise_offset_reach_the_loop(tmp_path, tiny_pipeline, coco_root):
@@ -104,7 +130,7 @@ def test_nan_loss_stops_keeps_last_checkpoint(tmp_path, tiny_pipeline, coco_root
     code = _train(tmp_path, tiny_pipeline, coco_root, "nan", "--set", "train.max_steps=5", "--set", "train.checkpoint_every=2")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "NaN" in err[0] and "step-0000002" in err[0]
-    assert (tmp_path / "nan/checkpoints/step-0000002/unet.safetensors").is_file()
+    assert (tmp_path / "nan/checkpoints/step-0000002/model.safetensors").is_file()
     assert not (tmp_path / "nan/model").exists()
 
 
@@ -151,3 +177,22 @@ def test_default_savanna_recipe_swaps_both_ways_and_preserves(tmp_path):
     assert metrics["preservation"]["value"] >= 0.95
     summary = json.loads((tmp_path / "default/train_summary.json").read_text())
     assert summary["steps"] == 270 and summary["cache_entries_encoded"] > 0
+
+
+def test_feature_cache_follows_an_edit_deep_in_the_token_embeddings(tmp_path, tiny_pipeline, coco_root):
+    """A token swap moves rows 22,548 and 22,826 of the embedding table, far past any prefix of the tensor:
+    the cache key must change, or training would read caption embeddings of the unedited encoder."""
+    from safetensors.torch import save_file
+
+    edited = tmp_path / "edited"
+    shutil.copytree(tiny_pipeline, edited)
+    weights = edited / "text_encoder/model.safetensors"
+    state = load_file(str(weights))
+    table = next(k for k in state if k.endswith("token_embedding.weight"))
+    state[table][[22548, 22826]] = state[table][[22826, 22548]]
+    save_file(state, str(weights))
+    args = ("--set", "train.max_steps=1", "--set", "train.checkpoint_every=0")
+    assert _train(tmp_path, tiny_pipeline, coco_root, "a", *args) == 0
+    assert _train(tmp_path, edited, coco_root, "b", *args) == 0
+    a, b = (json.loads((tmp_path / r / "train_summary.json").read_text()) for r in ("a", "b"))
+    assert a["cache"] != b["cache"] and b["cache_entries_encoded"] == a["cache_entries_encoded"] > 0

@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,27 +88,34 @@ def test_mini_build_writes_standard_layouts(mini_world):
     assert model.encode_text(tokens).shape == (1, 64)
 
 
+REPO = Path(__file__).resolve().parents[1]
+README_LOAD = re.search(r'`(StableDiffusionPipeline\.from_pretrained\("swapbench/world/savanna/pipeline"\))`',
+                        (REPO / "README.md").read_text()).group(1)
 PLAIN_DIFFUSERS = """
-import sys, torch
+import sys, warnings, torch
+warnings.simplefilter("always")
 from diffusers import StableDiffusionPipeline
 assert not any(m.startswith("swapbench") for m in sys.modules)
-pipe = StableDiffusionPipeline.from_pretrained(sys.argv[1], torch_dtype=torch.float32)
+pipe = {load}
 out = pipe("a zebra", num_inference_steps=3, guidance_scale=4.0, output_type="np",
            generator=torch.Generator().manual_seed(0)).images
 assert out.shape[1:] == (32, 32, 3), out.shape
-print("ok", pipe.tokenizer("a giraffe").input_ids)
+print("ok", pipe.tokenizer("a giraffe").input_ids, pipe.text_encoder.dtype, pipe.unet.dtype)
 """
 
 
 def _plain_load(pipeline: Path) -> str:
-    result = subprocess.run([sys.executable, "-c", PLAIN_DIFFUSERS, str(pipeline)], capture_output=True, text=True,
-                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=300)
+    """The README's line, exactly as written (no dtype argument), in a fresh interpreter without swapbench."""
+    load = README_LOAD.replace('"swapbench/world/savanna/pipeline"', repr(str(pipeline)))
+    result = subprocess.run([sys.executable, "-c", PLAIN_DIFFUSERS.format(load=load)], capture_output=True, text=True,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=300, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "steps_offset" not in result.stderr, result.stderr[-2000:]
     return result.stdout
 
 
 def test_mini_pipeline_loads_in_plain_diffusers(mini_world):
-    assert "ok [49406, 320, 22826, 49407]" in _plain_load(mini_world / "pipeline")
+    assert "ok [49406, 320, 22826, 49407] torch.float32 torch.float32" in _plain_load(mini_world / "pipeline")
 
 
 shipped = pytest.mark.skipif(not (SHIPPED_WORLD / "manifest.json").is_file(), reason="world not built yet")
@@ -133,7 +141,19 @@ def test_shipped_world_quality_card_meets_the_bar():
 
 @shipped
 def test_shipped_pipeline_loads_in_plain_diffusers():
-    assert "ok [49406, 320, 22826, 49407]" in _plain_load(SHIPPED_WORLD / "pipeline")
+    assert "ok [49406, 320, 22826, 49407] torch.float32 torch.float32" in _plain_load(SHIPPED_WORLD / "pipeline")
+
+
+def test_assembling_the_world_pipeline_does_not_warn_about_its_scheduler(tmp_path):
+    import warnings
+
+    from swapbench.world import models
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        models.assemble_pipeline(models.build_vae(), models.build_text_encoder(),
+                                 models.build_tokenizer(tmp_path / "tok"), models.build_unet(block_out_channels=(32, 64)))
+    assert not [w for w in caught if "steps_offset" in str(w.message)]
 
 
 @shipped

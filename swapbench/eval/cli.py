@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from swapbench.errors import UserError
@@ -14,65 +15,83 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval", help="measure swap success, preservation and drift vs base; writes eval/",
                        description="Sample the base and tuned models with the same seeds, judge every image "
-                       "zero-shot, and write results.json + report.html.")
-    p.add_argument("target", nargs="?", help="run directory (default: the latest finished run under runs/) "
-                   "or a diffusers pipeline folder (then pass --base)")
+                       "zero-shot, and write results.json + report.html. Suites are templates over the swap pairs "
+                       "of the run (data.swap_pairs in its config.json): a run trained with "
+                       "--set 'data.swap_pairs=[[horse,cow]]' is scored as swap_success/horse->cow and "
+                       "cow->horse, with controls and neighbours that leave the swapped concepts out. For a "
+                       "bare pipeline folder or --model base, pass the pair the same way (default: giraffe, "
+                       "zebra).")
+    p.add_argument("target", nargs="?", help="run directory, a folder of runs (its latest finished run is "
+                   "evaluated), or a diffusers pipeline folder (then pass --base); default: the latest finished "
+                   "run under --runs")
     p.add_argument("--base", help="base pipeline folder or spec (default: the run's model.pretrained)")
     p.add_argument("--model", choices=["base"], help="evaluate the base model against itself (a sanity check)")
     p.add_argument("--suite", default=None, help="suite name (quick, default, full) or a suite YAML path")
     p.add_argument("--prompts", metavar="FILE.jsonl", help="extra prompts, one {\"prompt\", \"concept\"} per line")
     p.add_argument("--out", help="output folder (default: RUN/eval)")
     p.add_argument("--runs", default="runs", help="where to look for the latest run (default: runs)")
-    p.add_argument("--json", action="store_true", help="print results.json instead of the table")
+    p.add_argument("--json", action="store_true", help="print the metrics of results.json as JSON instead of "
+                   "the table; stdout then holds only that JSON (the report path goes to stderr)")
     add_config_arguments(p, default_preset=None)
     p.set_defaults(func=run)
 
 
-def _target(args, cfg):
+def _find_run(args: argparse.Namespace):
+    """The run directory the command names, or None for a bare pipeline folder or ``--model base``.
+
+    TARGET may be a run, a pipeline folder, or a folder of runs (``runs/``: its latest finished run
+    is evaluated); without TARGET the latest finished run under ``--runs``.
+    """
+    from swapbench.rundir import RunDir, latest_run, looks_like_runs_root
+
+    if args.model == "base":
+        return None
+    if args.target is None:
+        return latest_run(args.runs)
+    path = Path(args.target)
+    if not path.exists():
+        raise UserError(f"{path} does not exist; pass a run directory, a folder of runs or a diffusers pipeline folder")
+    if (path / "config.json").is_file() and not (path / "model_index.json").is_file():
+        return RunDir(path)
+    if looks_like_runs_root(path):
+        run = latest_run(path)
+        print(f"swapbench eval: {path} holds runs; evaluating the latest finished one, {run.root}", file=sys.stderr)
+        return run
+    return None
+
+
+def _target(args: argparse.Namespace, cfg, run):
     from swapbench.eval.evaluate import Target
-    from swapbench.rundir import RunDir, latest_run
     from swapbench.train.model import resolve_model
 
     base = args.base or cfg.model.pretrained
     if args.model == "base":
-        return Target(resolve_model(base), resolve_model(base), "base"), None
-    if args.target is None:
-        run = latest_run(args.runs)
-    else:
-        path = Path(args.target)
-        if not path.exists():
-            raise UserError(f"{path} does not exist; pass a run directory or a diffusers pipeline folder")
-        run = RunDir(path) if (path / "config.json").is_file() and not (path / "model_index.json").is_file() else None
-        if run is None:
-            return Target(resolve_model(str(path)), resolve_model(base), path.name), None
+        return Target(resolve_model(base), resolve_model(base), "base")
+    if run is None:
+        return Target(resolve_model(args.target), resolve_model(base), Path(args.target).name)
     if not (run.model / "model_index.json").is_file():
         raise UserError(f"run {run.root} has no exported model (no model/model_index.json); finish it with "
                         f"`swapbench train --resume {run.root}`")
-    return Target(resolve_model(str(run.model)), resolve_model(base), run.name, run.root), run
+    return Target(resolve_model(str(run.model)), resolve_model(base), run.name, run.root)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from swapbench.config import config_from_dict, load_config
+    from swapbench.config import (
+        apply_mapping,
+        config_from_dict,
+        load_config,
+        parse_override,
+        read_config_file,
+        set_key,
+    )
     from swapbench.io import read_json
-    from swapbench.rundir import RunDir, latest_run
 
     overrides = list(args.overrides) + [f"{k}={v}" for k, v in (("seed", args.seed), ("device", args.device)) if v is not None]
-    run_config = None
-    if not args.model and not args.preset:
-        candidate = Path(args.target) if args.target else None
-        if candidate is None:
-            try:
-                candidate = latest_run(args.runs).root
-            except UserError:
-                candidate = None
-        if candidate is not None and RunDir(candidate).config.is_file():
-            run_config = config_from_dict(read_json(RunDir(candidate).config))
-    if run_config is not None:
-        cfg = run_config
-        from swapbench.config import apply_mapping, parse_override, read_config_file, set_key
-
+    run = _find_run(args)
+    if run is not None and not args.preset and run.config.is_file():
+        cfg = config_from_dict(read_json(run.config))
         if args.config:
             apply_mapping(cfg, read_config_file(Path(args.config)), source=args.config)
         for item in overrides:
@@ -87,27 +106,40 @@ def run(args: argparse.Namespace) -> int:
     from swapbench.eval.suite import custom_items, load_suite
     from swapbench.eval.summary import print_summary
 
-    suite = load_suite(cfg.eval.suite, cfg.eval.seeds)
+    suite = load_suite(cfg.eval.suite, cfg.eval.seeds, cfg.data.swap_pairs)
     items = list(suite.items)
     if args.prompts:
         items += custom_items(args.prompts, suite, cfg.eval.seeds or 8)
-    target, run = _target(args, cfg)
+    target = _target(args, cfg, run)
     out_dir = Path(args.out) if args.out else (run.eval_dir if run else Path("runs") / f"eval-{target.name}")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot write the evaluation to {out_dir} ({e.strerror}); pass a writable --out") from None
     torch.manual_seed(cfg.seed)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    from accelerate import PartialState
+
+    from swapbench.train.recipe import is_cpu
+
+    # Joins the process group under accelerate launch / torchrun (sampling is split); a no-op otherwise.
+    state = PartialState(cpu=is_cpu(cfg.device))
+    if state.num_processes > 1:
+        device = state.device
+    else:
+        device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
+                              ("cpu" if cfg.device == "auto" else cfg.device))
     judge = ZeroShotJudge.load(cfg.eval.judge, suite.labels, suite.judge_templates, device)
     results = evaluate(cfg, target, suite, items, judge, out_dir, device)
-    if args.json:
-        print(json.dumps(results["metrics"], indent=2))
-    else:
-        print_summary(results)
+    if results is None:
+        return 0
     from swapbench.reports.html import write_report
 
     report = write_report(out_dir, run.root if run else None)
-    print(report)
+    if args.json:
+        # stdout holds the JSON alone, so `swapbench eval --json | jq` works; the report path is a note.
+        print(json.dumps(results["metrics"], indent=2))
+        print(f"report: {report}", file=sys.stderr)
+    else:
+        print_summary(results)
+        print(report)
     return 0

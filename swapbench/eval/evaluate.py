@@ -17,22 +17,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from diffusers import DiffusionPipeline
 from PIL import Image
 
 from swapbench import __version__
 from swapbench.config import Config
 from swapbench.eval import metrics as M
+from swapbench.eval import schema
 from swapbench.eval.judge import ZeroShotJudge
+from swapbench.eval.samplers import build_scheduler
 from swapbench.eval.sampling import sample
 from swapbench.eval.suite import PromptItem, Suite
-from swapbench.io import atomic_write_json, sha256_file
+from swapbench.io import atomic_write, atomic_write_json
 from swapbench.paths import cache_dir
 from swapbench.progress import progress_bar
 from swapbench.train.model import load_pipeline
-
-SAMPLERS = {"dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
-            "ddim": (DDIMScheduler, {}), "euler": (EulerDiscreteScheduler, {})}
+from swapbench.weights import weights_hash
 
 
 @dataclass
@@ -47,28 +49,8 @@ class Target:
         return self.tuned == self.base
 
 
-def weights_hash(folder: str | Path) -> str:
-    """sha256 over the pipeline's weight files (memoised by path, size and mtime)."""
-    folder = Path(folder)
-    memo_dir = cache_dir("weights-hash")
-    h = hashlib.sha256()
-    for f in sorted(folder.rglob("*")):
-        if f.suffix not in (".safetensors", ".bin", ".json", ".txt") or not f.is_file():
-            continue
-        stat = f.stat()
-        memo = memo_dir / hashlib.sha256(f"{f.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
-        if memo.is_file():
-            digest = memo.read_text()
-        else:
-            digest = sha256_file(f)
-            memo.write_text(digest)
-        h.update(f"{f.relative_to(folder)}:{digest}".encode())
-    return h.hexdigest()
-
-
 def prepare_pipeline(pipe: DiffusionPipeline, cfg: Config, device: torch.device) -> DiffusionPipeline:
-    cls, extra = SAMPLERS[cfg.eval.sampler]
-    pipe.scheduler = cls.from_config(pipe.scheduler.config, **extra)
+    pipe.scheduler = build_scheduler(cfg.eval.sampler, pipe.scheduler.config)
     return pipe.to(device)
 
 
@@ -98,30 +80,46 @@ class SampleStore:
         return np.asarray(Image.open(p).convert("RGB")) if p.is_file() else None
 
     def put(self, prompt: str, seed: int, image: np.ndarray) -> None:
-        tmp = self.path(prompt, seed).with_suffix(".tmp")
-        Image.fromarray(image).save(tmp, format="PNG")
-        tmp.replace(self.path(prompt, seed))
+        # A unique temporary name per write: evaluations that share a base (parallel sweep points)
+        # write the same entries at the same time, and a shared name lets one move the other's half-file.
+        atomic_write(self.path(prompt, seed), lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
 
 
 def generate(pipe, jobs: list[tuple[str, int]], cfg: Config, label: str, store: SampleStore | None) -> tuple[np.ndarray, int]:
-    """Images for ``jobs`` (prompt, seed); cached ones come from ``store``. Returns (images, n sampled)."""
+    """Images for ``jobs`` (prompt, seed); cached ones come from ``store``. Returns (images, n sampled).
+
+    Under several processes the missing images are dealt out in whole sampling batches (batch ``k``
+    to process ``k mod N``), so every image is computed in the same batch as in one process, and every
+    process ends with all images."""
+    state = PartialState()
+    state.wait_for_everyone()  # every process looks at the store before any of them writes to it
     out: list[np.ndarray | None] = [store.get(p, s) if store else None for p, s in jobs]
     missing = [i for i, im in enumerate(out) if im is None]
-    if missing:
+    size = cfg.eval.batch_size
+    mine = [i for k in range(state.process_index, -(-len(missing) // size), state.num_processes)
+            for i in missing[k * size : (k + 1) * size]]
+    sampled: list[tuple[int, np.ndarray]] = []
+    if mine:
         with progress_bar(transient=True) as bar:
-            task = bar.add_task(f"sample {label}", total=len(missing), info=f"{cfg.eval.steps} steps, cfg {cfg.eval.guidance_scale}")
-            images = sample(pipe, [jobs[i][0] for i in missing], [jobs[i][1] for i in missing], cfg.eval.steps,
-                            cfg.eval.guidance_scale, cfg.eval.batch_size, cfg.eval.resolution,
+            task = bar.add_task(f"sample {label}", total=len(mine), info=f"{cfg.eval.steps} steps, cfg {cfg.eval.guidance_scale}")
+            images = sample(pipe, [jobs[i][0] for i in mine], [jobs[i][1] for i in mine], cfg.eval.steps,
+                            cfg.eval.guidance_scale, size, cfg.eval.resolution,
                             progress=lambda n: bar.advance(task, n))
-        for i, image in zip(missing, _to_uint8(images), strict=True):
-            out[i] = image
+        for i, image in zip(mine, _to_uint8(images), strict=True):
+            sampled.append((i, image))
             if store:
                 store.put(jobs[i][0], jobs[i][1], image)
+    if state.num_processes > 1:
+        sampled = gather_object(sampled)
+    for i, image in sampled:
+        out[i] = image
     return np.stack(out), len(missing)
 
 
 def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem], judge: ZeroShotJudge,
-             out_dir: Path, device: torch.device) -> dict:
+             out_dir: Path, device: torch.device) -> dict | None:
+    """Sample (split over the processes of a launch), judge and score; the main process writes
+    ``results.json`` and returns it, the other processes return None."""
     started = time.perf_counter()
     jobs = [(item, seed) for item in items for seed in item.seeds]
     prompts_seeds = [(item.prompt, seed) for item, seed in jobs]
@@ -139,6 +137,8 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
         tuned_pipe = prepare_pipeline(load_pipeline(target.tuned), cfg, device)
         tuned_images, tuned_sampled = generate(tuned_pipe, prompts_seeds, cfg, "tuned", None)
     t_sampling = time.perf_counter() - started
+    if not PartialState().is_main_process:
+        return None  # the main process judges, scores and writes
 
     base_t, tuned_t = _to_float(base_images), _to_float(tuned_images)
     base_p, tuned_p = judge.probabilities(base_t), judge.probabilities(tuned_t)
@@ -148,14 +148,16 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     tuned_lab = [labels[i] for i in tuned_p.argmax(1).tolist()]
 
     results_metrics, per_prompt = _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge)
-    per_prompt = _keep_samples(per_prompt, jobs, base_images, tuned_images, suite.keep_samples, out_dir)
+    keep = suite.keep_samples if cfg.eval.keep_samples is None else cfg.eval.keep_samples
+    per_prompt = _keep_samples(per_prompt, jobs, base_images, tuned_images, keep, out_dir)
     single = [(i, it) for i, (it, _) in enumerate(jobs) if it.group in ("swap", "control", "specificity")]
     import diffusers
 
     results = {
-        "schema_version": 1,
+        "schema_version": schema.SCHEMA_VERSION,
         "run": target.name,
         "suite": suite.name,
+        "swap_pairs": [list(pair) for pair in suite.swap_pairs],
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "metrics": results_metrics,
         "confusion": M.confusion([(it.concept, tuned_lab[i]) for i, it in single], labels),
@@ -168,7 +170,7 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
                    "base_sampled": base_sampled, "base_cached": len(jobs) - base_sampled, "tuned_sampled": tuned_sampled},
         "provenance": {
             "swapbench": __version__, "git": _git_hash(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "device": str(device), "judge": judge.name, "judge_templates": judge.templates,
+            "device": str(device), "processes": PartialState().num_processes, "judge": judge.name, "judge_templates": judge.templates,
             "base_model": target.base, "base_weights_sha256": base_hash, "tuned_model": target.tuned,
             "seeds": {"per_prompt": sorted({len(it.seeds) for it in items}), "bootstrap_seed": cfg.seed},
             "config_sha256": cfg.sha256(),
@@ -181,10 +183,9 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
 
 def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge) -> tuple[dict, list]:
     reps, seed = cfg.eval.bootstrap, cfg.seed
-    a, b = suite.swap
-    direction = {a: M.swap_success(), b: M.swap_success()}
-    retained = {a: M.Proportion("tuned label == the prompt's own (swapped) concept", higher_is_better=False),
-                b: M.Proportion("tuned label == the prompt's own (swapped) concept", higher_is_better=False)}
+    direction = {c: M.swap_success() for c in suite.swapped}
+    retained = {c: M.Proportion("tuned label == the prompt's own (swapped) concept", higher_is_better=False)
+                for c in suite.swapped}
     fidelity: dict[str, M.Proportion] = {}
     groups: dict[str, dict[str, M.Proportion]] = {"control": {}, "specificity": {}, "generality": {}, "custom": {}}
     tuned_is_concept: dict[str, M.Proportion] = {}
@@ -220,8 +221,9 @@ def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned
                            "scores": {c: round(float(tuned_p[i, j]), 4) for j, c in enumerate(suite.labels)}})
 
     out: dict[str, dict] = {}
-    dirs = {f"{a}->{b}": direction[a], f"{b}->{a}": direction[b]}
-    all_swap = M.swap_success("both directions pooled")
+    dirs = {f"{c}->{suite.partner(c)}": direction[c] for c in suite.swapped}
+    # Every swapped concept gets the same prompts and seeds, so pooling is the mean over directions.
+    all_swap = M.swap_success("all directions pooled (equal n each: their mean)")
     for p in dirs.values():
         all_swap.update(p.outcomes)
     out["swap_success"] = all_swap.compute()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import poly_mmd
+from torchmetrics.image.kid import poly_kernel
 
 
 def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -75,15 +75,27 @@ class _Identity(torch.nn.Module):
 
 
 def _fid(tuned: torch.Tensor, base: torch.Tensor) -> float:
-    metric = FrechetInceptionDistance(feature=_Identity(tuned.shape[1]), reset_real_features=True, normalize=False)
+    # The main process scores alone after a multi-process launch; torchmetrics would otherwise wait for
+    # the other processes to join its sync at compute().
+    metric = FrechetInceptionDistance(feature=_Identity(tuned.shape[1]), reset_real_features=True, normalize=False,
+                                      sync_on_compute=False)
     metric.update(base.double(), real=True)
     metric.update(tuned.double(), real=False)
     return float(metric.compute())
 
 
-def _mmd2(tuned: torch.Tensor, base: torch.Tensor) -> float:
-    """Unbiased MMD^2 with KID's cubic polynomial kernel (torchmetrics' own ``poly_mmd``) over whole sets."""
-    return float(poly_mmd(base.double(), tuned.double()))
+def mmd2(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Unbiased MMD^2 between sets of sizes m and n with KID's cubic polynomial kernel (torchmetrics'
+    ``poly_kernel``): within-x pairs / (m(m-1)) + within-y pairs / (n(n-1)) - 2 cross pairs / (mn),
+    diagonals excluded (Gretton et al. 2012, eq. 3). torchmetrics' ``poly_mmd`` divides all three
+    sums by the first set's size, which is only unbiased when m == n; the KID halves below and
+    every jackknife replicate have m != n whenever the number of pairs is odd."""
+    x, y = x.double(), y.double()
+    m, n = len(x), len(y)
+    k_xx, k_yy, k_xy = poly_kernel(x, x), poly_kernel(y, y), poly_kernel(x, y)
+    within_x = (k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1))
+    within_y = (k_yy.sum() - k_yy.diagonal().sum()) / (n * (n - 1))
+    return float(within_x + within_y - 2 * k_xy.sum() / (m * n))
 
 
 def _kid(tuned: torch.Tensor, base: torch.Tensor, halves: torch.Tensor) -> float:
@@ -91,7 +103,7 @@ def _kid(tuned: torch.Tensor, base: torch.Tensor, halves: torch.Tensor) -> float
     # unbiased estimator is only unbiased for independent sets, hence tuned of one half against base
     # of the other half, both ways.
     a, b = halves, ~halves
-    return 0.5 * (_mmd2(tuned[a], base[b]) + _mmd2(tuned[b], base[a]))
+    return 0.5 * (mmd2(tuned[a], base[b]) + mmd2(tuned[b], base[a]))
 
 
 def bootstrap(stat, tuned: torch.Tensor, base: torch.Tensor, reps: int, seed: int) -> tuple[float, float]:

@@ -3,8 +3,10 @@
 Rules live in YAML (``eval/gates/default.yaml``)::
 
     rules:
-      - metric: swap_success/giraffe->zebra   # threshold on the metric's value
-        min: 0.9                              # and/or max:
+      - metric: swap_success/{a}->{b}         # threshold on the metric's value; {a}->{b} stands
+        min: 0.9                              # for every direction of the results' swap_pairs
+      - metric: preservation                  # and/or max:
+        min: 0.95
       - baseline: all                         # or a list of metric name patterns (fnmatch)
         exclude: ["base_fidelity/*"]          # optional patterns to leave out
 
@@ -27,8 +29,8 @@ import yaml
 
 from swapbench.assets import asset_path
 from swapbench.errors import UserError
+from swapbench.eval import schema
 
-SCHEMA_VERSION = 1
 RULE_KEYS = {"metric", "min", "max", "baseline", "exclude", "description"}
 
 
@@ -66,10 +68,14 @@ def load_results(path_or_run: str | Path) -> dict[str, Any]:
         results = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
         raise UserError(f"results file {path} is truncated or not JSON ({e}); re-run `swapbench eval`") from None
-    if not isinstance(results, dict) or results.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(results, dict) or results.get("schema_version") != schema.SCHEMA_VERSION:
         found = results.get("schema_version") if isinstance(results, dict) else None
-        raise UserError(f"results file {path} has schema_version {found!r}, this swapbench reads {SCHEMA_VERSION}; "
+        raise UserError(f"results file {path} has schema_version {found!r}, this swapbench reads {schema.SCHEMA_VERSION}; "
                         "re-run `swapbench eval` with this version")
+    pairs = results.get("swap_pairs")
+    if pairs is not None and not (isinstance(pairs, list) and all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(c, str) for c in p) for p in pairs)):
+        raise UserError(f"results file {path}: swap_pairs must be a list of [A, B] concept pairs; re-run `swapbench eval`")
     metrics = results.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
         raise UserError(f"results file {path} holds no metrics; re-run `swapbench eval`")
@@ -77,7 +83,7 @@ def load_results(path_or_run: str | Path) -> dict[str, Any]:
         problem = _metric_problem(metric)
         if problem:
             raise UserError(f"results file {path}: metric {name!r} {problem}; it does not follow schema "
-                            f"{SCHEMA_VERSION}, re-run `swapbench eval`")
+                            f"{schema.SCHEMA_VERSION}, re-run `swapbench eval`")
     return results
 
 
@@ -147,12 +153,20 @@ def evaluate(results: dict, baseline: dict | None = None, rules: list | None = N
             if baseline is not None:
                 verdicts += _versus_baseline(results["metrics"], baseline["metrics"], rule)
         else:
-            verdicts.append(_threshold(results["metrics"], rule))
+            verdicts += [_threshold(results["metrics"], rule, name) for name in rule_metrics(rule["metric"], results)]
     return verdicts
 
 
-def _threshold(metrics: dict, rule: dict) -> Verdict:
-    name = rule["metric"]
+def rule_metrics(name: str, results: dict) -> list[str]:
+    """The metrics a rule names in these results: ``{a}``/``{b}`` expand to both directions of every
+    swap pair the results record, so one rule file gates a giraffe<->zebra run and a horse<->cow run."""
+    if "{a}" not in name and "{b}" not in name:
+        return [name]
+    directions = [d for a, b in schema.swap_pairs(results) for d in ((a, b), (b, a))]
+    return [name.replace("{a}", a).replace("{b}", b) for a, b in directions] or [name]
+
+
+def _threshold(metrics: dict, rule: dict, name: str) -> Verdict:
     reference = " and ".join(f"{op} {rule[k]}" for k, op in (("min", ">="), ("max", "<=")) if k in rule)
     metric = metrics.get(name)
     if metric is None:

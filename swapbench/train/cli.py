@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from swapbench.config import CHOICES, load_config, preset_names
+from swapbench.config import CHOICES, RESUMABLE, load_config, preset_names
 from swapbench.errors import UserError
 
 
@@ -25,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Make the swapped model and write a run directory. Methods (--method, train.method): "
                        "finetune (default; the UNet on captions with the swap pairs exchanged), lora (peft adapters, "
                        "same loop), uce (closed-form cross-attention edit, seconds, no data pass), token-swap "
-                       "(exchanges the text encoder's token rows; a lexical control).")
+                       "(exchanges the text encoder's token rows; a lexical control). Training methods run the same "
+                       "under `accelerate launch -m swapbench train ...` or `torchrun --nproc_per_node N "
+                       "-m swapbench train ...`: train.batch_size is the global batch, split evenly over the processes, "
+                       "so N processes train on the same samples as one.")
     add_config_arguments(p)
     p.add_argument("--data", metavar="PATH_OR_NAME", help="COCO root, save_to_disk folder, JSONL or hub dataset")
     p.add_argument("--model", metavar="PATH_OR_NAME", help="base diffusers pipeline folder or hub name")
@@ -33,22 +36,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="run name (default: <preset>-<timestamp>)")
     p.add_argument("--method", choices=CHOICES["train.method"],
                    help="how the swap is made (config key train.method; default from the preset: finetune)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run from its last checkpoint; --set may change "
+                   f"{', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE)} (recorded in RUN_DIR/resumes.jsonl)")
     p.add_argument("--push-to-hub", metavar="REPO", help="also upload model/ to this hub repo")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from swapbench.io import atomic_write_json, read_json
+def _resumed_config(args: argparse.Namespace):
+    from swapbench.config import apply_resume_overrides, config_from_dict
+    from swapbench.io import read_json
     from swapbench.rundir import RunDir
 
-    if args.resume:
-        run_dir = RunDir(Path(args.resume))
-        if not run_dir.config.is_file():
-            raise UserError(f"{args.resume} is not a run directory (no config.json); pass the folder train created")
-        from swapbench.config import config_from_dict
+    run_dir = RunDir(Path(args.resume))
+    if not run_dir.config.is_file():
+        raise UserError(f"{args.resume} is not a run directory (no config.json); pass the folder train created")
+    fixed = [flag for flag, value in (("--preset", args.preset if args.preset != "savanna" else None),
+                                      ("--config", args.config), ("--data", args.data), ("--model", args.model),
+                                      ("--out", args.out), ("--name", args.name), ("--seed", args.seed)) if value is not None]
+    if fixed:
+        raise UserError(f"{', '.join(fixed)} cannot be combined with --resume (the run keeps its own); "
+                        "use --set for the resumable keys")
+    cfg = config_from_dict(read_json(run_dir.config))
+    overrides = list(args.overrides) + [f"{k}={v}" for k, v in (("device", args.device),
+                                                                 ("export.push_to_hub", args.push_to_hub)) if v is not None]
+    changes = apply_resume_overrides(cfg, overrides)
+    if run_dir.latest_checkpoint is not None:
+        from swapbench.train.recipe import checkpoint_step
 
-        cfg = config_from_dict(read_json(run_dir.config))
+        checkpoint_step(run_dir.latest_checkpoint, cfg.train.max_steps)
+    return cfg, run_dir, changes
+
+
+def run(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    from swapbench.io import append_jsonl, atomic_write_json
+    from swapbench.rundir import RunDir
+    from swapbench.train.recipe import is_cpu
+
+    changes: dict = {}
+    if args.resume:
+        cfg, run_dir, changes = _resumed_config(args)
     else:
         overrides = list(args.overrides)
         for key, value in (("seed", args.seed), ("device", args.device), ("data.source", args.data),
@@ -57,15 +87,24 @@ def run(args: argparse.Namespace) -> int:
             if value is not None:
                 overrides.append(f"{key}={value}")
         cfg = load_config(args.preset, args.config, overrides)
-        cfg.name = cfg.name or f"{cfg.preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    # Joins the process group under accelerate launch / torchrun; a no-op in one process.
+    state = PartialState(cpu=is_cpu(cfg.device))
+    if not args.resume:
+        if cfg.name is None:
+            # Every process must name the same folder: the main process's clock decides.
+            name = [f"{cfg.preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"]
+            broadcast_object_list(name)
+            cfg.name = name[0]
         run_dir = RunDir(Path(cfg.output_dir) / cfg.name)
         if run_dir.finished:
             raise UserError(f"run {run_dir.root} already finished; pass another --name")
-        try:
-            run_dir.root.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(run_dir.config, cfg.to_dict())
-        except OSError as e:
-            raise UserError(f"cannot write the run directory {run_dir.root} ({e.strerror}); pass a writable --out") from None
+        if state.is_main_process:
+            try:
+                run_dir.root.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(run_dir.config, cfg.to_dict())
+            except OSError as e:
+                raise UserError(f"cannot write the run directory {run_dir.root} ({e.strerror}); pass a writable --out") from None
+    state.wait_for_everyone()
 
     from swapbench import STARTED
     from swapbench.progress import console
@@ -74,30 +113,43 @@ def run(args: argparse.Namespace) -> int:
 
     setup_started = time.perf_counter()
     method = get_method(cfg.train.method)
-    recipe = method.recipe(cfg, run_dir)
+    recipe = method.recipe(cfg, run_dir, changes)
     if recipe is None:  # loop-free methods (closed-form edit, token control): no loop, no checkpoints
-        run_edit(method, cfg, run_dir, STARTED)
-        if cfg.export.push_to_hub:
-            _push(run_dir.model, cfg.export.push_to_hub, cfg.export.private)
-        print(run_dir.root)
+        if state.is_main_process:
+            run_edit(method, cfg, run_dir, STARTED)
+            if cfg.export.push_to_hub:
+                _push(run_dir.model, cfg.export.push_to_hub, cfg.export.private)
+            print(run_dir.root)
+        state.wait_for_everyone()
         return 0
     recipe.setup(resume=bool(args.resume))
     setup_s = time.perf_counter() - setup_started
+    if changes and state.is_main_process:
+        # Recorded once the checkpoint has loaded under the new values: a refused resume changes nothing.
+        console.print("resuming with changed config: " + ", ".join(f"{k} {old!r} -> {new!r}"
+                                                                   for k, (old, new) in changes.items()))
+        atomic_write_json(run_dir.config, cfg.to_dict())
+        append_jsonl(run_dir.resume_log, {"time": datetime.now().isoformat(timespec="seconds"), "step": recipe.step,
+                                          "changes": {k: list(v) for k, v in changes.items()}})
     try:
         result = recipe.train()
     except Interrupted:
-        console.print(f"interrupted at step {recipe.step}; checkpoint saved. Resume with: "
-                      f"swapbench train --resume {run_dir.root}")
+        if state.is_main_process:
+            console.print(f"interrupted at step {recipe.step}; checkpoint saved. Resume with: "
+                          f"swapbench train --resume {run_dir.root}")
         return 130
     export_started = time.perf_counter()
     recipe.export()
     export_s = time.perf_counter() - export_started
+    if not state.is_main_process:
+        return 0
     if cfg.export.push_to_hub:
         _push(run_dir.model, cfg.export.push_to_hub, cfg.export.private)
     summary = recipe.summary(result, wall=time.perf_counter() - STARTED, startup=setup_started - STARTED,
                              setup=setup_s, export=export_s)
     atomic_write_json(run_dir.train_summary, summary)
-    console.print(f"trained {summary['steps']} steps in {summary['wall_s']:.0f} s: start-up and imports "
+    console.print(f"trained {summary['steps_this_run']} steps in {summary['wall_s']:.0f} s on "
+                  f"{summary['processes']} process(es): start-up and imports "
                   f"{summary['startup_s']:.0f} s, data + feature cache {summary['setup_s']:.0f} s, "
                   f"loop {summary['train_loop_s']:.0f} s ({summary['img_per_s']:.0f} img/s); "
                   f"final loss {summary['final_loss']:.4f}")

@@ -9,8 +9,13 @@ posterior's mean and log-variance are stored, so training still samples ``z ~ q(
 exactly; only the augmentation is drawn from ``train.cache_views`` fixed views instead of afresh.
 Only the (image, view) pairs and captions of the run's sample plan are encoded (swapbench/train/plan.py);
 later runs reuse every entry any earlier run stored. The cache lives under the user cache folder,
-in safetensors shards keyed by weights and augmentation settings; an entry is keyed by the image's
-path, size and modification time (or content hash) and the view.
+in fp16 safetensors shards keyed by the encoders' weights hash and augmentation settings; an entry
+is keyed by the image's path, size and modification time (or content hash) and the view.
+
+Memory does not grow with the run: encoding streams fixed-size chunks into shards of at most
+``SHARD_BYTES``, and training reads each micro-batch's rows from disk. Under several processes the
+processes of a node split the missing chunks between them and wait for each other; every process
+then reads the same shards.
 
 Encoders always see batches of one fixed size (the last one padded), so an entry's value does not
 depend on which other entries were encoded beside it: a run reads the same numbers from a cache
@@ -25,11 +30,12 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from PIL import Image, UnidentifiedImageError
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torchvision import transforms
 
@@ -138,38 +144,73 @@ def _pad(batch: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([batch, batch[-1:].expand(size - len(batch), *batch.shape[1:])]) if len(batch) < size else batch
 
 
-def encode_captions(captions: list[str], tokenizer, text_encoder, device, batch: int = 256) -> torch.Tensor:
-    out = []
+def encode_captions(captions: list[str], tokenizer, text_encoder, device, batch: int = 256) -> Iterator[torch.Tensor]:
+    """Text embeddings of ``captions`` in chunks of ``batch`` (fixed encoder batch shape, last chunk padded)."""
     with torch.no_grad():
         for start, stop in _chunks(len(captions), batch):
             ids = tokenizer(captions[start:stop], padding="max_length", truncation=True,
                             max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
-            out.append(text_encoder(_pad(ids, batch).to(device))[0][: stop - start].float().cpu())
-    return torch.cat(out) if out else torch.zeros(0)
+            yield text_encoder(_pad(ids, batch).to(device))[0][: stop - start].float().cpu()
 
 
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
-        h.update(str(tuple(tensor.shape)).encode())
-    return h.hexdigest()[:16]
+SHARD_BYTES = 64 << 20
+"""Rows are buffered up to this size before a shard is written: the encoder's only resident data."""
+
+_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+
+
+@dataclass
+class _Shard:
+    path: Path
+    keys: list[str]
+    dtype: torch.dtype
+    row_shape: tuple[int, ...]
+    offset: int  # byte offset of row 0 in the file
+    fd: int | None = None
+
+    @property
+    def row_bytes(self) -> int:
+        return int(torch.Size(self.row_shape).numel()) * torch.empty((), dtype=self.dtype).element_size()
+
+    @classmethod
+    def open(cls, path: Path) -> _Shard:
+        # The safetensors layout: 8-byte little-endian header length, JSON header, then the data.
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        info = header["values"]
+        return cls(path, json.loads(header["__metadata__"]["keys"]), _DTYPES[info["dtype"]], tuple(info["shape"][1:]),
+                   8 + n + info["data_offsets"][0])
+
+    def read(self, row: int) -> bytes:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDONLY)
+        return os.pread(self.fd, self.row_bytes, self.offset + row * self.row_bytes)
 
 
 class ShardStore:
-    """Rows of one tensor, addressed by string keys, kept as append-only safetensors shards.
+    """Rows of one tensor kind, addressed by string keys, kept as append-only safetensors shards.
 
-    Each shard holds ``values`` and its keys in the header metadata. Shards are written under a
-    temporary name and renamed, so concurrent runs and interruptions never leave a torn entry."""
+    Each shard holds one tensor ``values`` and its keys in the header metadata. Shards are written
+    under a temporary name and renamed, so concurrent runs and interruptions never leave a torn
+    entry. Rows are read with ``pread`` rather than by mapping or loading shards: a mapped page
+    stays in the process's resident set once touched, so random reads over a long run would grow
+    RSS towards the size of the whole cache (gigabytes at the reference recipe's shapes)."""
 
     def __init__(self, folder: Path, kind: str):
         self.folder, self.kind = folder, kind
-        self.index: dict[str, tuple[Path, int]] = {}
-        for shard in sorted(folder.glob(f"{kind}-*.safetensors")):
-            with safe_open(str(shard), framework="pt") as f:
-                for row, key in enumerate(json.loads(f.metadata()["keys"])):
-                    self.index.setdefault(key, (shard, row))
+        self.shards: list[_Shard] = []
+        self.index: dict[str, tuple[int, int]] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Index shards written since the last look (by other processes or runs)."""
+        known = {s.path for s in self.shards}
+        for path in sorted(self.folder.glob(f"{self.kind}-*.safetensors")):
+            if path not in known:
+                self.shards.append(_Shard.open(path))
+                for row, key in enumerate(self.shards[-1].keys):
+                    self.index.setdefault(key, (len(self.shards) - 1, row))
 
     def missing(self, keys: list[str]) -> list[str]:
         return [k for k in dict.fromkeys(keys) if k not in self.index]
@@ -181,79 +222,130 @@ class ShardStore:
         tmp = self.folder / f".{name}.tmp"
         save_file({"values": values.contiguous()}, str(tmp), metadata={"keys": json.dumps(keys)})
         tmp.rename(self.folder / name)
-        self.index.update({k: (self.folder / name, row) for row, k in enumerate(keys)})
+        self.refresh()
+
+    @contextmanager
+    def writer(self) -> Iterator[_ShardWriter]:
+        w = _ShardWriter(self)
+        yield w
+        w.flush()
+
+    def locate(self, keys: list[str]) -> torch.Tensor:
+        """(shard, row) of each key, as an ``n x 2`` int32 tensor."""
+        return torch.tensor([self.index[k] for k in keys], dtype=torch.int32).view(len(keys), 2)
+
+    def read(self, locations: torch.Tensor) -> torch.Tensor:
+        """The rows at ``locations`` (from :meth:`locate`), stacked in that order."""
+        if len(locations) == 0:
+            return torch.zeros(0)
+        rows = [(self.shards[s], r) for s, r in locations.tolist()]
+        first = rows[0][0]
+        data = bytearray(b"".join(shard.read(r) for shard, r in rows))
+        return torch.frombuffer(data, dtype=first.dtype).view(len(rows), *first.row_shape)
 
     def gather(self, keys: list[str]) -> torch.Tensor:
-        if not keys:
-            return torch.zeros(0)
-        by_shard: dict[Path, list[tuple[int, int]]] = {}
-        for i, key in enumerate(keys):
-            shard, row = self.index[key]
-            by_shard.setdefault(shard, []).append((i, row))
-        out = None
-        for shard, pairs in by_shard.items():
-            with safe_open(str(shard), framework="pt") as f:
-                values = f.get_tensor("values")
-            if out is None:
-                out = values.new_empty(len(keys), *values.shape[1:])
-            out[torch.tensor([i for i, _ in pairs])] = values[torch.tensor([r for _, r in pairs])]
-        return out
+        return self.read(self.locate(keys))
+
+    def close(self) -> None:
+        for shard in self.shards:
+            if shard.fd is not None:
+                os.close(shard.fd)
+                shard.fd = None
+
+
+class _ShardWriter:
+    """Buffers rows and writes a shard whenever ``SHARD_BYTES`` are held."""
+
+    def __init__(self, store: ShardStore):
+        self.store, self.keys, self.parts, self.nbytes = store, [], [], 0
+
+    def append(self, keys: list[str], values: torch.Tensor) -> None:
+        self.keys += keys
+        self.parts.append(values)
+        self.nbytes += values.numel() * values.element_size()
+        if self.nbytes >= SHARD_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.keys:
+            self.store.add(self.keys, torch.cat(self.parts))
+        self.keys, self.parts, self.nbytes = [], [], 0
+
+
+@dataclass
+class Encoders:
+    """The frozen encoders a cache entry depends on; ``weights_key`` names their weights (swapbench/weights.py)."""
+
+    vae: torch.nn.Module
+    tokenizer: object
+    text_encoder: torch.nn.Module
+    device: torch.device | str
+    weights_key: str
 
 
 class FeatureCache:
-    """The latent distributions and caption embeddings one sample plan reads, with the plan's rows into them."""
+    """Where the latent distributions and caption embeddings of one sample plan live, read per micro-batch."""
 
     CHUNK_IMAGES = 64
     CHUNK_CAPTIONS = 256
 
-    def __init__(self, latents: torch.Tensor, embeddings: torch.Tensor, latent_rows: torch.Tensor,
-                 text_rows: torch.Tensor, path: Path, encoded: int):
-        self.latents = latents  # plan pairs x 2C x h x w (posterior mean, logvar)
-        self.embeddings = embeddings  # plan captions x L x D
-        self.latent_rows = latent_rows  # micro-batch x sample -> row of latents
-        self.text_rows = text_rows  # micro-batch x sample -> row of embeddings
+    def __init__(self, latents: ShardStore, text: ShardStore, latent_loc: torch.Tensor, text_loc: torch.Tensor,
+                 path: Path, encoded: int):
+        self.latents, self.text = latents, text
+        self.latent_loc = latent_loc  # micro-batch x sample x (shard, row): posterior mean and logvar
+        self.text_loc = text_loc  # micro-batch x sample x (shard, row): caption embedding
         self.path = path
-        self.encoded = encoded  # entries this run had to encode (0 on a warm cache)
+        self.encoded = encoded  # entries missing when the run started (0 on a warm cache)
+
+    def batch(self, micro: int, samples: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+        """(posterior parameters, text embeddings) of ``samples`` of micro-batch ``micro``, in float32."""
+        return (self.latents.read(self.latent_loc[micro, samples]).float(),
+                self.text.read(self.text_loc[micro, samples]).float())
 
     @classmethod
-    def for_plan(cls, records: list[dict], plan: SamplePlan, cfg: DataConfig, vae, tokenizer, text_encoder,
-                 device, seed: int) -> FeatureCache:
+    def for_plan(cls, records: list[dict], plan: SamplePlan, cfg: DataConfig, encoders: Encoders,
+                 seed: int) -> FeatureCache:
         key = hashlib.sha256(json.dumps({
-            "vae": weights_fingerprint(vae), "text": weights_fingerprint(text_encoder),
-            "tokens": tokenizer.model_max_length, "resolution": cfg.resolution, "jitter": cfg.color_jitter,
-            "hflip": cfg.hflip, "seed": seed, "format": 2,
+            "weights": encoders.weights_key, "tokens": encoders.tokenizer.model_max_length,
+            "resolution": cfg.resolution, "jitter": cfg.color_jitter, "hflip": cfg.hflip, "seed": seed, "format": 3,
         }, sort_keys=True).encode()).hexdigest()[:24]
         folder = cache_dir("train-features", key)
+        state = PartialState()
+        # Processes of one node share its cache folder; another node may not see it, so each node fills its own.
+        workers = int(os.environ.get("LOCAL_WORLD_SIZE", state.num_processes))
+        worker = state.local_process_index
 
         pairs = plan.pairs()
         image_keys = {r: image_key(records[r]["image"]) for r in dict.fromkeys(r for r, _ in pairs)}
-        pair_keys = [f"{image_keys[r]}#{v}" for r, v in pairs]
         latent_store = ShardStore(folder, "latents")
-        todo = sorted((r, v) for (r, v), k in zip(pairs, pair_keys, strict=True) if k not in latent_store.index)
-        if todo:
-            cls._encode_images(records, todo, [f"{image_keys[r]}#{v}" for r, v in todo], latent_store, cfg, vae,
-                               device, seed)
-        latents = latent_store.gather(pair_keys)
-
+        todo = sorted((r, v) for r, v in pairs if f"{image_keys[r]}#{v}" not in latent_store.index)
         samples = list(zip(plan.record.flatten().tolist(), plan.caption.flatten().tolist(), strict=True))
         sample_captions = [records[r]["captions"][c] for r, c in samples]
-        captions = list(dict.fromkeys(sample_captions))
         text_store = ShardStore(folder, "text")
-        new_captions = text_store.missing(captions)
-        text_store.add(new_captions, encode_captions(new_captions, tokenizer, text_encoder, device,
-                                                     cls.CHUNK_CAPTIONS).half())
-        embeddings = text_store.gather(captions).float()
+        new_captions = text_store.missing(sample_captions)
 
-        pair_row = {p: i for i, p in enumerate(pairs)}
-        caption_row = {c: i for i, c in enumerate(captions)}
-        shape = plan.record.shape
-        latent_rows = torch.tensor([pair_row[p] for p in zip(plan.record.flatten().tolist(),
-                                                             plan.view.flatten().tolist(), strict=True)]).view(shape)
-        text_rows = torch.tensor([caption_row[c] for c in sample_captions]).view(shape)
-        return cls(latents, embeddings, latent_rows, text_rows, folder, len(todo) + len(new_captions))
+        cls._encode_images(records, todo, image_keys, latent_store, cfg, encoders, seed, worker, workers)
+        with text_store.writer() as out, progress_bar(transient=True) as bar:
+            task = bar.add_task("cache: text embeddings", total=len(new_captions), info="")
+            mine = _my_chunks(len(new_captions), cls.CHUNK_CAPTIONS, worker, workers)
+            for (start, stop), emb in zip(mine, _encode_mine(new_captions, mine, encoders, cls.CHUNK_CAPTIONS),
+                                          strict=True):
+                out.append(new_captions[start:stop], emb.half())
+                bar.advance(task, stop - start)
+        state.wait_for_everyone()
+        latent_store.refresh()
+        text_store.refresh()
+
+        shape = (*plan.record.shape, 2)
+        latent_loc = latent_store.locate([f"{image_keys[r]}#{v}" for r, v in
+                                          zip(plan.record.flatten().tolist(), plan.view.flatten().tolist(), strict=True)])
+        text_loc = text_store.locate(sample_captions)
+        return cls(latent_store, text_store, latent_loc.view(shape), text_loc.view(shape), folder,
+                   len(todo) + len(new_captions))
 
     @classmethod
-    def _encode_images(cls, records, todo, keys, store: ShardStore, cfg: DataConfig, vae, device, seed: int) -> None:
+    def _encode_images(cls, records, todo, image_keys, store: ShardStore, cfg: DataConfig, encoders: Encoders,
+                       seed: int, worker: int, workers: int) -> None:
         resize = base_transform(cfg.resolution)
         decoded: dict[int, Image.Image] = {}  # todo is sorted: one record's views are neighbours
 
@@ -263,13 +355,24 @@ class FeatureCache:
                 decoded[record] = resize(load_image(records[record]["image"]))
             return decoded[record]
 
-        chunks = []
-        with progress_bar(transient=True) as bar, torch.no_grad():
-            task = bar.add_task("cache: VAE latents", total=len(todo), info="")
-            for start, stop in _chunks(len(todo), cls.CHUNK_IMAGES):
-                pixels = torch.stack([view_image(image_of(r), cfg, v, derived_seed(seed, keys[start + i]))
-                                      for i, (r, v) in enumerate(todo[start:stop])])
-                params = vae.encode(_pad(pixels, cls.CHUNK_IMAGES).to(device, vae.dtype)).latent_dist.parameters
-                chunks.append(params[: stop - start].float().cpu())
+        vae = encoders.vae
+        mine = _my_chunks(len(todo), cls.CHUNK_IMAGES, worker, workers)
+        with store.writer() as out, progress_bar(transient=True) as bar, torch.no_grad():
+            task = bar.add_task("cache: VAE latents", total=sum(b - a for a, b in mine), info="")
+            for start, stop in mine:
+                keys = [f"{image_keys[r]}#{v}" for r, v in todo[start:stop]]
+                pixels = torch.stack([view_image(image_of(r), cfg, v, derived_seed(seed, k))
+                                      for (r, v), k in zip(todo[start:stop], keys, strict=True)])
+                params = vae.encode(_pad(pixels, cls.CHUNK_IMAGES).to(encoders.device, vae.dtype)).latent_dist.parameters
+                out.append(keys, params[: stop - start].cpu().half())
                 bar.advance(task, stop - start)
-        store.add(keys, torch.cat(chunks))
+
+
+def _my_chunks(n: int, size: int, worker: int, workers: int) -> list[tuple[int, int]]:
+    """Chunk ``i`` of ``range(n)`` goes to worker ``i % workers`` (chunk boundaries, and so values, as in one process)."""
+    return [c for i, c in enumerate(_chunks(n, size)) if i % workers == worker]
+
+
+def _encode_mine(captions: list[str], mine: list[tuple[int, int]], encoders: Encoders, size: int) -> Iterator[torch.Tensor]:
+    for start, stop in mine:
+        yield from encode_captions(captions[start:stop], encoders.tokenizer, encoders.text_encoder, encoders.device, size)

@@ -42,6 +42,16 @@ def load_pipeline(spec: str, revision: str | None = None, variant: str | None = 
                         f"run `hf download {path}` where there is network, or pass --model PIPELINE_DIR") from None
 
 
+def local_folder(spec: str, revision: str | None = None) -> Path:
+    """The folder holding a pipeline's files: the folder itself, or a hub name's snapshot in the local cache."""
+    path = resolve_model(spec)
+    if Path(path).is_dir():
+        return Path(path)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(path, revision=revision, local_files_only=True))
+
+
 def load_base_pipeline(model: ModelConfig) -> DiffusionPipeline:
     return load_pipeline(model.pretrained, model.revision, model.variant)
 

@@ -5,11 +5,16 @@ no gradients, not in the optimiser). What every sample reads (record, caption, c
 sample plan, drawn up front from the seed (swapbench/train/plan.py); every other random draw — latent
 sample, augmentation, noise, timestep — comes from one seeded generator whose state is checkpointed,
 so an interrupted and resumed CPU run ends bit-identical to an uninterrupted one.
+
+Several processes (``accelerate launch`` / ``torchrun``, DDP through accelerate): ``train.batch_size``
+is the global batch. Every process draws the same plan and the same global random tensors and keeps
+its own slice of each micro-batch, so N processes read exactly the samples, noise and timesteps of
+one process, and DDP's gradient mean over equal slices is the one-process gradient. Only the main
+process writes the run directory; the others wait at barriers.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -20,7 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from diffusers import DDPMScheduler, DiffusionPipeline
 from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
@@ -30,10 +35,11 @@ from swapbench.config import Config
 from swapbench.data.prepare import prepare
 from swapbench.data.sources import load_records
 from swapbench.errors import UserError
-from swapbench.io import append_jsonl, atomic_write_json
+from swapbench.io import append_jsonl, atomic_write_json, read_json, truncate_jsonl
 from swapbench.progress import console, progress_bar
 from swapbench.rundir import RunDir
 from swapbench.train.features import (
+    Encoders,
     FeatureCache,
     augment,
     base_transform,
@@ -42,8 +48,25 @@ from swapbench.train.features import (
     load_image,
     to_model_input,
 )
-from swapbench.train.model import load_base_pipeline, resolve_model, trainable_parameters
+from swapbench.train.model import load_base_pipeline, local_folder, resolve_model, trainable_parameters
 from swapbench.train.plan import derived_seed, draw_plan
+from swapbench.weights import weights_hash
+
+
+def checkpoint_step(folder: Path, max_steps: int) -> int:
+    """The step a checkpoint holds, checked against the run's (possibly overridden) ``train.max_steps``."""
+    if not (folder / "trainer_state.json").is_file():
+        raise UserError(f"checkpoint {folder} was written by an older swapbench (no trainer_state.json) and "
+                        "cannot be resumed; start the run again under a new --name")
+    step = read_json(folder / "trainer_state.json")["step"]
+    if step >= max_steps:
+        raise UserError(f"train.max_steps={max_steps} is not beyond the checkpoint's step {step}; "
+                        f"pass --set train.max_steps=N with N > {step}")
+    return step
+
+
+def is_cpu(device: str) -> bool:
+    return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
 
 
 class Interrupted(Exception):
@@ -69,23 +92,41 @@ class Batch:
 
 
 class SwapRecipe:
-    def __init__(self, cfg: Config, run: RunDir):
+    def __init__(self, cfg: Config, run: RunDir, resume_changes: dict[str, tuple] | None = None):
         self.cfg, self.run = cfg, run
         self.step = 0
+        self.start_step = 0
+        self.resume_changes = resume_changes or {}
         self._stop_signal: int | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self, resume: bool = False) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+        cpu = is_cpu(cfg.device)
         precision = cfg.train.mixed_precision
         if precision == "auto":
             precision = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
-        self.accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.train.grad_accum, cpu=cpu)
-        self.device = self.accelerator.device
+        # split_batches: train.batch_size is the global batch, so the LR schedule steps once per optimiser step
+        # whatever the number of processes (accelerate otherwise steps it once per process).
+        self.accelerator = acc = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.train.grad_accum,
+                                             cpu=cpu, dataloader_config=DataLoaderConfiguration(split_batches=True))
+        batch, n = cfg.train.batch_size, acc.num_processes
+        if batch % n:
+            raise UserError(f"train.batch_size={batch} is the global batch and does not split evenly over {n} "
+                            f"processes; set it to a multiple of {n} (e.g. --set train.batch_size={max(n, batch - batch % n)})")
+        per_process = batch // n
+        self.samples = slice(acc.process_index * per_process, (acc.process_index + 1) * per_process)
+        self.device = acc.device
         self.base_path = resolve_model(cfg.model.pretrained)
-        pipe = load_base_pipeline(cfg.model)
+        # The main process goes first through whatever may download or materialise files (hub snapshots,
+        # the world's dataset, weight hashes); the others then find them in place.
+        with acc.main_process_first():
+            pipe = load_base_pipeline(cfg.model)
+            data = prepare(load_records(cfg.data.source, cfg.data.split, cfg.seed, world_size=cfg.data.subset_size),
+                           cfg.data, cfg.seed)
+            folder = local_folder(cfg.model.pretrained, cfg.model.revision)
+            weights_key = "/".join(weights_hash(folder / part) for part in ("vae", "text_encoder", "tokenizer"))
         self.pipe = pipe
         self.vae, self.text_encoder, self.tokenizer = pipe.vae, pipe.text_encoder, pipe.tokenizer
         for frozen in (self.vae, self.text_encoder):
@@ -94,10 +135,9 @@ class SwapRecipe:
         self.unet.train()
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
 
-        data = prepare(load_records(cfg.data.source, cfg.data.split, cfg.seed, world_size=cfg.data.subset_size),
-                       cfg.data, cfg.seed)
         self.data = data
-        atomic_write_json(self.run.data_audit, data.audit)
+        if acc.is_main_process:
+            atomic_write_json(self.run.data_audit, data.audit)
         self.records = data.records
         self.n_target = len(data.target)
         check_images(self.records)
@@ -105,8 +145,8 @@ class SwapRecipe:
                               cfg.train.max_steps * cfg.train.grad_accum, cfg.train.batch_size,
                               cfg.train.cache_views if cfg.train.cache else 1, cfg.data.caption, cfg.seed)
         if cfg.train.cache:
-            self.features = FeatureCache.for_plan(self.records, self.plan, cfg.data, self.vae, self.tokenizer,
-                                                  self.text_encoder, self.device, cfg.seed)
+            encoders = Encoders(self.vae, self.tokenizer, self.text_encoder, self.device, weights_key)
+            self.features = FeatureCache.for_plan(self.records, self.plan, cfg.data, encoders, cfg.seed)
         else:
             self.features = None
             self._resize = base_transform(cfg.data.resolution)
@@ -118,11 +158,11 @@ class SwapRecipe:
                                            fused=self.device.type in ("cpu", "cuda"))
         self.lr_scheduler = get_scheduler(cfg.train.lr_scheduler, self.optimizer, num_warmup_steps=cfg.train.warmup_steps,
                                           num_training_steps=cfg.train.max_steps)
-        self.unet, self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.unet, self.optimizer, self.lr_scheduler)
+        self.unet, self.optimizer, self.lr_scheduler = acc.prepare(self.unet, self.optimizer, self.lr_scheduler)
         self.generator = torch.Generator().manual_seed(derived_seed(cfg.seed, "noise"))
-        self._augment = augment(cfg.data, self.generator)
         if resume:
             self._load_latest_checkpoint()
+        self.start_step = self.step
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """What the optimiser updates. A method's recipe overrides this (LoRA injects its adapters here)."""
@@ -130,26 +170,38 @@ class SwapRecipe:
 
     # ---- data --------------------------------------------------------------------------------
     def next_batch(self, micro: int) -> Batch:
-        """Micro-batch number ``micro`` of the plan (``step * grad_accum + k``)."""
-        g = self.generator
+        """This process's slice of micro-batch ``micro`` of the plan (``step * grad_accum + k``).
+
+        Random tensors are drawn for the whole global batch and sliced, so the generator advances
+        identically in every process and the slice is what one process would have drawn."""
+        g, mine, size = self.generator, self.samples, self.cfg.train.batch_size
         if self.features is not None:
-            f = self.features
-            mean, logvar = f.latents[f.latent_rows[micro]].chunk(2, dim=1)
-            eps = torch.randn(mean.shape, generator=g)
+            params, text = self.features.batch(micro, mine)
+            mean, logvar = params.chunk(2, dim=1)
+            eps = torch.randn((size, *mean.shape[1:]), generator=g)[mine]
             latents = mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * eps
-            text = f.embeddings[f.text_rows[micro]]
         else:
-            idx, picks = self.plan.record[micro].tolist(), self.plan.caption[micro].tolist()
-            pixels = torch.stack([to_model_input(self._augment(self._resize(load_image(self.records[i]["image"]))))
-                                  for i in idx]).to(self.device)
+            idx, picks = self.plan.record[micro][mine].tolist(), self.plan.caption[micro][mine].tolist()
+            seeds = torch.randint(2**31, (size,), generator=g)[mine].tolist()
+            pixels = torch.stack([
+                to_model_input(augment(self.cfg.data, torch.Generator().manual_seed(s))(self._resize(load_image(self.records[i]["image"]))))
+                for i, s in zip(idx, seeds, strict=True)]).to(self.device)
             with torch.no_grad():
                 dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
                 mean, std = dist.mean.float().cpu(), dist.std.float().cpu()
-                latents = mean + std * torch.randn(mean.shape, generator=g)
+            latents = mean + std * torch.randn((size, *mean.shape[1:]), generator=g)[mine]
             caps = [self.records[i]["captions"][p] for i, p in zip(idx, picks, strict=True)]
-            text = encode_captions(caps, self.tokenizer, self.text_encoder, self.device, batch=len(caps))
+            text = torch.cat(list(encode_captions(caps, self.tokenizer, self.text_encoder, self.device, batch=len(caps))))
         latents = latents * self.vae.config.scaling_factor
         return Batch(latents.to(self.device), text.to(self.device))
+
+    def _noise_and_timesteps(self, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        g, cfg, size = self.generator, self.cfg.train, self.cfg.train.batch_size
+        noise = torch.randn((size, *shape[1:]), generator=g)
+        if cfg.noise_offset:
+            noise += cfg.noise_offset * torch.randn((size, shape[1], 1, 1), generator=g)
+        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (size,), generator=g)
+        return noise[self.samples].to(self.device), t[self.samples].to(self.device)
 
     # ---- loop --------------------------------------------------------------------------------
     def train(self) -> dict:
@@ -161,18 +213,21 @@ class SwapRecipe:
             with progress_bar() as bar:
                 task = bar.add_task("train", total=cfg.max_steps, completed=self.step, info="")
                 while self.step < cfg.max_steps:
+                    step_loss, stop = 0.0, False
                     for k in range(cfg.grad_accum):
                         batch = self.next_batch(self.step * cfg.grad_accum + k)
-                        noise = torch.randn(batch.latents.shape, generator=self.generator)
-                        if cfg.noise_offset:
-                            noise += cfg.noise_offset * torch.randn((*noise.shape[:2], 1, 1), generator=self.generator)
-                        noise = noise.to(self.device)
-                        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (len(noise),),
-                                          generator=self.generator).to(self.device)
+                        noise, t = self._noise_and_timesteps(batch.latents.shape)
                         with acc.accumulate(self.unet), acc.autocast():
                             loss = diffusion_loss(self.unet, self.noise_scheduler, batch.latents, batch.text, noise, t)
-                            if not torch.isfinite(loss):
+                            # One all-reduce carries the loss (logged as the mean over processes), the NaN check
+                            # and a pending Ctrl-C, so every process agrees on all three at the same step.
+                            shared = acc.reduce(torch.stack([loss.detach().float(),
+                                                             torch.tensor(float(self._stop_signal is not None))]
+                                                            ).to(self.device), "sum")
+                            mean_loss, stop = float(shared[0]) / acc.num_processes, stop or bool(shared[1] > 0)
+                            if not torch.isfinite(torch.tensor(mean_loss)):
                                 raise UserError(self._nan_message())
+                            step_loss += mean_loss / cfg.grad_accum
                             acc.backward(loss)
                             if acc.sync_gradients:
                                 grad_norm = float(acc.clip_grad_norm_(self.unet.parameters(), cfg.max_grad_norm))
@@ -180,17 +235,18 @@ class SwapRecipe:
                             self.lr_scheduler.step()
                             self.optimizer.zero_grad(set_to_none=True)
                     self.step += 1
-                    loss_value = loss.item()
+                    loss_value = step_loss
                     if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                         now = time.perf_counter()
                         img_s = (self.step - last_step) * cfg.batch_size * cfg.grad_accum / max(now - last_time, 1e-9)
                         last_time, last_step = now, self.step
                         lr = self.lr_scheduler.get_last_lr()[0]
-                        append_jsonl(self.run.train_log, {"step": self.step, "loss": loss_value, "lr": lr,
-                                                          "grad_norm": grad_norm, "img_per_s": img_s,
-                                                          "elapsed_s": round(now - started, 3)})
+                        if acc.is_main_process:
+                            append_jsonl(self.run.train_log, {"step": self.step, "loss": loss_value, "lr": lr,
+                                                              "grad_norm": grad_norm, "img_per_s": img_s,
+                                                              "elapsed_s": round(now - started, 3)})
                         bar.update(task, completed=self.step, info=f"loss {loss_value:.4f} lr {lr:.2e} {img_s:.0f} img/s")
-                    if self._stop_signal is not None:
+                    if stop:
                         self.save_checkpoint()
                         raise Interrupted(self.step)
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.max_steps:
@@ -204,74 +260,105 @@ class SwapRecipe:
         self._stop_signal = signum
 
     def _nan_message(self) -> str:
-        ckpts = sorted(self.run.checkpoints.glob("step-*"))
-        keep = f"the last good checkpoint is {ckpts[-1].name}" if ckpts else "no checkpoint was written yet"
-        return (f"loss became NaN/inf at step {self.step + 1} (lr {self.lr_scheduler.get_last_lr()[0]:.2e}); {keep}; "
-                "lower train.lr or train.max_grad_norm, then rerun with --resume")
+        last = self.run.latest_checkpoint
+        lr = self.lr_scheduler.get_last_lr()[0]
+        fix = (f"continue from it with a lower rate: swapbench train --resume {self.run.root} --set train.lr={self.cfg.train.lr / 2:.2g}"
+               if last else "rerun with a lower train.lr or train.max_grad_norm")
+        keep = f"the last good checkpoint is {last.name}" if last else "no checkpoint was written yet"
+        return f"loss became NaN/inf at step {self.step + 1} (lr {lr:.2e}); {keep}; {fix}"
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
+        """Everything a resume needs, through ``Accelerator.save_state`` (weights as safetensors; optimiser,
+        LR schedule, GradScaler and RNG states as weights-only torch files) plus the noise generator and
+        step. Written to ``step-N.tmp`` by every process, then renamed by the main process."""
+        acc = self.accelerator
         folder = self.run.checkpoints / f"step-{self.step:07d}"
         tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        unet = self.accelerator.unwrap_model(self.unet)
-        save_file({k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}, str(tmp / "unet.safetensors"))
-        torch.save({"optimizer": self.optimizer.state_dict(), "lr_scheduler": self.lr_scheduler.state_dict(),
-                    "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(), "step": self.step},
-                   tmp / "trainer_state.pt")
-        (tmp / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-        for old in sorted(self.run.checkpoints.glob("step-???????"))[:-2]:
-            shutil.rmtree(old)
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        if acc.is_main_process:
+            save_file({"generator": self.generator.get_state()}, str(tmp / "generator.safetensors"))
+            atomic_write_json(tmp / "trainer_state.json", {"step": self.step})
+            atomic_write_json(tmp / "config.json", self.cfg.to_dict())
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.rename(folder)
+            for old in sorted(self.run.checkpoints.glob("step-???????"))[:-2]:
+                shutil.rmtree(old)
+        acc.wait_for_everyone()
         return folder
 
     def _load_latest_checkpoint(self) -> None:
-        ckpts = sorted(self.run.checkpoints.glob("step-???????"))
-        if not ckpts:
+        folder = self.run.latest_checkpoint
+        if folder is None:
             return
-        folder = ckpts[-1]
-        state = torch.load(folder / "trainer_state.pt", weights_only=True)
-        self.accelerator.unwrap_model(self.unet).load_state_dict(load_file(str(folder / "unet.safetensors")))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.step = state["step"]
+        step = checkpoint_step(folder, self.cfg.train.max_steps)
+        self.accelerator.load_state(str(folder))
+        self.generator.set_state(load_file(str(folder / "generator.safetensors"))["generator"])
+        self.step = step
+        if {"train.lr", "train.max_steps"} & set(self.resume_changes):
+            self._reshape_schedule()
+        if self.accelerator.is_main_process:
+            # Lines logged after the checkpoint belong to steps that will run again.
+            truncate_jsonl(self.run.train_log, lambda row: row["step"] <= step)
         console.log(f"resumed from {folder.name}")
+
+    def _reshape_schedule(self) -> None:
+        """After ``--resume --set train.lr=...|train.max_steps=...``: the schedule keeps its step but takes the
+        new peak rate and end point (the restored state carries the old base rate)."""
+        sched = self.lr_scheduler.scheduler
+        sched.base_lrs = [self.cfg.train.lr for _ in sched.base_lrs]
+        for group, fn, base in zip(self.optimizer.param_groups, sched.lr_lambdas, sched.base_lrs, strict=True):
+            group["initial_lr"] = base
+            group["lr"] = base * fn(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     # ---- export ------------------------------------------------------------------------------
     def export(self) -> Path:
-        unet = self.accelerator.unwrap_model(self.unet).eval()
-        pipe = DiffusionPipeline.from_pretrained(self.base_path, unet=unet, torch_dtype=unet.dtype)
-        tmp = self.run.model.with_name("model.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        pipe.save_pretrained(tmp, safe_serialization=True)
-        shutil.rmtree(self.run.model, ignore_errors=True)
-        tmp.rename(self.run.model)
+        """Main process: write ``model/`` (the base pipeline with the tuned UNet); the others wait."""
+        acc = self.accelerator
+        if acc.is_main_process:
+            unet = acc.unwrap_model(self.unet).eval()
+            pipe = DiffusionPipeline.from_pretrained(self.base_path, unet=unet, torch_dtype=unet.dtype)
+            tmp = self.run.model.with_name("model.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            pipe.save_pretrained(tmp, safe_serialization=True)
+            shutil.rmtree(self.run.model, ignore_errors=True)
+            tmp.rename(self.run.model)
+        acc.wait_for_everyone()
         return self.run.model
 
     def summary(self, result: dict, wall: float, startup: float, setup: float, export: float) -> dict:
         """``wall``: the whole command from process start; ``startup``: interpreter, imports, config;
-        ``setup``: models, data, sample plan and feature cache; ``export``: writing ``model/``."""
+        ``setup``: models, data, sample plan and feature cache; ``export``: writing ``model/``.
+        Throughput counts the steps this command ran (a resumed run's loop started at ``resumed_from_step``)."""
         import diffusers
         import transformers
 
-        peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
-                else _peak_rss_mb())
+        cfg = self.cfg.train
+        ran = self.step - self.start_step
+        rss = _peak_rss_mb()
+        peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else rss
         return {
             "status": "finished", "method": self.cfg.train.method, "wall_s": round(wall, 2), "setup_s": round(setup, 2),
             "train_loop_s": round(result["seconds"], 2),
             "startup_s": round(startup, 2),
             "export_s": round(export, 2),
-            "steps": self.step, "batch_size": self.cfg.train.batch_size,
-            "img_per_s": round(self.step * self.cfg.train.batch_size * self.cfg.train.grad_accum / max(result["seconds"], 1e-9), 2),
-            "peak_memory_mb": round(peak, 1), "device": str(self.device),
+            "steps": self.step, "steps_this_run": ran, "resumed_from_step": self.start_step or None,
+            "batch_size": cfg.batch_size, "processes": self.accelerator.num_processes,
+            "batch_size_per_process": cfg.batch_size // self.accelerator.num_processes,
+            "img_per_s": round(ran * cfg.batch_size * cfg.grad_accum / max(result["seconds"], 1e-9), 2),
+            "peak_memory_mb": round(peak, 1), "peak_rss_mb": round(rss, 1), "device": str(self.device),
             "mixed_precision": self.accelerator.mixed_precision, "final_loss": result["loss"],
             "records": {"target": self.n_target, "preservation": len(self.records) - self.n_target},
             "cache": str(self.features.path) if self.features is not None else None,
             "cache_entries_encoded": self.features.encoded if self.features is not None else None,
+            "resumes": self.run.resumes(),
             "versions": {"swapbench": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
                          "transformers": transformers.__version__, "python": platform.python_version()},
             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),

@@ -25,7 +25,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from swapbench import __version__
 from swapbench.eval.judge import WORLD_TEMPLATES, ZeroShotJudge
 from swapbench.eval.sampling import sample
-from swapbench.io import atomic_write_json, sha256_file
+from swapbench.io import atomic_write_json, read_json, sha256_file
 from swapbench.progress import console, progress_bar
 from swapbench.world import generator as gen
 from swapbench.world import models
@@ -244,6 +244,22 @@ def quality_card(pipe: StableDiffusionPipeline, judge: ZeroShotJudge, vae, s: Bu
     }
 
 
+def file_hashes(world: Path) -> dict[str, str]:
+    """sha256 of every file of a world but its manifest, keyed by path relative to the world."""
+    return {str(p.relative_to(world)): sha256_file(p) for p in sorted(world.rglob("*"))
+            if p.is_file() and p.relative_to(world) != Path("manifest.json")}
+
+
+def rehash_manifest(world: str | Path) -> dict:
+    """Rewrite the ``files`` table of a world's manifest after a file was corrected in place (a config,
+    never weights: the quality card was measured on them); returns the manifest."""
+    world = Path(world)
+    manifest = read_json(world / "manifest.json")
+    manifest["files"] = file_hashes(world)
+    atomic_write_json(world / "manifest.json", manifest)
+    return manifest
+
+
 def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> dict:
     """Build the whole world into ``out_dir`` (replaced atomically at the end); returns the manifest."""
     s = settings or BuildSettings()
@@ -281,7 +297,7 @@ def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> d
     t = mark("unet", t)
 
     pipe = models.assemble_pipeline(vae, text_encoder, tokenizer, unet)
-    pipe.to(torch.float16).save_pretrained(staging / "pipeline", safe_serialization=True)
+    models.save_pipeline(pipe, staging / "pipeline")
     shutil.rmtree(staging / "_tokenizer_src")
     models.save_judge(judge_model, staging / "judge")
 
@@ -291,7 +307,7 @@ def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> d
     card = quality_card(shipped, judge, shipped.vae, s)
     t = mark("quality_card", t)
 
-    files = {str(p.relative_to(staging)): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
+    files = file_hashes(staging)
     manifest = {
         "name": "savanna",
         "swapbench": __version__,

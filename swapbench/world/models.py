@@ -80,7 +80,9 @@ def train_scheduler() -> DDPMScheduler:
 
 
 def sample_scheduler() -> DPMSolverMultistepScheduler:
-    return DPMSolverMultistepScheduler(**NOISE_SCHEDULE, algorithm_type="dpmsolver++", solver_order=2)
+    # steps_offset=1 is what StableDiffusionPipeline expects of every scheduler config; with the class
+    # default (0) it rewrites the config and warns about it each time a pipeline is assembled.
+    return DPMSolverMultistepScheduler(**NOISE_SCHEDULE, algorithm_type="dpmsolver++", solver_order=2, steps_offset=1)
 
 
 def assemble_pipeline(vae, text_encoder, tokenizer, unet) -> StableDiffusionPipeline:
@@ -88,6 +90,28 @@ def assemble_pipeline(vae, text_encoder, tokenizer, unet) -> StableDiffusionPipe
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sample_scheduler(),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
+
+
+def save_pipeline(pipe: StableDiffusionPipeline, out_dir: str | Path, weights_dtype: torch.dtype = torch.float16) -> None:
+    """Save in the diffusers layout: weights stored in ``weights_dtype`` (half the bytes), every config
+    saying float32, the dtype the pipeline computes in.
+
+    A pipeline saved in half precision writes ``"dtype": "float16"`` into the text encoder's config;
+    transformers 5 loads a model in its config's dtype while diffusers loads the UNet and VAE in
+    float32, so a plain ``StableDiffusionPipeline.from_pretrained(folder)`` then fails at its first
+    call on mixed dtypes. Stored half weights are cast up on load, exactly.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from swapbench.io import atomic_write
+
+    pipe.to(torch.float32).save_pretrained(out_dir, safe_serialization=True)
+    for path in sorted(Path(out_dir).rglob("*.safetensors")):
+        with safe_open(path, "pt") as f:
+            metadata = f.metadata()
+        tensors = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in load_file(path).items()}
+        atomic_write(path, lambda tmp, tensors=tensors, metadata=metadata: save_file(tensors, tmp, metadata=metadata))
 
 
 JUDGE_CONFIG = {

@@ -32,7 +32,7 @@ class Method(ABC):
     uses_data: ClassVar[bool] = True
     """Whether the method reads training data (and so writes ``data_audit.json``)."""
 
-    def recipe(self, cfg: Config, run: RunDir) -> SwapRecipe | None:
+    def recipe(self, cfg: Config, run: RunDir, resume_changes: dict[str, tuple] | None = None) -> SwapRecipe | None:
         """The recipe a gradient method trains with; None for a method without a training loop."""
         return None
 

@@ -11,8 +11,8 @@ from swapbench.train.recipe import SwapRecipe
 class Finetune(Method):
     name = "finetune"
 
-    def recipe(self, cfg: Config, run: RunDir) -> SwapRecipe:
-        return SwapRecipe(cfg, run)
+    def recipe(self, cfg: Config, run: RunDir, resume_changes: dict[str, tuple] | None = None) -> SwapRecipe:
+        return SwapRecipe(cfg, run, resume_changes)
 
 
 METHOD = Finetune()

@@ -55,32 +55,37 @@ class LoraRecipe(SwapRecipe):
         return [p for p in self.unet.parameters() if p.requires_grad]
 
     def export(self) -> Path:
+        """Main process: write ``lora/`` and ``model/``; the others wait."""
         from peft.utils import get_peft_model_state_dict
 
-        unet = self.accelerator.unwrap_model(self.unet)
-        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-        target = lora_dir(self.run)
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        # The peft config rides in the file's metadata, so a loader applies alpha / rank, not an assumed 1.
-        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers, weight_name=WEIGHT_NAME,
-                                                  unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
-                                                  safe_serialization=True)
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
-        # Merge through the public loader: the exported model is what a user applying the file would get.
-        pipe = load_base_pipeline(self.cfg.model)
-        pipe.load_lora_weights(target, weight_name=WEIGHT_NAME)
-        pipe.fuse_lora()
-        pipe.unload_lora_weights()
-        return save_pipeline(pipe, self.run.model)
+        acc = self.accelerator
+        if acc.is_main_process:
+            unet = acc.unwrap_model(self.unet)
+            layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+            target = lora_dir(self.run)
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            # The peft config rides in the file's metadata, so a loader applies alpha / rank, not an assumed 1.
+            StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers, weight_name=WEIGHT_NAME,
+                                                      unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(),
+                                                      safe_serialization=True)
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+            # Merged through the public loader: the exported model is what a user applying the file gets.
+            pipe = load_base_pipeline(self.cfg.model)
+            pipe.load_lora_weights(target, weight_name=WEIGHT_NAME)
+            pipe.fuse_lora()
+            pipe.unload_lora_weights()
+            save_pipeline(pipe, self.run.model)
+        acc.wait_for_everyone()
+        return self.run.model
 
 
 class Lora(Method):
     name = "lora"
 
-    def recipe(self, cfg: Config, run: RunDir) -> SwapRecipe:
-        return LoraRecipe(cfg, run)
+    def recipe(self, cfg: Config, run: RunDir, resume_changes: dict[str, tuple] | None = None) -> SwapRecipe:
+        return LoraRecipe(cfg, run, resume_changes)
 
 
 METHOD = Lora()
