@@ -141,7 +141,14 @@ FAST = ["--set", "train.batch_size=4", "--set", "data.resolution=32", "--set", "
         "--set", "train.warmup_steps=1", "--set", "train.log_every=1", "--set", "train.cache_views=2"]
 
 
-def test_lora_adapter_loads_with_plain_diffusers_and_matches_the_merged_export(tmp_path, tiny_pipeline, coco_root):
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """A feature cache of the test's own: tests elsewhere count what a first run on tiny_pipeline encodes."""
+    monkeypatch.setenv("SWAPBENCH_CACHE", str(tmp_path / "cache"))
+
+
+def test_lora_adapter_loads_with_plain_diffusers_and_matches_the_merged_export(tmp_path, tiny_pipeline, coco_root,
+                                                                                own_cache):
     from diffusers import StableDiffusionPipeline
     from safetensors import safe_open
 
@@ -175,7 +182,7 @@ def test_lora_adapter_loads_with_plain_diffusers_and_matches_the_merged_export(t
     assert summary["method"] == "lora" and summary["steps"] == 3
 
 
-def test_lora_targets_that_match_nothing_fail_clearly(tmp_path, tiny_pipeline, coco_root, capsys):
+def test_lora_targets_that_match_nothing_fail_clearly(tmp_path, tiny_pipeline, coco_root, capsys, own_cache):
     code = main(["train", "--preset", "sd15-coco", "--model", str(tiny_pipeline), "--data", str(coco_root),
                  "--out", str(tmp_path), "--name", "x", "--method", "lora", *FAST, "--set", "train.max_steps=1",
                  "--set", "train.lora_targets=[to_nothing]"])
