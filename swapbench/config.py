@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -69,6 +70,8 @@ class TrainConfig:
     adam_weight_decay: float = 1e-2
     adam_epsilon: float = 1e-8
     batch_size: int = 8
+    """The global batch of one optimiser micro-step: split evenly over the processes of a multi-GPU launch
+    (each takes ``batch_size / N``), so N processes train on the same samples as one."""
     max_steps: int = 10_000
     grad_accum: int = 1
     loss: str = "mse"
@@ -195,6 +198,24 @@ def load_config(
     return cfg
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans (true/false only). YAML 1.1 also reads yes/no/on/off as booleans,
+    which turned ``--set train.mixed_precision=no`` into False."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                    list("tTfF"))
+
+
+def load_yaml(text: str) -> Any:
+    """Config YAML (files and ``--set`` values): safe tags only, YAML 1.2 booleans."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file {path} not found; pass an existing .yaml, .toml or .json file")
@@ -205,7 +226,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         elif path.suffix == ".json":
             data = json.loads(text)
         else:
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
     except (ValueError, yaml.YAMLError) as e:
         raise UserError(f"config file {path} does not parse ({type(e).__name__}: {str(e).splitlines()[0]}); fix its syntax") from None
     if data is None:
@@ -227,7 +248,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise UserError(f"--set expects key=value, got {item!r}; e.g. --set train.lr=1e-4")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value

@@ -106,8 +106,8 @@ def results(run: str, swap: float = 0.9, preservation: float = 0.95, specificity
     """A schema-1 results dict (no images) with the given success shares."""
     rows = _rows(swap, preservation, specificity)
     return {
-        "schema_version": 1, "run": run, "suite": suite, "created": "2026-11-25T00:00:00+00:00",
-        "metrics": _metrics(rows, kid),
+        "schema_version": 1, "run": run, "suite": suite, "swap_pairs": [["giraffe", "zebra"]],
+        "created": "2026-11-25T00:00:00+00:00", "metrics": _metrics(rows, kid),
         "confusion": M.confusion([(r["concept"], r["tuned_label"]) for r in rows], list(CONCEPTS)),
         "confusion_base": M.confusion([(r["concept"], r["base_label"]) for r in rows], list(CONCEPTS)),
         "per_prompt": rows,

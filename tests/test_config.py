@@ -90,3 +90,13 @@ def test_run_config_from_before_keep_samples_was_wired_still_loads():
     old["eval"]["keep_samples"] = 8  # what every config.json written so far holds
     assert config_from_dict(old).eval.keep_samples == 8
     assert load_config("savanna").eval.keep_samples is None  # default: the suite decides
+
+
+def test_yaml_1_1_words_stay_strings(tmp_path):
+    """YAML 1.1 reads no/off/yes/on as booleans: `train.mixed_precision=no` came back as False and was refused."""
+    from swapbench.config import load_config
+
+    (tmp_path / "c.yaml").write_text("train:\n  mixed_precision: no\n  cache: false\n")
+    assert load_config("savanna", tmp_path / "c.yaml").train.mixed_precision == "no"
+    cfg = load_config("savanna", None, ["train.mixed_precision=no", "data.hflip=true", "train.cache=false"])
+    assert (cfg.train.mixed_precision, cfg.data.hflip, cfg.train.cache) == ("no", True, False)

@@ -25,6 +25,11 @@ def _torchrun(*args: str) -> list[str]:
             "-m", "swapbench", *args]
 
 
+def _run(argv: list[str], **kwargs) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, **kwargs)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def _train_args(tmp_path, model, data, name):
     return ["train", "--model", str(model), "--data", str(data), "--out", str(tmp_path), "--name", name, *FAST, *STEPS]
 
@@ -41,7 +46,7 @@ def _unet(run):
 def runs(tmp_path_factory, tiny_pipeline, coco_root):
     root = tmp_path_factory.mktemp("dist")
     assert main(_train_args(root, tiny_pipeline, coco_root, "one")) == 0
-    subprocess.run(_torchrun(*_train_args(root, tiny_pipeline, coco_root, "two")), check=True, capture_output=True)
+    _run(_torchrun(*_train_args(root, tiny_pipeline, coco_root, "two")))
     return root
 
 
@@ -73,7 +78,7 @@ def test_crashed_two_process_run_resumes_to_the_uninterrupted_weights(runs, tiny
     os.killpg(proc.pid, signal.SIGKILL)  # every process at once, mid-run: no chance to save anything
     proc.wait()
     assert first.is_dir() and not (runs / "crash/train_summary.json").exists()
-    subprocess.run(_torchrun("train", "--resume", str(runs / "crash")), check=True, capture_output=True)
+    _run(_torchrun("train", "--resume", str(runs / "crash")))
     assert [r["step"] for r in _log(runs / "crash")] == list(range(1, 25))  # lines past the checkpoint not doubled
     a, b = _unet(runs / "two"), _unet(runs / "crash")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -86,10 +91,9 @@ def test_two_process_eval_writes_what_one_process_writes(runs, tmp_path):
             "--set", "eval.judge=world:savanna", "--set", "eval.steps=4"]
     # One thread per process in both (torchrun's default): float reductions depend on the thread count.
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "swapbench", *args, "--out", str(tmp_path / "one")], check=True,
-                   capture_output=True, env=env)
+    _run([sys.executable, "-m", "swapbench", *args, "--out", str(tmp_path / "one")], env=env)
     env["SWAPBENCH_CACHE"] = str(tmp_path / "cold")  # sample the base again, in two processes
-    subprocess.run(_torchrun(*args, "--out", str(tmp_path / "two")), check=True, capture_output=True, env=env)
+    _run(_torchrun(*args, "--out", str(tmp_path / "two")), env=env)
     one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
     assert two["timing"]["base_sampled"] == two["timing"]["tuned_sampled"] == len(two["per_prompt"]) > 16
     assert two["provenance"]["processes"] == 2

@@ -49,6 +49,17 @@ def test_list_prints_one_train_and_eval_command_per_point(tmp_path, capsys):
     assert not (tmp_path / "sw").exists()
 
 
+def test_launcher_starts_every_command_in_several_processes(tmp_path, capsys):
+    from swapbench.reports.sweep import Sweep, grid, parse_axes
+
+    launcher = "torchrun --standalone --nproc_per_node 8"
+    assert main(["sweep", *GRID, "--out", str(tmp_path / "sw"), "--launcher", launcher, "--point", "0", "--list"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{launcher} -m swapbench train --preset savanna") and f" && {launcher} -m swapbench eval " in line
+    sweep = Sweep(grid(parse_axes(GRID[1::2])), tmp_path, "savanna", launcher=launcher)
+    assert sweep.argv(["eval", "R"]) == ["torchrun", "--standalone", "--nproc_per_node", "8", "-m", "swapbench", "eval", "R"]
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--set", "train.lrr=1e-5,2e-5"], "did you mean 'train.lr'"),
     (["--set", "train.max_steps=10,ten"], "expects int"),

@@ -6,8 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from swapbench.errors import UserError
+
+if TYPE_CHECKING:
+    from swapbench.config import Config
+    from swapbench.eval.evaluate import Target
+    from swapbench.rundir import RunDir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _find_run(args: argparse.Namespace):
+def _find_run(args: argparse.Namespace) -> RunDir | None:
     """The run directory the command names, or None for a bare pipeline folder or ``--model base``.
 
     TARGET may be a run, a pipeline folder, or a folder of runs (``runs/``: its latest finished run
@@ -60,7 +66,7 @@ def _find_run(args: argparse.Namespace):
     return None
 
 
-def _target(args: argparse.Namespace, cfg, run):
+def _target(args: argparse.Namespace, cfg: Config, run: RunDir | None) -> Target:
     from swapbench.eval.evaluate import Target
     from swapbench.train.model import resolve_model
 

@@ -112,6 +112,18 @@ class Sweep:
     preset: str
     config: str | None = None
     suite: str | None = None
+    launcher: str | None = None
+    """Prefix that starts each train/eval in several processes, e.g. ``accelerate launch --num_processes 8``."""
+
+    def argv(self, args: list[str]) -> list[str]:
+        """The process to start for swapbench ``args``: through the launcher (``-m swapbench``) or plainly."""
+        if self.launcher:
+            return [*shlex.split(self.launcher), "-m", "swapbench", *args]
+        return [sys.executable, "-m", "swapbench", *args]
+
+    def shell_command(self, args: list[str]) -> str:
+        return shlex.join([*shlex.split(self.launcher), "-m", "swapbench", *args] if self.launcher
+                          else ["swapbench", *args])
 
     def run_dir(self, point: Point) -> RunDir:
         return RunDir(self.out / point.name)
@@ -167,14 +179,10 @@ def config_changes(found: dict, expected: dict) -> list[str]:
             if k not in IGNORED_KEYS and a.get(k) != b.get(k)]
 
 
-def shell_command(args: list[str]) -> str:
-    return shlex.join(["swapbench", *args])
-
-
 def run_point(sweep: Sweep, point: Point, echo: Callable[[str], None]) -> bool:
     """Run what ``point`` still needs; False if a step failed (its own output says why)."""
     for args in sweep.commands(point):
-        echo(f"[{point.index + 1}/{len(sweep.points)}] {point.name}: {shell_command(args)}")
-        if subprocess.run([sys.executable, "-m", "swapbench.cli", *args], check=False).returncode != 0:
+        echo(f"[{point.index + 1}/{len(sweep.points)}] {point.name}: {sweep.shell_command(args)}")
+        if subprocess.run(sweep.argv(args), check=False).returncode != 0:
             return False
     return True

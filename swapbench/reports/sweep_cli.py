@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/sweep", help="folder of the point run directories (default: runs/sweep)")
     p.add_argument("--list", action="store_true",
                    help="print the commands each unfinished point still needs, one point per line, and exit")
+    p.add_argument("--launcher", metavar="CMD",
+                   help="start each point's train and eval through CMD, e.g. 'accelerate launch --num_processes 8' "
+                   "or 'torchrun --standalone --nproc_per_node 8' (every point then uses all those GPUs in turn)")
     p.add_argument("--point", type=int, metavar="I",
                    help="run only point I (0-based, in --list order), e.g. $SLURM_ARRAY_TASK_ID")
     p.set_defaults(func=run)
@@ -33,12 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from swapbench.progress import console
-    from swapbench.reports.sweep import State, grid, parse_axes, run_point, shell_command
+    from swapbench.reports.sweep import State, grid, parse_axes, run_point
 
     if not args.axes:
         raise UserError("sweep needs at least one --set KEY=V1,V2; e.g. --set train.lr=1e-4,3e-4")
     points = grid(parse_axes(args.axes))
-    sweep = Sweep(points, Path(args.out), args.preset, args.config, args.suite)
+    sweep = Sweep(points, Path(args.out), args.preset, args.config, args.suite, args.launcher)
     for point in points:  # bad keys or values fail here, before hours of training
         sweep.expected_config(point)
     if args.point is not None:
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list:
         for point in points:
-            print(" && ".join(shell_command(c) for c in sweep.commands(point)) or f"# {point.name}: done")
+            print(" && ".join(sweep.shell_command(c) for c in sweep.commands(point)) or f"# {point.name}: done")
         return 0
 
     failed = []
