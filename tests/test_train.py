@@ -179,11 +179,13 @@ def test_default_savanna_recipe_swaps_both_ways_and_preserves(tmp_path):
     assert summary["steps"] == 270 and summary["cache_entries_encoded"] > 0
 
 
-def test_feature_cache_follows_an_edit_deep_in_the_token_embeddings(tmp_path, tiny_pipeline, coco_root):
+def test_feature_cache_follows_an_edit_deep_in_the_token_embeddings(tmp_path, tiny_pipeline, coco_root, monkeypatch):
     """A token swap moves rows 22,548 and 22,826 of the embedding table, far past any prefix of the tensor:
     the cache key must change, or training would read caption embeddings of the unedited encoder."""
     from safetensors.torch import save_file
 
+    # Its own cache: earlier tests on tiny_pipeline (a longer plan's prefix) would leave run "a" nothing to encode.
+    monkeypatch.setenv("SWAPBENCH_CACHE", str(tmp_path / "cache"))
     edited = tmp_path / "edited"
     shutil.copytree(tiny_pipeline, edited)
     weights = edited / "text_encoder/model.safetensors"
