@@ -84,6 +84,32 @@ class TrainConfig:
     log_every: int = 10
     noise_offset: float = 0.0
     """Offset noise: adds ``noise_offset * N(0, 1)`` per image and channel, as diffusers' example trainer; 0 = off."""
+    method: str = "finetune"
+    """How the swap is made (swapbench/train/methods/): ``finetune`` (this recipe, ``train.trainable``),
+    ``lora`` (peft adapters trained by the same loop), ``uce`` (closed-form cross-attention edit, no data
+    pass) or ``token-swap`` (exchanges the text encoder's token rows: a lexical control, not a recipe)."""
+    lora_rank: int = 4
+    lora_alpha: float = 4.0
+    """LoRA scale is ``lora_alpha / lora_rank``."""
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    """UNet module names (or name suffixes, as peft matches them) that get adapters, e.g. ``attn2.to_k``."""
+    uce_lambda: float = 1.0
+    """UCE: weight of staying at the base weights (the ridge term)."""
+    uce_edit_scale: float = 1.0
+    """UCE: weight of the edit set (each swap word mapped to its partner's values)."""
+    uce_preserve_scale: float = 1.0
+    """UCE: weight of the preservation set (other concepts, the empty prompt, optional data captions)."""
+    uce_templates: list[str] = field(default_factory=lambda: ["{a}", "a {a}", "{plural}", "two {plural}"])
+    """UCE: prompts the edit and preservation embeddings are read from (``{a}``: the concept, ``{plural}``:
+    its plural, as in the eval suites)."""
+    uce_positions: str = "last+after"
+    """UCE: which token positions of an edit prompt are mapped: ``last+after`` (the word's last token and every
+    token after it, as the UCE paper's code), ``word+after`` (all of the word's tokens too) or ``word``."""
+    uce_preserve: list[str] | None = None
+    """UCE: concepts whose outputs must not move; None = the eval suite's labels minus the swap words."""
+    uce_preserve_captions: int = 0
+    """UCE: this many data captions naming no swap word join the preservation set (0 = no data pass)."""
 
 
 @dataclass
@@ -134,6 +160,8 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.caption": ("random", "first"),
     "train.trainable": ("unet", "unet.cross_attention"),
+    "train.method": ("finetune", "lora", "uce", "token-swap"),
+    "train.uce_positions": ("last+after", "word+after", "word"),
     # diffusers' get_scheduler names that run from warmup_steps and max_steps alone: its
     # piecewise_constant also needs step_rules, which no config key carries.
     "train.lr_scheduler": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",

@@ -32,15 +32,17 @@ def test_three_learning_rates_show_the_differing_key_and_metrics(runs, tmp_path,
     lines = _table_lines(out)
     value_rows = [line for line in lines if "lr0" in line]
     assert [row.split("│")[1].strip() for row in value_rows] == ["lr0.0001", "lr0.0003", "lr0.001"]
-    # run, train.lr, swap_success, g->z, z->g, preservation, ... per row
+    # run, method, train.lr, swap_success, g->z, z->g, preservation, ... per row
     cells = [[c.strip() for c in row.split("│")[1:-1]] for row in value_rows]
-    assert [c[1] for c in cells] == ["0.0001", "0.0003", "0.001"]
-    assert [c[2] for c in cells] == ["0.500", "0.900", "1.000"]
-    assert [c[5] for c in cells] == ["1.000", "0.950", "0.700"]
+    assert [c[1] for c in cells] == ["finetune"] * 3
+    assert [c[2] for c in cells] == ["0.0001", "0.0003", "0.001"]
+    assert [c[3] for c in cells] == ["0.500", "0.900", "1.000"]
+    assert [c[6] for c in cells] == ["1.000", "0.950", "0.700"]
     assert [c[-1] for c in cells] == ["fail", "pass", "fail"]
 
     rows = list(csv.DictReader(open(tmp_path / "c.csv")))
     assert [r["train.lr"] for r in rows] == ["0.0001", "0.0003", "0.001"]
+    assert [r["method"] for r in rows] == ["finetune"] * 3
     assert [float(r["preservation"]) for r in rows] == [1.0, 0.95, 0.7]
     expected = json.loads((runs[1] / "eval" / "results.json").read_text())["metrics"]["preservation"]["ci95"]
     assert [float(rows[1]["preservation.ci_lo"]), float(rows[1]["preservation.ci_hi"])] == pytest.approx(expected)
@@ -51,6 +53,25 @@ def test_three_learning_rates_show_the_differing_key_and_metrics(runs, tmp_path,
     links = re.findall(r'href="([^"#]+)"', html)
     assert len(links) == 9  # legend, table and scatter point of each run
     assert {(tmp_path / link).resolve() for link in links} == {(r / "eval" / "report.html").resolve() for r in runs}
+
+
+def test_runs_of_different_methods_show_the_method_column_and_one_point_each(tmp_path, capsys):
+    runs = []
+    for method, swap, pres in (("finetune", 0.9, 0.95), ("uce", 0.95, 1.0), ("token-swap", 1.0, 1.0)):
+        run = make_run(tmp_path, method, swap=swap, preservation=pres)
+        config = json.loads((run / "config.json").read_text())
+        config["train"]["method"] = method
+        (run / "config.json").write_text(json.dumps(config))
+        write_report(run / "eval", run)
+        runs.append(run)
+    assert main(["compare", *map(str, runs), "--csv", str(tmp_path / "c.csv"), "--html", str(tmp_path / "c.html")]) == 0
+    out = capsys.readouterr().out
+    assert "all settings equal" in out  # the method is a column of its own, not a "setting that differs"
+    cells = [[c.strip() for c in row.split("│")[1:-1]] for row in _table_lines(out)]
+    assert [c[:2] for c in cells if c[0]] == [["finetune", "finetune"], ["uce", "uce"], ["token-swap", "token-swap"]]
+    assert [r["method"] for r in csv.DictReader(open(tmp_path / "c.csv"))] == ["finetune", "uce", "token-swap"]
+    html = (tmp_path / "c.html").read_text()
+    assert html.count("<circle") == 3 and all(f"<td>{m}</td>" in html for m in ("finetune", "uce", "token-swap"))
 
 
 def test_sort_follows_each_metrics_direction(runs, capsys):

@@ -184,6 +184,8 @@ def test_feature_cache_follows_an_edit_deep_in_the_token_embeddings(tmp_path, ti
     the cache key must change, or training would read caption embeddings of the unedited encoder."""
     from safetensors.torch import save_file
 
+    # Its own cache: earlier tests on tiny_pipeline (a longer plan's prefix) would leave run "a" nothing to encode.
+    monkeypatch.setenv("SWAPBENCH_CACHE", str(tmp_path / "cache"))
     edited = tmp_path / "edited"
     shutil.copytree(tiny_pipeline, edited)
     weights = edited / "text_encoder/model.safetensors"

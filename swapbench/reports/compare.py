@@ -1,4 +1,4 @@
-"""Compare evaluated runs: metrics with CIs side by side, plus only the settings that differ.
+"""Compare evaluated runs: metrics with CIs side by side, each run's method, and the settings that differ.
 
 A run is a run directory (RUN/eval/results.json + RUN/config.json) or a results.json path (its
 run's config.json is found when the file sits in RUN/eval/).
@@ -27,6 +27,7 @@ DEFAULT_METRICS = ("swap_success", "preservation", "generality", "specificity", 
 """Columns without --metric; every run's own swap directions follow swap_success."""
 # Keys that differ between any two runs by construction and say nothing about the recipe.
 IGNORED_KEYS = {"name", "output_dir"}
+METHOD_KEY = "train.method"  # always its own column: a run without its method is not a reference point
 # What the evaluation actually used (results.json), which can differ from the run's config (eval --suite).
 RESULT_SETTINGS = {"eval.suite": ("suite",), "eval.sampler": ("sampler", "sampler"),
                    "eval.steps": ("sampler", "steps"), "eval.guidance_scale": ("sampler", "guidance_scale")}
@@ -45,6 +46,13 @@ class RunRecord:
 
     def metric(self, name: str) -> dict | None:
         return self.results["metrics"].get(name)
+
+    @property
+    def method(self) -> str:
+        """``train.method``; a run without config.json shows ``?``, one from before methods existed ``finetune``."""
+        if not self.settings:
+            return "?"
+        return str(self.settings.get(METHOD_KEY) or "finetune")
 
 
 def load_run(path_or_run: str | Path) -> RunRecord:
@@ -76,8 +84,9 @@ def load_runs(paths: list[str | Path]) -> list[RunRecord]:
 
 
 def differing_keys(runs: list[RunRecord]) -> list[str]:
-    """Settings whose values are not the same in every run (a missing key counts as a difference)."""
-    keys = sorted({k for run in runs for k in run.settings} - IGNORED_KEYS)
+    """Settings whose values are not the same in every run (a missing key counts as a difference); the method
+    has its own column."""
+    keys = sorted({k for run in runs for k in run.settings} - IGNORED_KEYS - {METHOD_KEY})
     return [k for k in keys if len({json.dumps(run.settings.get(k), sort_keys=True) for run in runs}) > 1]
 
 
@@ -132,9 +141,11 @@ def to_csv(runs: list[RunRecord], keys: list[str]) -> str:
     names = ordered(list({n: None for run in runs for n in run.results["metrics"]}))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["run", "results", *keys, *[f"{n}{s}" for n in names for s in ("", ".ci_lo", ".ci_hi", ".n")]])
+    writer.writerow(["run", "method", "results", *keys,
+                     *[f"{n}{s}" for n in names for s in ("", ".ci_lo", ".ci_hi", ".n")]])
     for run in runs:
-        row: list[Any] = [run.label, str(run.results_file), *[setting_text(run.settings.get(k)) for k in keys]]
+        row: list[Any] = [run.label, run.method, str(run.results_file),
+                          *[setting_text(run.settings.get(k)) for k in keys]]
         for name in names:
             m = run.metric(name)
             row += [m["value"], m["ci95"][0], m["ci95"][1], m["n"]] if m else ["", "", "", ""]
@@ -157,6 +168,7 @@ def print_table(runs: list[RunRecord], keys: list[str], metrics: list[str], cons
     table = Table(title=f"{len(runs)} runs" + (f"; settings that differ: {', '.join(keys)}" if keys else
                                                "; all settings equal"), title_justify="left")
     table.add_column("run", overflow="fold")
+    table.add_column("method")
     for key in keys:
         table.add_column(key, justify="right", overflow="fold")
     for name in metrics:
@@ -164,7 +176,7 @@ def print_table(runs: list[RunRecord], keys: list[str], metrics: list[str], cons
     table.add_column("gate")
     for run in runs:
         passed = all(v.passed for v in gate_verdicts(run))
-        table.add_row(run.label, *[setting_text(run.settings.get(k)) for k in keys],
+        table.add_row(run.label, run.method, *[setting_text(run.settings.get(k)) for k in keys],
                       *[_two_line(run.metric(n)) for n in metrics], "[green]pass[/]" if passed else "[red]fail[/]")
     console.print(table)
 
@@ -198,7 +210,7 @@ def write_html(runs: list[RunRecord], keys: list[str], metrics: list[str], path:
             points.append(ScatterPoint(run.label, x["value"], tuple(x["ci95"]), y["value"], tuple(y["ci95"]),
                                        link, colour))
         verdicts = gate_verdicts(run)
-        rows.append({"label": run.label, "link": link, "colour": colour,
+        rows.append({"label": run.label, "link": link, "colour": colour, "method": run.method,
                      "settings": [setting_text(run.settings.get(k)) for k in keys],
                      "metrics": [run.metric(n) for n in metrics], "gate_passed": all(v.passed for v in verdicts),
                      "gate_failed": [v.metric for v in verdicts if not v.passed],

@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from swapbench.config import RESUMABLE, load_config, preset_names
+from swapbench.config import CHOICES, RESUMABLE, load_config, preset_names
 from swapbench.errors import UserError
 
 
@@ -22,8 +22,11 @@ def add_config_arguments(p: argparse.ArgumentParser, default_preset: str | None 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune the concept swap; writes runs/<name>/",
-                       description="Fine-tune the base pipeline's UNet on captions with the swap pairs exchanged. "
-                       "Runs the same under `accelerate launch -m swapbench train ...` or `torchrun --nproc_per_node N "
+                       description="Make the swapped model and write a run directory. Methods (--method, train.method): "
+                       "finetune (default; the UNet on captions with the swap pairs exchanged), lora (peft adapters, "
+                       "same loop), uce (closed-form cross-attention edit, seconds, no data pass), token-swap "
+                       "(exchanges the text encoder's token rows; a lexical control). Training methods run the same "
+                       "under `accelerate launch -m swapbench train ...` or `torchrun --nproc_per_node N "
                        "-m swapbench train ...`: train.batch_size is the global batch, split evenly over the processes, "
                        "so N processes train on the same samples as one.")
     add_config_arguments(p)
@@ -31,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="PATH_OR_NAME", help="base diffusers pipeline folder or hub name")
     p.add_argument("--out", default=None, help="runs root folder (default: runs)")
     p.add_argument("--name", help="run name (default: <preset>-<timestamp>)")
+    p.add_argument("--method", choices=CHOICES["train.method"],
+                   help="how the swap is made (config key train.method; default from the preset: finetune)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint; --set may change "
                    f"{', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE)} (recorded in RUN_DIR/resumes.jsonl)")
@@ -78,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         overrides = list(args.overrides)
         for key, value in (("seed", args.seed), ("device", args.device), ("data.source", args.data),
                            ("model.pretrained", args.model), ("output_dir", args.out), ("name", args.name),
-                           ("export.push_to_hub", args.push_to_hub)):
+                           ("export.push_to_hub", args.push_to_hub), ("train.method", args.method)):
             if value is not None:
                 overrides.append(f"{key}={value}")
         cfg = load_config(args.preset, args.config, overrides)
@@ -103,10 +108,20 @@ def run(args: argparse.Namespace) -> int:
 
     from swapbench import STARTED
     from swapbench.progress import console
-    from swapbench.train.recipe import Interrupted, SwapRecipe
+    from swapbench.train.methods import get_method, run_edit
+    from swapbench.train.recipe import Interrupted
 
     setup_started = time.perf_counter()
-    recipe = SwapRecipe(cfg, run_dir, changes)
+    method = get_method(cfg.train.method)
+    recipe = method.recipe(cfg, run_dir, changes)
+    if recipe is None:  # loop-free methods (closed-form edit, token control): no loop, no checkpoints
+        if state.is_main_process:
+            run_edit(method, cfg, run_dir, STARTED)
+            if cfg.export.push_to_hub:
+                _push(run_dir.model, cfg.export.push_to_hub, cfg.export.private)
+            print(run_dir.root)
+        state.wait_for_everyone()
+        return 0
     recipe.setup(resume=bool(args.resume))
     setup_s = time.perf_counter() - setup_started
     if changes and state.is_main_process:

@@ -151,7 +151,7 @@ class SwapRecipe:
             self.features = None
             self._resize = base_transform(cfg.data.resolution)
 
-        params = trainable_parameters(self.unet, cfg.train.trainable)
+        params = self.trainable_parameters()
         # One fused kernel per step instead of a loop over ~300 tensors: ~6% of a savanna step on CPU.
         self.optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
                                            weight_decay=cfg.train.adam_weight_decay, eps=cfg.train.adam_epsilon,
@@ -163,6 +163,10 @@ class SwapRecipe:
         if resume:
             self._load_latest_checkpoint()
         self.start_step = self.step
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimiser updates. A method's recipe overrides this (LoRA injects its adapters here)."""
+        return trainable_parameters(self.unet, self.cfg.train.trainable)
 
     # ---- data --------------------------------------------------------------------------------
     def next_batch(self, micro: int) -> Batch:
@@ -341,7 +345,7 @@ class SwapRecipe:
         rss = _peak_rss_mb()
         peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else rss
         return {
-            "status": "finished", "wall_s": round(wall, 2), "setup_s": round(setup, 2),
+            "status": "finished", "method": self.cfg.train.method, "wall_s": round(wall, 2), "setup_s": round(setup, 2),
             "train_loop_s": round(result["seconds"], 2),
             "startup_s": round(startup, 2),
             "export_s": round(export, 2),

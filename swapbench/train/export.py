@@ -1,0 +1,45 @@
+"""Writing a method's result: the pipeline folder (atomically) and the environment a summary records."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+
+from swapbench import __version__
+
+
+def save_pipeline(pipe: DiffusionPipeline, folder: Path) -> Path:
+    """``save_pretrained`` (safetensors) into ``folder``, which exists only once it is complete."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``auto`` -> cuda when present, else cpu; anything else is taken as a torch device name."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+def version_info(device: torch.device | None = None) -> dict[str, Any]:
+    import resource
+
+    import diffusers
+    import transformers
+
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"peak_memory_mb": round(peak, 1), "device": str(device or "cpu"),
+            "versions": {"swapbench": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+                         "transformers": transformers.__version__, "python": platform.python_version()},
+            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}

@@ -1,0 +1,222 @@
+"""``uce``: the closed-form cross-attention edit of Unified Concept Editing (Gandikota et al., 2024).
+
+Every cross-attention key and value projection ``W0`` (``attn2.to_k``, ``attn2.to_v``) reads only the
+frozen text encoder's output ``c``. For each one UCE minimises
+
+    lambda ||W - W0||^2 + s_e sum_E ||W c_i - v*_i||^2 + s_p sum_P ||W c_j - W0 c_j||^2,
+
+whose normal equations give the edit in one linear solve:
+
+    W* = (lambda W0 + s_e sum_E v*_i c_i^T + s_p sum_P W0 c_j c_j^T)
+         (lambda I + s_e sum_E c_i c_i^T + s_p sum_P c_j c_j^T)^-1.
+
+The edit set E holds, for every swap pair, both directions at once: the embeddings of a word in each
+template (``train.uce_templates``, plural forms included) with targets ``v*_i = W0 c_partner``, the
+partner's embeddings at the aligned position (``train.uce_positions``). The preservation set P holds
+every position of the other concepts in the same templates, of the empty prompt (classifier-free
+guidance's unconditional branch, and the start token every prompt shares) and, optionally, of data
+captions naming no swap word. No image is read and nothing is trained.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from swapbench.config import Config
+from swapbench.data.swap import plural
+from swapbench.errors import UserError
+from swapbench.rundir import RunDir
+from swapbench.train.methods import Method
+
+PROJECTIONS = ("attn2.to_k", "attn2.to_v")
+
+
+def closed_form(w0: torch.Tensor, edit_in: torch.Tensor, edit_out: torch.Tensor, preserve_in: torch.Tensor,
+                lam: float, edit_scale: float, preserve_scale: float) -> torch.Tensor:
+    """UCE's minimiser for one projection ``w0`` (out x d). Rows of ``edit_in`` (n x d) are mapped to the rows
+    of ``edit_out`` (n x out); rows of ``preserve_in`` (m x d) keep their outputs ``w0 @ c``. Solved in float64:
+    the Gram matrices of hundreds of near-parallel text embeddings are badly conditioned in float32."""
+    w0d, ci, vo, cp = (t.double() for t in (w0, edit_in, edit_out, preserve_in))
+    d = w0d.shape[1]
+    gram = lam * torch.eye(d, dtype=torch.float64, device=w0d.device)
+    gram = gram + edit_scale * ci.T @ ci + preserve_scale * cp.T @ cp
+    rhs = lam * w0d + edit_scale * vo.T @ ci + preserve_scale * (w0d @ cp.T) @ cp
+    # W* gram = rhs with gram symmetric  <=>  gram W*^T = rhs^T
+    return torch.linalg.solve(gram, rhs.T).T.to(w0.dtype)
+
+
+def fill(template: str, word: str) -> tuple[str, str, str]:
+    """(prompt, text before the word, the word form) for a template with ``{a}`` or ``{plural}``."""
+    for field, form in (("{a}", word), ("{plural}", plural(word))):
+        if field in template:
+            return template.replace(field, form), template[: template.index(field)], form
+    raise UserError(f"train.uce_templates entry {template!r} has no {{a}} or {{plural}}; e.g. 'a photo of a {{a}}'")
+
+
+@dataclass
+class Encoded:
+    """Text-encoder outputs of prompts (N x L x d) and where the named word's tokens sit in each."""
+
+    embeddings: torch.Tensor
+    first: list[int]
+    last: list[int]
+
+
+class TextReader:
+    """The frozen text encoder's output for prompts, tokenised as the Stable Diffusion pipeline does."""
+
+    def __init__(self, tokenizer, text_encoder):
+        self.tokenizer, self.text_encoder = tokenizer, text_encoder
+        self.length = tokenizer.model_max_length
+
+    def ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.length,
+                             return_tensors="pt").input_ids
+        return self.text_encoder(ids.to(self.text_encoder.device))[0].double()
+
+    def encode_word(self, templates: list[str], word: str) -> Encoded:
+        prompts, first, last = [], [], []
+        for template in templates:
+            prompt, before, form = fill(template, word)
+            start = 1 + len(self.ids(before)) if before.strip() else 1  # 1: the start token
+            span = self.ids(form)
+            full = self.tokenizer(prompt, add_special_tokens=True).input_ids
+            if full[start:start + len(span)] != span or start + len(span) >= self.length:
+                raise UserError(f"cannot locate {form!r} in the tokens of {prompt!r} (the tokenizer merges it with "
+                                f"its neighbours or the prompt exceeds {self.length} tokens); change train.uce_templates")
+            prompts.append(prompt)
+            first.append(start)
+            last.append(start + len(span) - 1)
+        return Encoded(self.encode(prompts), first, last)
+
+
+def aligned_positions(src: Encoded, dst: Encoded, k: int, mode: str, length: int) -> tuple[list[int], list[int]]:
+    """Positions of prompt ``k`` in ``src`` and ``dst`` that correspond, counted from each word's last token.
+
+    A word of more tokens than its partner keeps only as many of its last pieces as the partner has."""
+    pieces = min(src.last[k] - src.first[k], dst.last[k] - dst.first[k])
+    after = min(length - 1 - src.last[k], length - 1 - dst.last[k])
+    lo = 0 if mode == "last+after" else -pieces
+    hi = 0 if mode == "word" else after
+    offsets = range(lo, hi + 1)
+    return [src.last[k] + o for o in offsets], [dst.last[k] + o for o in offsets]
+
+
+def edit_set(reader: TextReader, pairs: list[list[str]], templates: list[str], mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, partner inputs): rows c_i and the partner embeddings c'_i whose values v*_i = W0 c'_i they must give."""
+    inputs, partners = [], []
+    for a, b in pairs:
+        enc = {w: reader.encode_word(templates, w.lower()) for w in (a, b)}
+        for src, dst in ((a, b), (b, a)):
+            for k in range(len(templates)):
+                ps, pd = aligned_positions(enc[src], enc[dst], k, mode, reader.length)
+                inputs.append(enc[src].embeddings[k, ps])
+                partners.append(enc[dst].embeddings[k, pd])
+    return torch.cat(inputs), torch.cat(partners)
+
+
+def preserve_set(reader: TextReader, concepts: list[str], templates: list[str], captions: list[str]) -> torch.Tensor:
+    """Every position of the preserved prompts; identical rows (the start token, shared prefixes) kept once."""
+    prompts = [fill(t, c)[0] for c in concepts for t in templates] + [""] + captions
+    rows = torch.cat([reader.encode(prompts[i:i + 256]).flatten(0, 1) for i in range(0, len(prompts), 256)])
+    return torch.unique(rows, dim=0)
+
+
+def preserved_concepts(cfg: Config) -> list[str]:
+    swapped = {w.lower() for pair in cfg.data.swap_pairs for w in pair}
+    if cfg.train.uce_preserve is not None:
+        clash = sorted(swapped & {c.lower() for c in cfg.train.uce_preserve})
+        if clash:
+            raise UserError(f"train.uce_preserve names the swapped word(s) {', '.join(clash)}; a concept cannot be "
+                            "both swapped and preserved: remove them from train.uce_preserve")
+        return list(cfg.train.uce_preserve)
+    from swapbench.eval.suite import load_suite
+
+    return [c for c in load_suite(cfg.eval.suite).labels if c.lower() not in swapped]
+
+
+def data_captions(cfg: Config, run: RunDir) -> list[str]:
+    """``train.uce_preserve_captions`` captions of records naming no swap word; writes data_audit.json."""
+    n = cfg.train.uce_preserve_captions
+    if n <= 0:
+        return []
+    from swapbench.data.prepare import prepare
+    from swapbench.data.sources import load_records
+    from swapbench.io import atomic_write_json
+
+    data = prepare(load_records(cfg.data.source, cfg.data.split, cfg.seed, world_size=cfg.data.subset_size),
+                   cfg.data, cfg.seed)
+    captions = [c for record in data.other for c in record["captions"]]
+    captions = random.Random(cfg.seed).sample(captions, min(n, len(captions)))
+    atomic_write_json(run.data_audit, {**data.audit, "uce_preserve_captions": {"n": len(captions),
+                                                                                "examples": captions[:8]}})
+    return captions
+
+
+def edit_projections(unet: torch.nn.Module, edit_in: torch.Tensor, edit_partner: torch.Tensor,
+                     preserve_in: torch.Tensor, lam: float, edit_scale: float, preserve_scale: float) -> dict[str, float]:
+    """Replace every cross-attention K/V weight by its UCE solution; returns how well the edit and the
+    preservation held (residuals relative to the unedited weights)."""
+    err = {"edit_before": 0.0, "edit_after": 0.0, "preserve_base": 0.0, "preserve_drift": 0.0, "w0": 0.0, "dw": 0.0}
+    layers = 0
+    for name, module in unet.named_modules():
+        if not name.endswith(PROJECTIONS):
+            continue
+        w0 = module.weight.detach()
+        if w0.shape[1] != edit_in.shape[1]:
+            raise UserError(f"{name} reads {w0.shape[1]}-wide inputs but the text encoder gives {edit_in.shape[1]}; "
+                            "the pipeline's UNet and text encoder do not belong together")
+        w0d = w0.double()
+        target = edit_partner @ w0d.T
+        w = closed_form(w0d, edit_in, target, preserve_in, lam, edit_scale, preserve_scale)
+        with torch.no_grad():
+            module.weight.copy_(w.to(module.weight.dtype))
+        err["edit_before"] += float(((edit_in @ w0d.T - target) ** 2).sum())
+        err["edit_after"] += float(((edit_in @ w.T - target) ** 2).sum())
+        err["preserve_base"] += float(((preserve_in @ w0d.T) ** 2).sum())
+        err["preserve_drift"] += float(((preserve_in @ (w - w0d).T) ** 2).sum())
+        err["w0"] += float((w0d ** 2).sum())
+        err["dw"] += float(((w - w0d) ** 2).sum())
+        layers += 1
+    if not layers:
+        raise UserError("the UNet has no cross-attention key/value projections (attn2.to_k / attn2.to_v) for UCE to "
+                        "edit; use a Stable-Diffusion-style UNet2DConditionModel or another train.method")
+    return {"projections": layers,
+            "edit_error": round((err["edit_after"] / max(err["edit_before"], 1e-30)) ** 0.5, 5),
+            "preserve_drift": round((err["preserve_drift"] / max(err["preserve_base"], 1e-30)) ** 0.5, 5),
+            "weight_change": round((err["dw"] / err["w0"]) ** 0.5, 5)}
+
+
+class UCE(Method):
+    name = "uce"
+    uses_data = False  # unless train.uce_preserve_captions > 0
+
+    def edit(self, pipe, cfg: Config, run: RunDir) -> dict[str, Any]:
+        t = cfg.train
+        if t.uce_lambda <= 0 and t.uce_preserve_scale <= 0:
+            raise UserError("train.uce_lambda and train.uce_preserve_scale are both 0: the solve is then singular "
+                            "(nothing anchors the weights); set train.uce_lambda > 0")
+        if min(t.uce_lambda, t.uce_edit_scale, t.uce_preserve_scale) < 0:
+            raise UserError("train.uce_lambda, train.uce_edit_scale and train.uce_preserve_scale must be >= 0")
+        if not t.uce_templates:
+            raise UserError("train.uce_templates is empty; give at least one, e.g. ['{a}', 'a photo of a {a}']")
+        reader = TextReader(pipe.tokenizer, pipe.text_encoder.eval())
+        concepts = preserved_concepts(cfg)
+        captions = data_captions(cfg, run)
+        edit_in, edit_partner = edit_set(reader, cfg.data.swap_pairs, t.uce_templates, t.uce_positions)
+        preserve_in = preserve_set(reader, concepts, t.uce_templates, captions)
+        stats = edit_projections(pipe.unet, edit_in, edit_partner, preserve_in, t.uce_lambda, t.uce_edit_scale,
+                                 t.uce_preserve_scale)
+        return {"uce": {**stats, "edit_vectors": len(edit_in), "preserve_vectors": len(preserve_in),
+                        "preserved_concepts": concepts, "preserve_captions": len(captions)}}
+
+
+METHOD = UCE()
