@@ -193,7 +193,6 @@ def test_feature_cache_follows_an_edit_deep_in_the_token_embeddings(tmp_path, ti
     table = next(k for k in state if k.endswith("token_embedding.weight"))
     state[table][[22548, 22826]] = state[table][[22826, 22548]]
     save_file(state, str(weights))
-    monkeypatch.setenv("SWAPBENCH_CACHE", str(tmp_path / "cache"))  # both runs start cold
     args = ("--set", "train.max_steps=1", "--set", "train.checkpoint_every=0")
     assert _train(tmp_path, tiny_pipeline, coco_root, "a", *args) == 0
     assert _train(tmp_path, edited, coco_root, "b", *args) == 0
