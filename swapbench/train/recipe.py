@@ -38,6 +38,7 @@ from swapbench.errors import UserError
 from swapbench.io import append_jsonl, atomic_write_json, read_json, truncate_jsonl
 from swapbench.progress import console, progress_bar
 from swapbench.rundir import RunDir
+from swapbench.train.export import save_pipeline
 from swapbench.train.features import (
     Encoders,
     FeatureCache,
@@ -324,12 +325,8 @@ class SwapRecipe:
         acc = self.accelerator
         if acc.is_main_process:
             unet = acc.unwrap_model(self.unet).eval()
-            pipe = DiffusionPipeline.from_pretrained(self.base_path, unet=unet, torch_dtype=unet.dtype)
-            tmp = self.run.model.with_name("model.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            pipe.save_pretrained(tmp, safe_serialization=True)
-            shutil.rmtree(self.run.model, ignore_errors=True)
-            tmp.rename(self.run.model)
+            save_pipeline(DiffusionPipeline.from_pretrained(self.base_path, unet=unet, torch_dtype=unet.dtype),
+                          self.run.model)
         acc.wait_for_everyone()
         return self.run.model
 
