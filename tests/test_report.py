@@ -117,7 +117,7 @@ def test_compare_renders_in_chromium(tmp_path):
     dom = chromium(page, tmp_path / "profile", "--dump-dom")
     rows = table_rows(dom, "data-run")
     assert set(rows) == {"lr0.0001", "lr0.0003", "lr0.001"}
-    assert rows["lr0.001"][1] == "0.001" and rows["lr0.001"][2].startswith("1.000")
+    assert rows["lr0.001"][1:3] == ["finetune", "0.001"] and rows["lr0.001"][3].startswith("1.000")
     assert dom.count("<circle") == 3 and 'href="runs/lr0.001/eval/report.html"' in dom
 
     shot = tmp_path / "compare.png"
