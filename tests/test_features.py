@@ -76,4 +76,4 @@ def test_shard_store_survives_reopening_and_ignores_torn_shards(tmp_path):
     (tmp_path / ".x-dead.safetensors.tmp").write_bytes(b"torn")  # an interrupted write
     reopened = ShardStore(tmp_path, "x")
     assert reopened.missing(["c", "d", "a", "d"]) == ["d"]
-    assert reopened.gather(["c", "a", "b"]).flatten().tolist() == [3.0, 1.0, 2.0]
+    assert reopened.read(reopened.locate(["c", "a", "b"])).flatten().tolist() == [3.0, 1.0, 2.0]

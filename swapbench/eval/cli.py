@@ -125,15 +125,11 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(cfg.seed)
     from accelerate import PartialState
 
-    from swapbench.train.recipe import is_cpu
+    from swapbench.train.export import is_cpu, resolve_device
 
     # Joins the process group under accelerate launch / torchrun (sampling is split); a no-op otherwise.
     state = PartialState(cpu=is_cpu(cfg.device))
-    if state.num_processes > 1:
-        device = state.device
-    else:
-        device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                              ("cpu" if cfg.device == "auto" else cfg.device))
+    device = state.device if state.num_processes > 1 else resolve_device(cfg.device)
     judge = ZeroShotJudge.load(cfg.eval.judge, suite.labels, suite.judge_templates, device)
     results = evaluate(cfg, target, suite, items, judge, out_dir, device)
     if results is None:

@@ -12,7 +12,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from swapbench.assets import asset_path
 from swapbench.eval import schema
 from swapbench.eval.summary import ordered
-from swapbench.io import atomic_write_text, read_json
+from swapbench.io import atomic_write_text, read_json, read_jsonl
 from swapbench.reports.gate import Verdict, evaluate, load_results, load_rules
 from swapbench.reports.svg import ci_bar, fmt, line_chart
 
@@ -117,15 +117,10 @@ def _confusions(results: dict) -> list[dict]:
 
 
 def _training(run_dir: Path | None) -> dict | None:
-    if not run_dir or not (run_dir / "train_log.jsonl").is_file():
+    if not run_dir:
         return None
-    rows = []
-    for line in (run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # a run killed mid-write leaves a partial last line; the rest is still worth plotting
-    rows = [r for r in rows if isinstance(r, dict) and "step" in r]
+    # read_jsonl drops a partial last line (a run killed mid-write); the rest is still worth plotting.
+    rows = [r for r in read_jsonl(run_dir / "train_log.jsonl") if isinstance(r, dict) and "step" in r]
     if not rows:
         return None
     steps = [r["step"] for r in rows]

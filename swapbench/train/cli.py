@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     from swapbench.io import append_jsonl, atomic_write_json
     from swapbench.rundir import RunDir
-    from swapbench.train.recipe import is_cpu
+    from swapbench.train.export import is_cpu
 
     changes: dict = {}
     if args.resume:

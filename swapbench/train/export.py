@@ -31,14 +31,22 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
-def version_info(device: torch.device | None = None) -> dict[str, Any]:
+def is_cpu(spec: str) -> bool:
+    return resolve_device(spec).type == "cpu"
+
+
+def peak_rss_mb() -> float:
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def version_info(device: torch.device | None = None) -> dict[str, Any]:
+    """Peak memory (GPU when there is one, else host RSS), device, package versions and threads."""
     import diffusers
     import transformers
 
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else peak_rss_mb()
     return {"peak_memory_mb": round(peak, 1), "device": str(device or "cpu"),
             "versions": {"swapbench": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
                          "transformers": transformers.__version__, "python": platform.python_version()},

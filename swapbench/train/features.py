@@ -166,11 +166,8 @@ class _Shard:
     dtype: torch.dtype
     row_shape: tuple[int, ...]
     offset: int  # byte offset of row 0 in the file
+    row_bytes: int
     fd: int | None = None
-
-    @property
-    def row_bytes(self) -> int:
-        return int(torch.Size(self.row_shape).numel()) * torch.empty((), dtype=self.dtype).element_size()
 
     @classmethod
     def open(cls, path: Path) -> _Shard:
@@ -179,8 +176,9 @@ class _Shard:
             n = int.from_bytes(f.read(8), "little")
             header = json.loads(f.read(n))
         info = header["values"]
-        return cls(path, json.loads(header["__metadata__"]["keys"]), _DTYPES[info["dtype"]], tuple(info["shape"][1:]),
-                   8 + n + info["data_offsets"][0])
+        dtype, row_shape = _DTYPES[info["dtype"]], tuple(info["shape"][1:])
+        return cls(path, json.loads(header["__metadata__"]["keys"]), dtype, row_shape, 8 + n + info["data_offsets"][0],
+                   torch.Size(row_shape).numel() * dtype.itemsize)
 
     def read(self, row: int) -> bytes:
         if self.fd is None:
@@ -242,15 +240,6 @@ class ShardStore:
         first = rows[0][0]
         data = bytearray(b"".join(shard.read(r) for shard, r in rows))
         return torch.frombuffer(data, dtype=first.dtype).view(len(rows), *first.row_shape)
-
-    def gather(self, keys: list[str]) -> torch.Tensor:
-        return self.read(self.locate(keys))
-
-    def close(self) -> None:
-        for shard in self.shards:
-            if shard.fd is not None:
-                os.close(shard.fd)
-                shard.fd = None
 
 
 class _ShardWriter:
@@ -327,9 +316,9 @@ class FeatureCache:
         cls._encode_images(records, todo, image_keys, latent_store, cfg, encoders, seed, worker, workers)
         with text_store.writer() as out, progress_bar(transient=True) as bar:
             task = bar.add_task("cache: text embeddings", total=len(new_captions), info="")
-            mine = _my_chunks(len(new_captions), cls.CHUNK_CAPTIONS, worker, workers)
-            for (start, stop), emb in zip(mine, _encode_mine(new_captions, mine, encoders, cls.CHUNK_CAPTIONS),
-                                          strict=True):
+            for start, stop in _my_chunks(len(new_captions), cls.CHUNK_CAPTIONS, worker, workers):
+                (emb,) = encode_captions(new_captions[start:stop], encoders.tokenizer, encoders.text_encoder,
+                                         encoders.device, cls.CHUNK_CAPTIONS)
                 out.append(new_captions[start:stop], emb.half())
                 bar.advance(task, stop - start)
         state.wait_for_everyone()
@@ -371,8 +360,3 @@ class FeatureCache:
 def _my_chunks(n: int, size: int, worker: int, workers: int) -> list[tuple[int, int]]:
     """Chunk ``i`` of ``range(n)`` goes to worker ``i % workers`` (chunk boundaries, and so values, as in one process)."""
     return [c for i, c in enumerate(_chunks(n, size)) if i % workers == worker]
-
-
-def _encode_mine(captions: list[str], mine: list[tuple[int, int]], encoders: Encoders, size: int) -> Iterator[torch.Tensor]:
-    for start, stop in mine:
-        yield from encode_captions(captions[start:stop], encoders.tokenizer, encoders.text_encoder, encoders.device, size)

@@ -15,8 +15,6 @@ process writes the run directory; the others wait at barriers.
 
 from __future__ import annotations
 
-import os
-import platform
 import shutil
 import signal
 import time
@@ -30,7 +28,6 @@ from diffusers import DDPMScheduler, DiffusionPipeline
 from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 
-from swapbench import __version__
 from swapbench.config import Config
 from swapbench.data.prepare import prepare
 from swapbench.data.sources import load_records
@@ -38,7 +35,7 @@ from swapbench.errors import UserError
 from swapbench.io import append_jsonl, atomic_write_json, read_json, truncate_jsonl
 from swapbench.progress import console, progress_bar
 from swapbench.rundir import RunDir
-from swapbench.train.export import save_pipeline
+from swapbench.train.export import is_cpu, peak_rss_mb, save_pipeline, version_info
 from swapbench.train.features import (
     Encoders,
     FeatureCache,
@@ -64,10 +61,6 @@ def checkpoint_step(folder: Path, max_steps: int) -> int:
         raise UserError(f"train.max_steps={max_steps} is not beyond the checkpoint's step {step}; "
                         f"pass --set train.max_steps=N with N > {step}")
     return step
-
-
-def is_cpu(device: str) -> bool:
-    return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
 
 
 class Interrupted(Exception):
@@ -334,13 +327,8 @@ class SwapRecipe:
         """``wall``: the whole command from process start; ``startup``: interpreter, imports, config;
         ``setup``: models, data, sample plan and feature cache; ``export``: writing ``model/``.
         Throughput counts the steps this command ran (a resumed run's loop started at ``resumed_from_step``)."""
-        import diffusers
-        import transformers
-
         cfg = self.cfg.train
         ran = self.step - self.start_step
-        rss = _peak_rss_mb()
-        peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else rss
         return {
             "status": "finished", "method": self.cfg.train.method, "wall_s": round(wall, 2), "setup_s": round(setup, 2),
             "train_loop_s": round(result["seconds"], 2),
@@ -350,19 +338,11 @@ class SwapRecipe:
             "batch_size": cfg.batch_size, "processes": self.accelerator.num_processes,
             "batch_size_per_process": cfg.batch_size // self.accelerator.num_processes,
             "img_per_s": round(ran * cfg.batch_size * cfg.grad_accum / max(result["seconds"], 1e-9), 2),
-            "peak_memory_mb": round(peak, 1), "peak_rss_mb": round(rss, 1), "device": str(self.device),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
             "mixed_precision": self.accelerator.mixed_precision, "final_loss": result["loss"],
             "records": {"target": self.n_target, "preservation": len(self.records) - self.n_target},
             "cache": str(self.features.path) if self.features is not None else None,
             "cache_entries_encoded": self.features.encoded if self.features is not None else None,
             "resumes": self.run.resumes(),
-            "versions": {"swapbench": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
-                         "transformers": transformers.__version__, "python": platform.python_version()},
-            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            **version_info(self.device),
         }
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
