@@ -19,6 +19,7 @@ COMMANDS = {
     "gate": "swapbench.reports.gate_cli",
     "sweep": "swapbench.reports.sweep_cli",
     "world": "swapbench.world.cli",
+    "fetch": "swapbench.fetch_cli",
 }
 
 

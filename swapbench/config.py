@@ -129,6 +129,15 @@ class EvalConfig:
     bootstrap: int = 1000
     keep_samples: int | None = None
     """Base/tuned PNG pairs kept per prompt for the report (its first N seeds); None = the suite's own number."""
+    fid_features: str = "judge"
+    """Features of FID/KID vs base: ``judge`` (the judge's image embeddings) or ``inception`` (torch-fidelity's
+    Inception-v3 pool features, the ones FID is usually quoted with; needs the weights file, see README)."""
+    inception_weights: str | None = None
+    """The Inception weights file; None = ``$TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth``."""
+    safety_checker: str = "count"
+    """Stable Diffusion's NSFW checker, for bases that ship one: ``count`` (images are scored as drawn and the
+    checker's flags are reported as ``safety_flagged/base`` and ``safety_flagged/tuned``) or ``off``. It never
+    blackens an evaluated image."""
 
 
 @dataclass
@@ -169,6 +178,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.loss": ("mse",),
     "train.mixed_precision": ("auto", "no", "fp16", "bf16"),
     "eval.sampler": tuple(SAMPLERS),
+    "eval.fid_features": ("judge", "inception"),
+    "eval.safety_checker": ("count", "off"),
 }
 """Keys whose value is one of a fixed set, checked when the config is loaded (not when first used)."""
 

@@ -17,7 +17,8 @@ from swapbench.cli import main
 STEPS = ["--set", "train.max_steps=24", "--set", "train.checkpoint_every=3"]
 FAST = ["--preset", "sd15-coco", "--device", "cpu", "--seed", "5", "--set", "train.batch_size=4",
         "--set", "data.resolution=32", "--set", "data.subset_size=90", "--set", "train.warmup_steps=4",
-        "--set", "train.log_every=1", "--set", "train.cache_views=2", "--set", "train.lr=1e-3"]
+        "--set", "train.log_every=1", "--set", "train.cache_views=2", "--set", "train.lr=1e-3",
+        "--set", "eval.judge=world:savanna"]
 
 
 def _torchrun(*args: str) -> list[str]:

@@ -194,7 +194,7 @@ def test_every_configurable_sampler_samples(tiny_pipeline):
     from swapbench.config import CHOICES, load_config
     from swapbench.eval.evaluate import prepare_pipeline
     from swapbench.eval.sampling import sample
-    from swapbench.train.model import load_pipeline
+    from swapbench.loading import load_pipeline
 
     for name in CHOICES["eval.sampler"]:
         cfg = load_config("savanna", None, [f"eval.sampler={name}"])

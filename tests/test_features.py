@@ -5,8 +5,8 @@ import torch
 
 from swapbench.config import DataConfig
 from swapbench.data.sources import load_records
+from swapbench.loading import load_pipeline
 from swapbench.train.features import Encoders, FeatureCache, ShardStore
-from swapbench.train.model import load_pipeline
 from swapbench.train.plan import draw_plan
 
 

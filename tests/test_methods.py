@@ -138,7 +138,8 @@ def test_token_swap_of_words_without_single_tokens_fails_clearly(tmp_path, tiny_
 # ---- LoRA -----------------------------------------------------------------------------------------
 
 FAST = ["--set", "train.batch_size=4", "--set", "data.resolution=32", "--set", "data.subset_size=90",
-        "--set", "train.warmup_steps=1", "--set", "train.log_every=1", "--set", "train.cache_views=2"]
+        "--set", "train.warmup_steps=1", "--set", "train.log_every=1", "--set", "train.cache_views=2",
+        "--set", "eval.judge=world:savanna"]
 
 
 @pytest.fixture

@@ -68,7 +68,7 @@ def _find_run(args: argparse.Namespace) -> RunDir | None:
 
 def _target(args: argparse.Namespace, cfg: Config, run: RunDir | None) -> Target:
     from swapbench.eval.evaluate import Target
-    from swapbench.train.model import resolve_model
+    from swapbench.loading import resolve_model
 
     base = args.base or cfg.model.pretrained
     if args.model == "base":

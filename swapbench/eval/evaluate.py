@@ -26,14 +26,15 @@ from swapbench import __version__
 from swapbench.config import Config
 from swapbench.eval import metrics as M
 from swapbench.eval import schema
+from swapbench.eval.inception import InceptionFeatures
 from swapbench.eval.judge import ZeroShotJudge
 from swapbench.eval.samplers import build_scheduler
 from swapbench.eval.sampling import sample
 from swapbench.eval.suite import PromptItem, Suite
 from swapbench.io import atomic_write, atomic_write_json
+from swapbench.loading import ModelSpec, SafetyChecker, load_pipeline, resolve_model
 from swapbench.paths import cache_dir
 from swapbench.progress import progress_bar
-from swapbench.train.model import load_pipeline
 from swapbench.weights import weights_hash
 
 
@@ -125,7 +126,10 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     prompts_seeds = [(item.prompt, seed) for item, seed in jobs]
     sampler_key = {"sampler": cfg.eval.sampler, "steps": cfg.eval.steps, "guidance_scale": cfg.eval.guidance_scale,
                    "resolution": cfg.eval.resolution}
-    base_pipe = prepare_pipeline(load_pipeline(target.base), cfg, device)
+    # SD's safety checker never runs inside sampling: an image it would blacken is scored as drawn and
+    # counted apart (safety_flagged/*), not silently judged as whatever a black square looks like.
+    inception = InceptionFeatures(cfg.eval.inception_weights, device) if cfg.eval.fid_features == "inception" else None
+    base_pipe = prepare_pipeline(load_pipeline(_spec(target.base, cfg), safety_checker=False), cfg, device)
     base_hash = weights_hash(base_pipe.config["_name_or_path"]) if Path(target.base).is_dir() else target.base
     store = SampleStore(hashlib.sha256(json.dumps([base_hash, sampler_key], sort_keys=True).encode()).hexdigest()[:24])
     base_images, base_sampled = generate(base_pipe, prompts_seeds, cfg, "base", store)
@@ -134,7 +138,7 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
         tuned_images, tuned_sampled = base_images, 0
     else:
         del base_pipe
-        tuned_pipe = prepare_pipeline(load_pipeline(target.tuned), cfg, device)
+        tuned_pipe = prepare_pipeline(load_pipeline(target.tuned, safety_checker=False), cfg, device)
         tuned_images, tuned_sampled = generate(tuned_pipe, prompts_seeds, cfg, "tuned", None)
     t_sampling = time.perf_counter() - started
     if not PartialState().is_main_process:
@@ -147,7 +151,12 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     base_lab = [labels[i] for i in base_p.argmax(1).tolist()]
     tuned_lab = [labels[i] for i in tuned_p.argmax(1).tolist()]
 
-    results_metrics, per_prompt = _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge)
+    control = [i for i, (it, _) in enumerate(jobs) if it.group == "control"]
+    distance = (inception(tuned_images[control]), inception(base_images[control]), "Inception-v3 pool3 features") \
+        if inception is not None and len(control) >= 4 else None
+    results_metrics, per_prompt = _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge,
+                                         distance)
+    safety = _count_flagged(cfg, target, base_images, tuned_images, results_metrics, per_prompt, device)
     keep = suite.keep_samples if cfg.eval.keep_samples is None else cfg.eval.keep_samples
     per_prompt = _keep_samples(per_prompt, jobs, base_images, tuned_images, keep, out_dir)
     single = [(i, it) for i, (it, _) in enumerate(jobs) if it.group in ("swap", "control", "specificity")]
@@ -164,7 +173,7 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
         "confusion_base": M.confusion([(it.concept, base_lab[i]) for i, it in single], labels),
         "per_prompt": per_prompt,
         "sampler": sampler_key,
-        "features": f"judge image embeddings ({judge.name})",
+        "features": inception.name if inception is not None else f"judge image embeddings ({judge.name})",
         "labels": labels,
         "timing": {"total_s": None, "sampling_s": round(t_sampling, 2), "base_sampling_s": round(t_base, 2),
                    "base_sampled": base_sampled, "base_cached": len(jobs) - base_sampled, "tuned_sampled": tuned_sampled},
@@ -172,6 +181,7 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
             "swapbench": __version__, "git": _git_hash(), "torch": torch.__version__, "diffusers": diffusers.__version__,
             "device": str(device), "processes": PartialState().num_processes, "judge": judge.name, "judge_templates": judge.templates,
             "base_model": target.base, "base_weights_sha256": base_hash, "tuned_model": target.tuned,
+            "safety_checker": safety,
             "seeds": {"per_prompt": sorted({len(it.seeds) for it in items}), "bootstrap_seed": cfg.seed},
             "config_sha256": cfg.sha256(),
         },
@@ -181,7 +191,8 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     return results
 
 
-def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge) -> tuple[dict, list]:
+def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge,
+           distance=None) -> tuple[dict, list]:
     reps, seed = cfg.eval.bootstrap, cfg.seed
     direction = {c: M.swap_success() for c in suite.swapped}
     retained = {c: M.Proportion("tuned label == the prompt's own (swapped) concept", higher_is_better=False)
@@ -252,14 +263,41 @@ def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned
                 out[f"{group}/{key}"] = p.compute()
     control = [i for i, (it, _) in enumerate(jobs) if it.group == "control"]
     if len(control) >= 4:
-        out["kid_vs_base"] = M.kid_vs_base(tuned_f[control], base_f[control], seed)
-        out["fid_vs_base"] = M.fid_vs_base(tuned_f[control], base_f[control], seed, max(50, reps // 10))
+        # distance: (tuned, base, name) control-sample features of another extractor (eval.fid_features)
+        d_tuned, d_base, what = distance or (tuned_f[control], base_f[control], "judge features")
+        out["kid_vs_base"] = M.kid_vs_base(d_tuned, d_base, seed, what)
+        out["fid_vs_base"] = M.fid_vs_base(d_tuned, d_base, seed, max(50, reps // 10), what)
         text = judge.text_features([jobs[i][0].prompt for i in control])
         clip = (100 * (tuned_f[control] * text).sum(-1)).clamp(min=0).tolist()
         clip_base = (100 * (base_f[control] * text).sum(-1)).clamp(min=0).tolist()
         out["clip_score/control"] = M.mean_with_ci(clip, reps, seed, True, "100 x cos(tuned image, prompt) in judge space")
         out["clip_score_base/control"] = M.mean_with_ci(clip_base, reps, seed, True, "100 x cos(base image, prompt)")
     return out, per_prompt
+
+
+def _spec(base: str, cfg: Config) -> ModelSpec | str:
+    """The configured base keeps its revision and weights variant; another base is taken as named."""
+    return ModelSpec.of(cfg.model) if base == resolve_model(cfg.model.pretrained) else base
+
+
+def _count_flagged(cfg: Config, target: Target, base_images: np.ndarray, tuned_images: np.ndarray,
+                   metrics: dict, per_prompt: list, device: torch.device) -> str:
+    """``eval.safety_checker=count``: run the base's NSFW checker on every image beside the scoring; adds
+    ``safety_flagged/base`` and ``safety_flagged/tuned`` and a per-image flag. Returns the provenance line."""
+    if cfg.eval.safety_checker == "off":
+        return "off: not run; every image scored as drawn"
+    checker = SafetyChecker.load(_spec(target.base, cfg), device)
+    if checker is None:
+        return "none: the base pipeline has no safety checker"
+    base_flags = checker.flagged(base_images)
+    flags = {"base": base_flags, "tuned": base_flags if target.tuned_is_base else checker.flagged(tuned_images)}
+    for which, flagged in flags.items():
+        metrics[f"safety_flagged/{which}"] = M.Proportion(
+            f"{which} images Stable Diffusion's safety checker flags as NSFW (scored as drawn, not blackened)",
+            higher_is_better=False, outcomes=list(flagged)).compute()
+    for row, b, t in zip(per_prompt, flags["base"], flags["tuned"], strict=True):
+        row["safety_flagged"] = {"base": b, "tuned": t}
+    return f"count: {checker.source} run beside sampling; flagged images counted (safety_flagged/*), never blackened"
 
 
 def _keep_samples(per_prompt, jobs, base_images, tuned_images, keep: int, out_dir: Path) -> list:

@@ -44,44 +44,18 @@ class ZeroShotJudge:
     def from_dir(cls, path: str | Path, labels: list[str], templates=WORLD_TEMPLATES, device="cpu",
                  name: str | None = None) -> ZeroShotJudge:
         """Load an open_clip hub-layout folder (``open_clip_config.json`` + weights)."""
-        spec = f"local-dir:{Path(path).resolve()}"
-        model, _, preprocess = open_clip.create_model_and_transforms(spec, device=device)
-        cfg = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
-        mean = list(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN))
-        std = list(cfg.get("std", open_clip.OPENAI_DATASET_STD))
-        size = model.visual.image_size
-        size = size[0] if isinstance(size, (tuple, list)) else size
-        return cls(model.float(), open_clip.get_tokenizer(spec), labels, templates, mean, std, size, device,
-                   name=name or spec)
+        judge = cls.load(str(Path(path).resolve()), labels, templates, device)
+        judge.name = name or f"local-dir:{Path(path).resolve()}"
+        return judge
 
     @classmethod
     def load(cls, spec: str, labels: list[str], templates, device="cpu") -> ZeroShotJudge:
-        """``world:savanna`` / a local hub-layout folder / ``ARCH/PRETRAINED_TAG`` from the local cache."""
-        from swapbench.errors import UserError
-        from swapbench.world import resolve
+        """``world:savanna`` / a local hub-layout folder / ``ARCH/PRETRAINED_TAG`` from the local cache
+        (resolved by :func:`swapbench.loading.load_judge`)."""
+        from swapbench.loading import load_judge
 
-        path = resolve(spec, "judge")
-        if Path(path).is_dir():
-            if not (Path(path) / "open_clip_config.json").is_file():
-                raise UserError(f"judge folder {path} has no open_clip_config.json; pass an open_clip hub-layout folder")
-            # Named by the spec the user gave ("world:savanna"), not this machine's path.
-            return cls.from_dir(path, labels, templates, device, name=spec)
-        arch, _, tag = spec.partition("/")
-        if arch not in open_clip.list_models() or not tag:
-            raise UserError(f"unknown judge {spec!r}; use world:savanna, a local open_clip folder, or ARCH/TAG "
-                            "such as ViT-B-32/laion2b_s34b_b79k")
-        try:
-            model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=tag, device=device)
-        except Exception as e:  # download failures surface as many exception types
-            raise UserError(f"judge weights {spec} are not in the local cache and cannot be downloaded "
-                            f"({type(e).__name__}); run `python -c \"import open_clip; "
-                            f"open_clip.create_model_and_transforms('{arch}', pretrained='{tag}')\"` with network first") from None
-        size = model.visual.image_size
-        size = size[0] if isinstance(size, (tuple, list)) else size
-        cfg = getattr(model.visual, "preprocess_cfg", {})
-        return cls(model.float(), open_clip.get_tokenizer(arch), labels, templates,
-                   list(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)), list(cfg.get("std", open_clip.OPENAI_DATASET_STD)),
-                   size, device, name=spec)
+        j = load_judge(spec, device)
+        return cls(j.model, j.tokenizer, labels, templates, j.mean, j.std, j.image_size, device, name=j.name)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         """``images``: B x 3 x H x W floats in [0, 1]."""

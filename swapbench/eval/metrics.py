@@ -116,7 +116,7 @@ def bootstrap(stat, tuned: torch.Tensor, base: torch.Tensor, reps: int, seed: in
     return (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
 
 
-def kid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int) -> dict:
+def kid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int, features: str = "judge features") -> dict:
     """KID vs base: unbiased MMD^2 (KID's cubic polynomial kernel) between tuned and base control-sample
     features, taken across a seeded random half split of the same-seed pairs (tuned of one half vs
     base of the other, averaged both ways) so the two sets are independent; its expectation is 0 when
@@ -138,14 +138,14 @@ def kid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int) -> dict:
     jack = np.asarray(leave_one_out)
     se = math.sqrt((n - 1) / n * float(((jack - jack.mean()) ** 2).sum()))
     return entry(value, (value - 1.96 * se, value + 1.96 * se), n, False,
-                 "KID between tuned and base control samples (judge features, independent halves)")
+                 f"KID between tuned and base control samples ({features}, independent halves)")
 
 
-def fid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int, reps: int) -> dict:
+def fid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int, reps: int, features: str = "judge features") -> dict:
     """FID vs base: Frechet distance between Gaussians fitted to tuned and base control-sample features."""
     value = _fid(tuned, base)
     ci = bootstrap(_fid, tuned, base, reps, seed)
-    return entry(value, ci, len(tuned), False, "FID between tuned and base control samples (judge features; biased at small n)")
+    return entry(value, ci, len(tuned), False, f"FID between tuned and base control samples ({features}; biased at small n)")
 
 
 def mean_with_ci(values: list[float], reps: int, seed: int, higher_is_better: bool, description: str) -> dict:

@@ -87,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
             if value is not None:
                 overrides.append(f"{key}={value}")
         cfg = load_config(args.preset, args.config, overrides)
+    from swapbench.artifacts import require
+
+    # What this run and its evaluation read must be there before any work: a missing judge would
+    # otherwise surface only after training (offline compute nodes).
+    require(cfg, preset=cfg.preset)
     # Joins the process group under accelerate launch / torchrun; a no-op in one process.
     state = PartialState(cpu=is_cpu(cfg.device))
     if not args.resume:

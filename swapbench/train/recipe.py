@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
-from diffusers import DDPMScheduler, DiffusionPipeline
+from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 
@@ -33,6 +33,7 @@ from swapbench.data.prepare import prepare
 from swapbench.data.sources import load_records
 from swapbench.errors import UserError
 from swapbench.io import append_jsonl, atomic_write_json, read_json, truncate_jsonl
+from swapbench.loading import ModelSpec, load_pipeline, pipeline_folder, resolve_model
 from swapbench.progress import console, progress_bar
 from swapbench.rundir import RunDir
 from swapbench.train.export import is_cpu, peak_rss_mb, save_pipeline, version_info
@@ -46,7 +47,7 @@ from swapbench.train.features import (
     load_image,
     to_model_input,
 )
-from swapbench.train.model import load_base_pipeline, local_folder, resolve_model, trainable_parameters
+from swapbench.train.model import trainable_parameters
 from swapbench.train.plan import derived_seed, draw_plan
 from swapbench.weights import weights_hash
 
@@ -116,10 +117,10 @@ class SwapRecipe:
         # The main process goes first through whatever may download or materialise files (hub snapshots,
         # the world's dataset, weight hashes); the others then find them in place.
         with acc.main_process_first():
-            pipe = load_base_pipeline(cfg.model)
+            pipe = load_pipeline(cfg.model, safety_checker=False)  # the export takes it from the base
             data = prepare(load_records(cfg.data.source, cfg.data.split, cfg.seed, world_size=cfg.data.subset_size),
                            cfg.data, cfg.seed)
-            folder = local_folder(cfg.model.pretrained, cfg.model.revision)
+            folder = pipeline_folder(cfg.model)
             weights_key = "/".join(weights_hash(folder / part) for part in ("vae", "text_encoder", "tokenizer"))
         self.pipe = pipe
         self.vae, self.text_encoder, self.tokenizer = pipe.vae, pipe.text_encoder, pipe.tokenizer
@@ -318,8 +319,8 @@ class SwapRecipe:
         acc = self.accelerator
         if acc.is_main_process:
             unet = acc.unwrap_model(self.unet).eval()
-            save_pipeline(DiffusionPipeline.from_pretrained(self.base_path, unet=unet, torch_dtype=unet.dtype),
-                          self.run.model)
+            # The base's own layout (safety checker, feature extractor, revision, variant) around the tuned UNet.
+            save_pipeline(load_pipeline(ModelSpec.of(self.cfg.model), unet=unet), self.run.model)
         acc.wait_for_everyone()
         return self.run.model
 

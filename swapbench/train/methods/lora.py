@@ -20,10 +20,10 @@ from diffusers.utils import convert_state_dict_to_diffusers
 
 from swapbench.config import Config
 from swapbench.errors import UserError
+from swapbench.loading import load_base_pipeline
 from swapbench.rundir import RunDir
 from swapbench.train.export import save_pipeline
 from swapbench.train.methods import Method
-from swapbench.train.model import load_base_pipeline
 from swapbench.train.recipe import SwapRecipe
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"

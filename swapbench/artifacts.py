@@ -1,0 +1,289 @@
+"""What a config needs on disk before it runs: the base pipeline, the dataset, the judge and the
+Inception weights, each checked offline against the standard caches and fetched into them.
+
+``swapbench fetch`` fills the caches where there is network; ``swapbench fetch --check`` and the
+pre-flight of ``swapbench train`` only look. Presence means "the loader will find it offline": a hub
+pipeline needs its snapshot with every component's config and weights (of ``model.variant``), a hub
+dataset its files in the hub cache or in the ``datasets`` cache, an open_clip judge one of the weight
+files open_clip loads, the Inception weights the file torch-fidelity's loader looks for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from swapbench.config import Config
+from swapbench.errors import UserError
+from swapbench.loading import (
+    INCEPTION_FILE,
+    INCEPTION_URL,
+    WORLD_PREFIX,
+    ModelSpec,
+    inception_weights_path,
+    is_hub_name,
+    offline,
+    resolve_judge,
+    resolve_model,
+    world_dir,
+)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    kind: str
+    """``pipeline``, ``dataset``, ``judge`` or ``inception``."""
+    name: str
+    key: str
+    """The config key that names it (what to change to use another one)."""
+    needed_by: tuple[str, ...]
+
+
+@dataclass
+class Status:
+    artifact: Artifact
+    present: bool
+    where: str
+    size: int | None = None
+    missing: list[str] = field(default_factory=list)
+    """What is absent, when only part of it is there (component files of a pipeline)."""
+
+
+def needed(cfg: Config, train: bool = True, evaluate: bool = True) -> list[Artifact]:
+    """The artifacts ``swapbench train`` (``train``) and ``swapbench eval`` (``evaluate``) read for ``cfg``."""
+    users = tuple(u for u, on in (("train", train), ("eval", evaluate)) if on)
+    out = [Artifact("pipeline", cfg.model.pretrained, "model.pretrained", users)]
+    if train and _reads_data(cfg):
+        out.append(Artifact("dataset", cfg.data.source, "data.source", ("train",)))
+        image_root = getattr(cfg.data, "image_root", None)
+        if image_root:
+            out.append(Artifact("images", image_root, "data.image_root", ("train",)))
+    if evaluate:
+        out.append(Artifact("judge", cfg.eval.judge, "eval.judge", ("eval",)))
+        if getattr(cfg.eval, "fid_features", "judge") == "inception":
+            out.append(Artifact("inception", cfg.eval.inception_weights or INCEPTION_FILE, "eval.inception_weights",
+                                ("eval",)))
+    return out
+
+
+def _reads_data(cfg: Config) -> bool:
+    # The loop-free methods read no data, unless UCE is asked to preserve data captions.
+    return cfg.train.method not in ("uce", "token-swap") or (cfg.train.method == "uce"
+                                                            and cfg.train.uce_preserve_captions > 0)
+
+
+# ---- checking ----------------------------------------------------------------------------------
+
+def check(artifact: Artifact, cfg: Config) -> Status:
+    """Is ``artifact`` where its loader will look, offline? Never downloads."""
+    return {"pipeline": _check_pipeline, "dataset": _check_dataset, "images": _check_folder,
+            "judge": _check_judge, "inception": _check_inception}[artifact.kind](artifact, cfg)
+
+
+def check_all(cfg: Config, train: bool = True, evaluate: bool = True) -> list[Status]:
+    return [check(a, cfg) for a in needed(cfg, train, evaluate)]
+
+
+def _check_pipeline(a: Artifact, cfg: Config) -> Status:
+    spec = ModelSpec.of(cfg.model)
+    try:
+        location = resolve_model(spec.name)
+    except UserError as e:
+        return Status(a, False, spec.name, missing=[str(e)])
+    if Path(location).is_dir():
+        gaps = pipeline_gaps(Path(location), spec.variant)
+        return Status(a, not gaps, _shown(location, spec.name), _du(Path(location)), gaps)
+    folder = _hub_snapshot(location, "model", spec.revision)
+    if folder is None:
+        return Status(a, False, str(_repo_cache(location, "model")))
+    gaps = pipeline_gaps(folder, spec.variant)
+    return Status(a, not gaps, str(folder), _du(folder), gaps)
+
+
+def pipeline_gaps(folder: Path, variant: str | None = None) -> list[str]:
+    """Files a diffusers pipeline folder lacks for ``from_pretrained(variant=...)``: ``model_index.json``,
+    a component folder, its config, or (for model components) weights of the variant."""
+    index = folder / "model_index.json"
+    if not index.is_file():
+        return ["model_index.json"]
+    from swapbench.io import read_json
+
+    gaps = []
+    for part, value in read_json(index).items():
+        if part.startswith("_") or not isinstance(value, list) or not value[0]:
+            continue
+        sub = folder / part
+        files = [f.name for f in sub.iterdir() if f.is_file()] if sub.is_dir() else []
+        if not any(f.endswith(".json") for f in files):
+            gaps.append(f"{part}/ (no config)")
+        elif "config.json" in files and not any(_is_weight(f, variant) for f in files):
+            gaps.append(f"{part}/ weights{f' ({variant})' if variant else ''}")
+    return gaps
+
+
+def _is_weight(name: str, variant: str | None) -> bool:
+    if not name.endswith((".safetensors", ".bin")) or ".index." in name:
+        return False
+    parts = name.split(".")
+    if variant:
+        return f".{variant}." in name or f".{variant}-" in name
+    return len(parts) == 2  # model.safetensors, diffusion_pytorch_model-00001-of-00002.safetensors
+
+
+def _check_dataset(a: Artifact, cfg: Config) -> Status:
+    source = cfg.data.source
+    if source.startswith(WORLD_PREFIX):
+        world_dir()  # the world's generator writes the data; its absence is a one-line error
+        return Status(a, True, f"{source} (generated from the world's seed)", None)
+    path = Path(source).expanduser()
+    if path.exists():
+        return Status(a, True, _shown(path, source), _du(path))
+    if not is_hub_name(source):
+        return Status(a, False, source, missing=["not a local path or a hub dataset name"])
+    folder = _hub_snapshot(source, "dataset", None)
+    if folder is not None and any(f.is_file() for f in folder.rglob("*")):
+        return Status(a, True, str(folder), _du(folder))
+    prepared = _datasets_cache() / source.replace("/", "___")
+    if prepared.is_dir() and any(prepared.iterdir()):
+        return Status(a, True, str(prepared), _du(prepared))
+    return Status(a, False, str(_repo_cache(source, "dataset")))
+
+
+def _check_folder(a: Artifact, cfg: Config) -> Status:
+    path = Path(a.name).expanduser()
+    return Status(a, path.is_dir(), str(path), _du(path) if path.is_dir() else None)
+
+
+def _check_judge(a: Artifact, cfg: Config) -> Status:
+    try:
+        source = resolve_judge(a.name)
+    except UserError as e:
+        return Status(a, False, a.name, missing=[str(e)])
+    if source.folder is not None:
+        return Status(a, True, _shown(source.folder, a.name), _du(source.folder))
+    if source.repo:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in source.filenames:
+            hit = try_to_load_from_cache(source.repo, filename)
+            if isinstance(hit, str):
+                return Status(a, True, hit, os.path.getsize(hit))
+        return Status(a, False, str(_repo_cache(source.repo, "model") / f"snapshots/*/{source.filenames[-1]}"))
+    target = Path("~/.cache/clip").expanduser() / os.path.basename(source.url or "")
+    return Status(a, target.is_file(), str(target), target.stat().st_size if target.is_file() else None)
+
+
+def _check_inception(a: Artifact, cfg: Config) -> Status:
+    path = inception_weights_path(cfg.eval.inception_weights)
+    return Status(a, path.is_file(), str(path), path.stat().st_size if path.is_file() else None)
+
+
+# ---- fetching ----------------------------------------------------------------------------------
+
+def fetch(artifact: Artifact, cfg: Config) -> Status:
+    """Download ``artifact`` into its standard cache (no-op when present); returns its new status."""
+    status = check(artifact, cfg)
+    if status.present:
+        return status
+    a = artifact
+    try:
+        if a.kind == "pipeline" and is_hub_name(cfg.model.pretrained):
+            from diffusers import DiffusionPipeline
+
+            DiffusionPipeline.download(cfg.model.pretrained, revision=cfg.model.revision, variant=cfg.model.variant)
+        elif a.kind == "dataset" and is_hub_name(cfg.data.source):
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(cfg.data.source, repo_type="dataset")
+        elif a.kind == "judge" and "/" in a.name and not a.name.startswith(WORLD_PREFIX):
+            import open_clip
+
+            arch, _, tag = a.name.partition("/")
+            open_clip.download_pretrained(open_clip.get_pretrained_cfg(arch, tag))
+        elif a.kind == "inception":
+            import torch
+
+            path = inception_weights_path(cfg.eval.inception_weights)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(INCEPTION_URL, str(path))
+        else:
+            return status  # a local path: nothing to download
+    except Exception as e:  # network, auth and not-found errors come in many types
+        raise UserError(f"cannot download {a.kind} {a.name} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                        f"check the network and the name ({a.key})") from None
+    return check(artifact, cfg)
+
+
+def require(cfg: Config, train: bool = True, evaluate: bool = True, preset: str | None = None) -> list[Status]:
+    """Pre-flight of a command: every artifact it needs must be there. Online, missing model files
+    (pipeline, judge, Inception) are fetched first, so a bad name fails before any work; the dataset is
+    left to the data loader, which reads only what the subset needs. Offline, one line lists what is missing."""
+    statuses = check_all(cfg, train, evaluate)
+    if not offline():
+        statuses = [fetch(s.artifact, cfg) if not s.present and s.artifact.kind != "dataset" else s
+                    for s in statuses]
+    missing = [s for s in statuses if not s.present and (offline() or s.artifact.kind != "dataset"
+                                                          or not is_hub_name(s.artifact.name))]
+    if missing:
+        raise UserError(missing_message(missing, preset or cfg.preset))
+    return statuses
+
+
+def missing_message(missing: Iterable[Status], preset: str | None) -> str:
+    items = "; ".join(f"{s.artifact.kind} {s.artifact.name} ({s.artifact.key}) not at {s.where}"
+                      + (f": missing {', '.join(s.missing)}" if s.missing else "") for s in missing)
+    fix = f"swapbench fetch --preset {preset}" if preset else "swapbench fetch"
+    return f"missing {items}; run `{fix}` (same --set/--data/--model flags) where there is network, or point the keys at local copies"
+
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+def _hub_cache() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _datasets_cache() -> Path:
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("HF_DATASETS_CACHE") or Path(constants.HF_HOME) / "datasets")
+
+
+def _repo_cache(repo: str, repo_type: str) -> Path:
+    from huggingface_hub.file_download import repo_folder_name
+
+    return _hub_cache() / repo_folder_name(repo_id=repo, repo_type=repo_type)
+
+
+def _hub_snapshot(repo: str, repo_type: str, revision: str | None) -> Path | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo, repo_type=repo_type, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+        return None
+
+
+def _du(path: Path) -> int:
+    """Bytes under ``path`` (hub snapshots are symlinks into blobs/: their targets are counted)."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _shown(path: str | Path, spec: str) -> str:
+    return spec if spec.startswith(WORLD_PREFIX) else str(path)
+
+
+def human(size: int | None) -> str:
+    if size is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"

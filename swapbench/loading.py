@@ -1,0 +1,310 @@
+"""Resolving and loading models: the one place that turns a model spec into files and objects.
+
+A spec names a base pipeline or a judge as users write it: ``world:savanna`` (the embedded world),
+a local folder, or a Hugging Face hub name (``stable-diffusion-v1-5/stable-diffusion-v1-5`` with a
+revision and a weights variant such as ``fp16``; ``ViT-B-32/laion2b_s34b_b79k`` for an open_clip
+judge). Train, eval, the feature cache and ``swapbench fetch`` all resolve specs here, so a spec
+means the same thing everywhere. This module sits below train and eval and imports neither; the
+heavy libraries are imported where a model is loaded, so resolving a spec stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from swapbench.errors import UserError
+from swapbench.io import read_json
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from swapbench.config import ModelConfig
+
+SHIPPED_WORLD = Path(__file__).resolve().parent / "world" / "savanna"
+WORLD_PREFIX = "world:"
+REQUIRED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+"""Pipeline parts the recipe and the evaluation cannot do without."""
+SAFETY_PARTS = ("safety_checker", "feature_extractor")
+
+
+# ---- the embedded world ------------------------------------------------------------------------
+
+def world_dir() -> Path:
+    """The world in use: ``$SWAPBENCH_WORLD`` if set, else the one shipped with the package."""
+    path = Path(os.environ.get("SWAPBENCH_WORLD") or SHIPPED_WORLD)
+    if not (path / "manifest.json").is_file():
+        raise UserError(f"savanna world not found at {path} (no manifest.json); rebuild it with "
+                        f"`swapbench world build --out {path}` or reinstall swapbench")
+    return path
+
+
+def manifest(path: Path | None = None) -> dict:
+    return read_json((path or world_dir()) / "manifest.json")
+
+
+def resolve_world(spec: str, part: str) -> str:
+    """``world:savanna`` -> the path of ``part`` (``pipeline`` or ``judge``); other specs pass through."""
+    if not spec.startswith(WORLD_PREFIX):
+        return spec
+    name = spec[len(WORLD_PREFIX):]
+    if name != "savanna":
+        raise UserError(f"unknown world {name!r}; the only embedded world is 'world:savanna'")
+    return str(world_dir() / part)
+
+
+# ---- base pipelines ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A base pipeline as the config names it (``model.pretrained``, ``model.revision``, ``model.variant``)."""
+
+    name: str
+    revision: str | None = None
+    variant: str | None = None
+
+    @classmethod
+    def of(cls, model: ModelConfig | ModelSpec | str) -> ModelSpec:
+        if isinstance(model, ModelSpec):
+            return model
+        if isinstance(model, str):
+            return cls(model)
+        return cls(model.pretrained, model.revision, model.variant)
+
+    @property
+    def location(self) -> str:
+        """A local folder path, or the hub name itself."""
+        return resolve_model(self.name)
+
+    @property
+    def is_hub(self) -> bool:
+        return not Path(self.location).is_dir()
+
+
+def is_hub_name(spec: str) -> bool:
+    """``org/name`` that is not a local path (hub names have exactly one slash and no leading dot or slash)."""
+    return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists()
+
+
+def resolve_model(spec: str) -> str:
+    """``world:savanna`` -> its pipeline folder; a local folder must hold a complete diffusers pipeline;
+    anything else is taken as a hub name."""
+    path = resolve_world(spec, "pipeline")
+    if Path(path).is_dir():
+        missing = [c for c in REQUIRED if not (Path(path) / c).is_dir()]
+        if not (Path(path) / "model_index.json").is_file() or missing:
+            raise UserError(f"{path} is not a complete diffusers pipeline (missing "
+                            f"{', '.join(missing) or 'model_index.json'}); pass a folder saved with save_pretrained")
+    elif Path(path).exists() or not is_hub_name(path):
+        raise UserError(f"model {path} not found; pass a diffusers pipeline folder or a hub name")
+    return path
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def load_pipeline(model: ModelConfig | ModelSpec | str, revision: str | None = None, variant: str | None = None, *,
+                  safety_checker: bool = True, **components: Any) -> DiffusionPipeline:
+    """The pipeline in float32. ``safety_checker=False`` leaves SD's checker (and its image processor)
+    unloaded: training never uses it and evaluation must see every image as drawn. ``components``
+    replace parts (``unet=...``), as in ``DiffusionPipeline.from_pretrained``."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    spec = ModelSpec.of(model)
+    if revision or variant:
+        spec = ModelSpec(spec.name, revision or spec.revision, variant or spec.variant)
+    path = spec.location
+    if not safety_checker and _has_safety_checker(spec):
+        components = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False,
+                      **components}
+    kwargs = {"torch_dtype": torch.float32, "revision": spec.revision, "variant": spec.variant, **components}
+    try:
+        return DiffusionPipeline.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        if Path(path).is_dir():
+            raise UserError(f"cannot load the pipeline in {path} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise UserError(f"base model {path!r}{_variant_words(spec)} is not in the local Hugging Face cache"
+                        f"{' and HF_HUB_OFFLINE=1 forbids downloading it' if offline() else ' and could not be downloaded'}; "
+                        f"run `swapbench fetch --model {path}` (or `hf download {path}`) where there is network, "
+                        "or pass --model PIPELINE_DIR") from None
+
+
+def load_base_pipeline(model: ModelConfig, *, safety_checker: bool = True, **components: Any) -> DiffusionPipeline:
+    return load_pipeline(model, safety_checker=safety_checker, **components)
+
+
+def pipeline_folder(model: ModelConfig | ModelSpec | str, revision: str | None = None) -> Path:
+    """The folder holding a pipeline's files: the folder itself, or a hub name's snapshot in the local cache."""
+    spec = ModelSpec.of(model)
+    path = spec.location
+    if Path(path).is_dir():
+        return Path(path)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(path, revision=revision or spec.revision, local_files_only=True))
+
+
+local_folder = pipeline_folder  # the name train used before loading moved here
+
+
+def model_index(model: ModelConfig | ModelSpec | str) -> dict | None:
+    """``model_index.json`` of the pipeline, or None when it is not on disk."""
+    try:
+        folder = pipeline_folder(model)
+    except Exception:  # not in the cache: hub errors come in several types
+        return None
+    index = folder / "model_index.json"
+    return read_json(index) if index.is_file() else None
+
+
+def _has_safety_checker(spec: ModelSpec) -> bool:
+    index = model_index(spec) or {}
+    return any(isinstance(index.get(part), list) and index[part][0] for part in SAFETY_PARTS)
+
+
+def _variant_words(spec: ModelSpec) -> str:
+    extras = [f"revision {spec.revision}" if spec.revision else "", f"variant {spec.variant}" if spec.variant else ""]
+    extras = [e for e in extras if e]
+    return f" ({', '.join(extras)})" if extras else ""
+
+
+@dataclass
+class SafetyChecker:
+    """Stable Diffusion's NSFW checker, run beside sampling instead of inside it: it reports which images
+    it would have blackened, and the images stay as drawn."""
+
+    checker: Any
+    processor: Any
+    source: str
+
+    @classmethod
+    def load(cls, model: ModelConfig | ModelSpec | str, device: torch.device | str = "cpu") -> SafetyChecker | None:
+        """The base pipeline's checker, or None when its ``model_index.json`` names none."""
+        spec = ModelSpec.of(model)
+        index = model_index(spec) or {}
+        if not all(isinstance(index.get(p), list) and index[p][0] for p in SAFETY_PARTS):
+            return None
+        from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+        from transformers import CLIPImageProcessor
+
+        folder = pipeline_folder(spec)
+        checker = StableDiffusionSafetyChecker.from_pretrained(folder / "safety_checker", variant=spec.variant)
+        processor = CLIPImageProcessor.from_pretrained(folder / "feature_extractor")
+        return cls(checker.float().eval().to(device), processor, f"{spec.name}/safety_checker")
+
+    def flagged(self, images: Any, batch_size: int = 32) -> list[bool]:
+        """``images``: N x H x W x 3 uint8 arrays; True where SD's checker finds NSFW content."""
+        import numpy as np
+        import torch
+
+        out: list[bool] = []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                chunk = np.asarray(images[start:start + batch_size])
+                clip_input = self.processor(list(chunk), return_tensors="pt").pixel_values
+                device = next(self.checker.parameters()).device
+                _, nsfw = self.checker(images=chunk.astype(np.float32) / 255, clip_input=clip_input.float().to(device))
+                out += [bool(x) for x in nsfw]
+        return out
+
+
+# ---- judges ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JudgeSource:
+    """Where a judge spec's weights live: a local open_clip folder, or an open_clip ``ARCH/TAG`` whose
+    weights come from a hub repo (``repo`` + the file names open_clip tries, in order) or a URL."""
+
+    spec: str
+    folder: Path | None = None
+    arch: str | None = None
+    tag: str | None = None
+    repo: str | None = None
+    filenames: tuple[str, ...] = ()
+    url: str | None = None
+
+
+def resolve_judge(spec: str) -> JudgeSource:
+    """``world:savanna`` / a local open_clip hub-layout folder / ``ARCH/TAG`` of open_clip's pretrained list."""
+    path = resolve_world(spec, "judge")
+    if Path(path).is_dir():
+        if not (Path(path) / "open_clip_config.json").is_file():
+            raise UserError(f"judge folder {path} has no open_clip_config.json; pass an open_clip hub-layout folder")
+        return JudgeSource(spec, folder=Path(path))
+    import open_clip
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    arch, _, tag = spec.partition("/")
+    cfg = open_clip.get_pretrained_cfg(arch, tag) if tag else {}
+    if arch not in open_clip.list_models() or not cfg:
+        raise UserError(f"unknown judge {spec!r}; use world:savanna, a local open_clip folder, or ARCH/TAG "
+                        "such as ViT-B-32/laion2b_s34b_b79k (open_clip.list_pretrained() lists them)")
+    if cfg.get("hf_hub"):
+        # open_clip's convention: 'org/name/' means its default file name, 'org/name/file' that file;
+        # it tries the .safetensors twin of a .bin first (open_clip.pretrained.download_pretrained_from_hf).
+        repo, filename = os.path.split(cfg["hf_hub"])
+        filename = filename or HF_WEIGHTS_NAME
+        safe = HF_SAFE_WEIGHTS_NAME if filename == HF_WEIGHTS_NAME else (
+            filename[:-4] + ".safetensors" if filename.endswith((".bin", ".pth")) else None)
+        return JudgeSource(spec, arch=arch, tag=tag, repo=repo, filenames=tuple(f for f in (safe, filename) if f))
+    return JudgeSource(spec, arch=arch, tag=tag, url=cfg.get("url"))
+
+
+@dataclass
+class LoadedJudge:
+    model: Any
+    tokenizer: Any
+    mean: list[float]
+    std: list[float]
+    image_size: int
+    name: str
+
+
+def load_judge(spec: str, device: torch.device | str = "cpu") -> LoadedJudge:
+    """An open_clip model and tokenizer with its preprocessing constants, from the local cache or folder."""
+    import open_clip
+
+    source = resolve_judge(spec)
+    if source.folder is not None:
+        ref = f"local-dir:{source.folder.resolve()}"
+        model, _, _ = open_clip.create_model_and_transforms(ref, device=device)
+        tokenizer = open_clip.get_tokenizer(ref)
+    else:
+        try:
+            model, _, _ = open_clip.create_model_and_transforms(source.arch, pretrained=source.tag, device=device)
+        except Exception as e:  # download failures surface as many exception types
+            raise UserError(f"judge weights {spec} are not in the local cache"
+                            f"{' and HF_HUB_OFFLINE=1 forbids downloading them' if offline() else ' and cannot be downloaded'} "
+                            f"({type(e).__name__}); run `swapbench fetch --set eval.judge={spec}` where there is "
+                            "network, or set eval.judge to a local open_clip folder") from None
+        tokenizer = open_clip.get_tokenizer(source.arch)
+    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    # Named by the spec the user gave ("world:savanna"), not this machine's path.
+    return LoadedJudge(model.float(), tokenizer, list(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+                       list(cfg.get("std", open_clip.OPENAI_DATASET_STD)), int(size), spec)
+
+
+# ---- Inception (FID/KID features) --------------------------------------------------------------
+
+INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                 "weights-inception-2015-12-05-6726825d.pth")
+"""torch-fidelity's FID Inception-v3 weights (converted from TensorFlow's 2015-12-05 graph); torchmetrics loads the same."""
+INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
+
+
+def inception_weights_path(explicit: str | None = None) -> Path:
+    """``eval.inception_weights`` if given, else where ``torch.hub`` keeps the file: ``$TORCH_HOME/hub/checkpoints``."""
+    if explicit:
+        return Path(explicit).expanduser()
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_FILE

@@ -1,0 +1,143 @@
+"""The sd15-coco preset by its own names, offline, on replicas of the artifacts it names (tests/_replicas.py):
+`swapbench fetch --check`, train, export and eval against a Hugging Face hub cache laid out as
+huggingface_hub writes it."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from _cli import assert_one_line_error
+from _replicas import LAION_B32, SD15, laion_b32_files, put_repo, sd15_files
+from PIL import Image
+
+from swapbench.cli import main
+
+TINY = ["--set", "train.batch_size=4", "--set", "data.resolution=32", "--set", "data.subset_size=90",
+        "--set", "train.warmup_steps=1", "--set", "train.cache_views=1", "--set", "train.max_steps=2",
+        "--set", "train.checkpoint_every=0"]
+QUICK_EVAL = ["--suite", "quick", "--set", "eval.steps=2", "--set", "eval.seeds=1", "--set", "eval.resolution=32"]
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache of this test's own (the hub library reads its location at import)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    assert constants.HF_HUB_OFFLINE
+    return cache
+
+
+@pytest.fixture(scope="module")
+def sd15(tmp_path_factory):
+    from swapbench.world import models
+
+    tok = tmp_path_factory.mktemp("tok")
+    models.build_tokenizer(tok)
+    return sd15_files(tok)
+
+
+def _rows(out: str) -> dict[str, dict]:
+    return {row["kind"]: row for row in json.loads(out)}
+
+
+def test_fetch_check_on_an_empty_cache_names_every_missing_artifact(hub_cache, capsys):
+    code = main(["fetch", "--check", "--preset", "sd15-coco", "--json"])
+    captured = capsys.readouterr()
+    rows = _rows(captured.out)
+    assert code == 2 and not any(r["present"] for r in rows.values())
+    assert rows["pipeline"]["where"] == str(hub_cache / "models--stable-diffusion-v1-5--stable-diffusion-v1-5")
+    assert rows["judge"]["where"].startswith(str(hub_cache / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"))
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "swapbench fetch --preset sd15-coco" in err[0]
+    for needle in (SD15, "ViT-B-32/laion2b_s34b_b79k", "eval.judge", "data.source"):
+        assert needle in err[0]
+    # train checks first: the missing judge fails before any model or data is read
+    assert_one_line_error(capsys, main(["train", "--preset", "sd15-coco", "--out", str(hub_cache.parent / "runs")]),
+                          "ViT-B-32/laion2b_s34b_b79k", "swapbench fetch")
+    assert not (hub_cache.parent / "runs").exists()
+
+
+def test_savanna_needs_nothing_from_a_cache(hub_cache, capsys):
+    assert main(["fetch", "--check", "--json"]) == 0
+    assert all(r["present"] for r in json.loads(capsys.readouterr().out))
+
+
+def test_sd15_coco_by_its_own_names_trains_exports_and_evaluates_offline(hub_cache, sd15, coco_root, tmp_path, capsys):
+    snapshot = put_repo(hub_cache, SD15, sd15)
+    data = ["--data", str(coco_root), "--set", "eval.judge=world:savanna"]
+    assert main(["fetch", "--check", "--preset", "sd15-coco", *data, "--set", "model.variant=fp16", "--json"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert rows["pipeline"]["where"] == str(snapshot) and rows["pipeline"]["size"] > 0
+
+    # an fp16 variant with a piece gone is reported by name
+    (snapshot / "unet/diffusion_pytorch_model.fp16.safetensors").rename(tmp_path / "unet.fp16")
+    assert main(["fetch", "--check", "--preset", "sd15-coco", *data, "--set", "model.variant=fp16", "--json"]) == 2
+    assert _rows(capsys.readouterr().out)["pipeline"]["missing"] == ["unet/ weights (fp16)"]
+    (tmp_path / "unet.fp16").rename(snapshot / "unet/diffusion_pytorch_model.fp16.safetensors")
+
+    assert main(["train", "--preset", "sd15-coco", *data, "--out", str(tmp_path), "--name", "r", *TINY,
+                 "--set", "model.variant=fp16"]) == 0
+    run = tmp_path / "r"
+    index = json.loads((run / "model/model_index.json").read_text())
+    assert index["safety_checker"] == ["stable_diffusion", "StableDiffusionSafetyChecker"]
+    assert index["feature_extractor"] == ["transformers", "CLIPImageProcessor"]
+    assert index["scheduler"] == ["diffusers", "PNDMScheduler"]
+
+    # the seed's inference example works on the export, checker included
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(run / "model")
+    assert type(pipe.safety_checker).__name__ == "StableDiffusionSafetyChecker"
+    base = DiffusionPipeline.from_pretrained(SD15, variant="fp16", torch_dtype=torch.float32)
+    assert torch.equal(pipe.vae.encoder.conv_in.weight, base.vae.encoder.conv_in.weight)  # the fp16 base, kept
+    assert not torch.equal(pipe.unet.conv_in.weight, base.unet.conv_in.weight)
+
+    assert main(["eval", str(run), *QUICK_EVAL]) == 0
+    results = json.loads((run / "eval/results.json").read_text())
+    assert results["provenance"]["base_model"] == SD15
+    assert results["provenance"]["safety_checker"].startswith("count")
+    # the replica's checker flags every image: each one is counted, and none is blackened
+    n_images = len(results["per_prompt"])
+    for which in ("base", "tuned"):
+        assert results["metrics"][f"safety_flagged/{which}"]["value"] == 1.0
+        assert results["metrics"][f"safety_flagged/{which}"]["n"] == n_images
+    kept = [row["images"]["tuned"] for row in results["per_prompt"] if "images" in row]
+    assert kept and all(np.asarray(Image.open(run / "eval" / p)).max() > 0 for p in kept)
+
+
+@pytest.mark.slow
+def test_laion_judge_resolves_from_its_hub_repo_and_fetch_check_passes(hub_cache, sd15, capsys):
+    """Full-size ViT-B/32 with random weights under the repo open_clip downloads from (~600 MB)."""
+    import datasets
+
+    from swapbench.config import load_config
+    from swapbench.eval.judge import ZeroShotJudge
+
+    judge_files = laion_b32_files()
+    snapshot = put_repo(hub_cache, LAION_B32, judge_files)
+    put_repo(hub_cache, SD15, sd15)
+    source = load_config("sd15-coco").data.source
+    buf = io.BytesIO()
+    image = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(image, format="PNG")
+    datasets.Dataset.from_list([{"image": {"bytes": image.getvalue(), "path": None}, "captions": ["a zebra"]}]).to_parquet(buf)
+    put_repo(hub_cache, source, {"data/train-00000-of-00001.parquet": buf.getvalue(), "README.md": b"---\n---\n"},
+             repo_type="dataset")
+    assert main(["fetch", "--check", "--preset", "sd15-coco", "--json"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert rows["judge"]["where"] == str(snapshot / "open_clip_model.safetensors")
+
+    judge = ZeroShotJudge.load("ViT-B-32/laion2b_s34b_b79k", ["giraffe", "zebra"], ["a photo of a {}."])
+    from safetensors.torch import load
+
+    stored = load(judge_files["open_clip_model.safetensors"])
+    assert torch.equal(judge.model.state_dict()["visual.conv1.weight"], stored["visual.conv1.weight"])
+    assert judge.image_size == 224 and len(judge.classify(torch.rand(2, 3, 32, 32))) == 2
