@@ -170,7 +170,7 @@ def _check_judge(a: Artifact, cfg: Config) -> Status:
             hit = try_to_load_from_cache(source.repo, filename)
             if isinstance(hit, str):
                 return Status(a, True, hit, os.path.getsize(hit))
-        return Status(a, False, str(_repo_cache(source.repo, "model") / f"snapshots/*/{source.filenames[-1]}"))
+        return Status(a, False, str(_repo_cache(source.repo, "model") / f"snapshots/*/{source.filenames[0]}"))
     target = Path("~/.cache/clip").expanduser() / os.path.basename(source.url or "")
     return Status(a, target.is_file(), str(target), target.stat().st_size if target.is_file() else None)
 
@@ -197,11 +197,11 @@ def fetch(artifact: Artifact, cfg: Config) -> Status:
             from huggingface_hub import snapshot_download
 
             snapshot_download(cfg.data.source, repo_type="dataset")
-        elif a.kind == "judge" and "/" in a.name and not a.name.startswith(WORLD_PREFIX):
+        elif a.kind == "judge" and resolve_judge(a.name).arch:
             import open_clip
 
-            arch, _, tag = a.name.partition("/")
-            open_clip.download_pretrained(open_clip.get_pretrained_cfg(arch, tag))
+            source = resolve_judge(a.name)
+            open_clip.download_pretrained(open_clip.get_pretrained_cfg(source.arch, source.tag))
         elif a.kind == "inception":
             import torch
 
@@ -210,6 +210,8 @@ def fetch(artifact: Artifact, cfg: Config) -> Status:
             torch.hub.download_url_to_file(INCEPTION_URL, str(path))
         else:
             return status  # a local path: nothing to download
+    except UserError:
+        raise
     except Exception as e:  # network, auth and not-found errors come in many types
         raise UserError(f"cannot download {a.kind} {a.name} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                         f"check the network and the name ({a.key})") from None

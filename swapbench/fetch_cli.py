@@ -66,4 +66,4 @@ def _print(statuses: list, as_json: bool) -> None:
     for s in statuses:
         state = "[green]present[/]" if s.present else "[red]missing[/]" + (f" ({', '.join(s.missing)})" if s.missing else "")
         table.add_row(s.artifact.kind, s.artifact.name, state, s.where, human(s.size), "+".join(s.artifact.needed_by))
-    Console(width=200).print(table)
+    Console().print(table)

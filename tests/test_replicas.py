@@ -59,6 +59,8 @@ def test_fetch_check_on_an_empty_cache_names_every_missing_artifact(hub_cache, c
     assert len(err) == 1 and "swapbench fetch --preset sd15-coco" in err[0]
     for needle in (SD15, "ViT-B-32/laion2b_s34b_b79k", "eval.judge", "data.source"):
         assert needle in err[0]
+    # offline, fetching fails in one line naming what it could not get
+    assert_one_line_error(capsys, main(["fetch", "--preset", "sd15-coco"]), f"cannot download pipeline {SD15}")
     # train checks first: the missing judge fails before any model or data is read
     assert_one_line_error(capsys, main(["train", "--preset", "sd15-coco", "--out", str(hub_cache.parent / "runs")]),
                           "ViT-B-32/laion2b_s34b_b79k", "swapbench fetch")

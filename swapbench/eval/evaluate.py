@@ -126,9 +126,10 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     prompts_seeds = [(item.prompt, seed) for item, seed in jobs]
     sampler_key = {"sampler": cfg.eval.sampler, "steps": cfg.eval.steps, "guidance_scale": cfg.eval.guidance_scale,
                    "resolution": cfg.eval.resolution}
+    # Loaded before sampling, so a missing weight file fails in seconds, not after the images.
+    inception = InceptionFeatures(cfg.eval.inception_weights, device) if cfg.eval.fid_features == "inception" else None
     # SD's safety checker never runs inside sampling: an image it would blacken is scored as drawn and
     # counted apart (safety_flagged/*), not silently judged as whatever a black square looks like.
-    inception = InceptionFeatures(cfg.eval.inception_weights, device) if cfg.eval.fid_features == "inception" else None
     base_pipe = prepare_pipeline(load_pipeline(_spec(target.base, cfg), safety_checker=False), cfg, device)
     base_hash = weights_hash(base_pipe.config["_name_or_path"]) if Path(target.base).is_dir() else target.base
     store = SampleStore(hashlib.sha256(json.dumps([base_hash, sampler_key], sort_keys=True).encode()).hexdigest()[:24])
@@ -152,8 +153,11 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     tuned_lab = [labels[i] for i in tuned_p.argmax(1).tolist()]
 
     control = [i for i, (it, _) in enumerate(jobs) if it.group == "control"]
-    distance = (inception(tuned_images[control]), inception(base_images[control]), "Inception-v3 pool3 features") \
-        if inception is not None and len(control) >= 4 else None
+    distance = None
+    if inception is not None and len(control) >= 4:
+        base_d = inception(base_images[control])
+        tuned_d = base_d if target.tuned_is_base else inception(tuned_images[control])
+        distance = (tuned_d, base_d, "Inception-v3 pool3 features")
     results_metrics, per_prompt = _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge,
                                          distance)
     safety = _count_flagged(cfg, target, base_images, tuned_images, results_metrics, per_prompt, device)
