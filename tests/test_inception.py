@@ -10,7 +10,8 @@ from _cli import assert_one_line_error
 from swapbench.cli import main
 from swapbench.loading import INCEPTION_FILE
 
-BASE_QUICK = ["eval", "--model", "base", "--suite", "quick", "--set", "eval.seeds=1", "--set", "eval.fid_features=inception"]
+BASE_QUICK = ["eval", "--model", "base", "--suite", "quick", "--set", "eval.seeds=1", "--set", "eval.steps=2",
+              "--set", "eval.fid_features=inception"]
 
 
 @pytest.fixture(scope="module")
