@@ -15,7 +15,10 @@ is keyed by the image's path, size and modification time (or content hash) and t
 Memory does not grow with the run: encoding streams fixed-size chunks into shards of at most
 ``SHARD_BYTES``, and training reads each micro-batch's rows from disk. Under several processes the
 processes of a node split the missing chunks between them and wait for each other; every process
-then reads the same shards.
+then reads the same shards. What is missing is listed once per node, by the node's first process,
+and every process of the node adopts that list before any of them writes: were each process to list
+for itself, one that lists after another has written a shard would see a shorter list, the chunk
+split would no longer cover every entry, and the run would fail looking an entry up.
 
 Encoders always see batches of one fixed size (the last one padded), so an entry's value does not
 depend on which other entries were encoded beside it: a run reads the same numbers from a cache
@@ -306,12 +309,10 @@ class FeatureCache:
 
         pairs = plan.pairs()
         image_keys = {r: image_key(records[r]["image"]) for r in dict.fromkeys(r for r, _ in pairs)}
-        latent_store = ShardStore(folder, "latents")
-        todo = sorted((r, v) for r, v in pairs if f"{image_keys[r]}#{v}" not in latent_store.index)
         samples = list(zip(plan.record.flatten().tolist(), plan.caption.flatten().tolist(), strict=True))
         sample_captions = [records[r]["captions"][c] for r, c in samples]
-        text_store = ShardStore(folder, "text")
-        new_captions = text_store.missing(sample_captions)
+        latent_store, text_store = ShardStore(folder, "latents"), ShardStore(folder, "text")
+        todo, new_captions = _agree(cls.missing_work(latent_store, text_store, pairs, image_keys, sample_captions), state)
 
         cls._encode_images(records, todo, image_keys, latent_store, cfg, encoders, seed, worker, workers)
         with text_store.writer() as out, progress_bar(transient=True) as bar:
@@ -331,6 +332,12 @@ class FeatureCache:
         text_loc = text_store.locate(sample_captions)
         return cls(latent_store, text_store, latent_loc.view(shape), text_loc.view(shape), folder,
                    len(todo) + len(new_captions))
+
+    @staticmethod
+    def missing_work(latents: ShardStore, text: ShardStore, pairs: list[tuple[int, int]], image_keys: dict[int, str],
+                     captions: list[str]) -> tuple[list[tuple[int, int]], list[str]]:
+        """The (record, view) pairs, sorted, and the distinct captions that the stores do not hold yet."""
+        return sorted((r, v) for r, v in pairs if f"{image_keys[r]}#{v}" not in latents.index), text.missing(captions)
 
     @classmethod
     def _encode_images(cls, records, todo, image_keys, store: ShardStore, cfg: DataConfig, encoders: Encoders,
@@ -360,3 +367,16 @@ class FeatureCache:
 def _my_chunks(n: int, size: int, worker: int, workers: int) -> list[tuple[int, int]]:
     """Chunk ``i`` of ``range(n)`` goes to worker ``i % workers`` (chunk boundaries, and so values, as in one process)."""
     return [c for i, c in enumerate(_chunks(n, size)) if i % workers == worker]
+
+
+def _agree(work, state: PartialState):
+    """The work list of this node's first process, adopted by every process of the node.
+
+    The all-gather is also the barrier that keeps every process from writing before the first one has
+    listed, so the adopted list is complete whatever the others saw when they listed."""
+    if state.num_processes == 1 or not torch.distributed.is_initialized():
+        return work
+    lists = [None] * state.num_processes
+    torch.distributed.all_gather_object(lists, work if state.local_process_index == 0 else None)
+    # torchrun numbers a node's processes consecutively, so its first process is this one's rank minus its local rank.
+    return lists[state.process_index - state.local_process_index]
