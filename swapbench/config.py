@@ -42,6 +42,8 @@ class DataConfig:
     source: str = WORLD
     """``world:savanna``, a COCO-format root, a ``save_to_disk`` folder, a JSONL/imagefolder, or a hub name."""
     split: str = "train"
+    image_root: str | None = None
+    """Folder of the images a captions-only dataset names by file (COCO's ``train2017/``); None = images in the data."""
     subset_size: int = 25_000
     swap_pairs: list[list[str]] = field(default_factory=lambda: [["giraffe", "zebra"]])
     drop_both: bool = True

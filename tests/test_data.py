@@ -70,8 +70,8 @@ def test_hf_sentences_layout_swaps_tokens_and_raw(tmp_path, coco_root):
             for r in coco.to_list()]
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "hf"))
     loaded = load_records(str(tmp_path / "hf"), "train")
-    assert loaded.column_names == ["image", "captions", "tokens"] or set(loaded.column_names) == {"image", "captions", "tokens"}
-    assert len(loaded) == 90 and loaded[0]["tokens"]
+    assert loaded.layout == "row per image, sentences list"
+    assert len(loaded) == 90 and loaded.read([0])[0]["tokens"]
     out = prepare(loaded, DataConfig(source="hf", subset_size=0, balance_ratio=None), seed=0)
     for record in out.target:
         joined = " ".join(t for toks in record["tokens"] for t in toks).lower()
@@ -81,6 +81,6 @@ def test_hf_sentences_layout_swaps_tokens_and_raw(tmp_path, coco_root):
 
 def test_coco_reader_groups_five_captions(coco_root):
     ds = load_records(str(coco_root), "train")
-    assert len(ds) == 90 and all(len(c) == 5 for c in ds["captions"])
+    assert len(ds) == 90 and all(len(r["captions"]) == 5 for r in ds.to_list())
     with pytest.raises(UserError, match="not found"):
         load_records(str(coco_root), "test")

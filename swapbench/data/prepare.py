@@ -1,7 +1,11 @@
 """The reference recipe's data steps: subset -> swap -> both-words filter -> 1.7:1 balance -> preservation share.
 
 Record-level rules (a record is one image with all its captions):
-- *filter*: a record is dropped when its captions, taken together, name both concepts of a pair;
+- *subset*: ``data.subset_size`` records are chosen by index (a seeded shuffle) before anything but
+  their captions is read; images stay file paths or row references until the feature cache encodes them;
+- *filter*: a record is dropped when its captions, taken together, name both concepts of a pair; for
+  the reference code's per-caption layout (``Records.caption_filter``) the test is the reference's own,
+  one caption's tokens at a time: such captions are dropped, and a record left without captions;
 - *balance* (on swapped captions, the order of DESIGN §3): ``g`` = records naming the first concept,
   ``z`` = records naming the second; ``n = min(len(g) // ratio, len(z))``; keep ``floor(ratio * n)``
   of ``g`` and ``n`` of ``z``, chosen by a seeded shuffle;
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 import datasets
 
 from swapbench.config import DataConfig
+from swapbench.data.sources import Records
 from swapbench.data.swap import ConceptSwapper
 from swapbench.errors import UserError
 
@@ -32,15 +37,22 @@ class Prepared:
         return self.target + self.other
 
 
-def prepare(ds: datasets.Dataset, cfg: DataConfig, seed: int) -> Prepared:
+def prepare(source: Records | datasets.Dataset, cfg: DataConfig, seed: int) -> Prepared:
+    if isinstance(source, datasets.Dataset):
+        source = Records(source, cfg.source, "records", "image")
     swapper = ConceptSwapper(cfg.swap_pairs)
     rng = random.Random(seed)
-    stages = [{"stage": "loaded", "records": len(ds)}]
-    records = ds.to_list()
-    if cfg.subset_size and len(records) > cfg.subset_size:
-        rng.shuffle(records)
-        records = records[: cfg.subset_size]
+    stages = [{"stage": "loaded", "records": len(source)}]
+    # Shuffling indices draws what shuffling the records drew, so subsets are those of earlier versions.
+    indices = list(range(len(source)))
+    if cfg.subset_size and len(indices) > cfg.subset_size:
+        rng.shuffle(indices)
+        indices = indices[: cfg.subset_size]
+    records = source.read(indices)
     stages.append({"stage": "subset", "records": len(records), "subset_size": cfg.subset_size})
+    dropped_captions = 0
+    if cfg.drop_both and source.caption_filter:
+        records, dropped_captions = _drop_captions_naming_both(records, swapper, cfg.swap_pairs)
 
     for pair in cfg.swap_pairs:
         for word in pair:
@@ -51,7 +63,7 @@ def prepare(ds: datasets.Dataset, cfg: DataConfig, seed: int) -> Prepared:
     examples, both, target, other = [], 0, [], []
     for record in records:
         named = set().union(*(swapper.mentioned(c) for c in record["captions"])) if record["captions"] else set()
-        if cfg.drop_both and any(a in named and b in named for a, b in cfg.swap_pairs):
+        if cfg.drop_both and not source.caption_filter and any(a in named and b in named for a, b in cfg.swap_pairs):
             both += 1
             continue
         if named:
@@ -65,8 +77,11 @@ def prepare(ds: datasets.Dataset, cfg: DataConfig, seed: int) -> Prepared:
             target.append(swapped)
         else:
             other.append(record)
-    stages.append({"stage": "swap+filter", "records": len(target) + len(other), "dropped_both_words": both,
-                   "naming_a_concept": len(target), "naming_neither": len(other)})
+    stage = {"stage": "swap+filter", "records": len(target) + len(other), "dropped_both_words": both,
+             "naming_a_concept": len(target), "naming_neither": len(other)}
+    if source.caption_filter:
+        stage["dropped_captions_both_words"] = dropped_captions
+    stages.append(stage)
     if not target:
         raise UserError("no record names a swapped concept after filtering; relax data.drop_both or use other data")
 
@@ -77,6 +92,7 @@ def prepare(ds: datasets.Dataset, cfg: DataConfig, seed: int) -> Prepared:
     stages.append({"stage": "preservation", "records": len(kept_other), "keep_other": cfg.keep_other})
     audit = {
         "source": cfg.source,
+        "layout": source.describe(),
         "swap_pairs": cfg.swap_pairs,
         "stages": stages,
         "balance": balance,
@@ -84,6 +100,28 @@ def prepare(ds: datasets.Dataset, cfg: DataConfig, seed: int) -> Prepared:
         "examples": examples,
     }
     return Prepared(target, kept_other, audit)
+
+
+def _drop_captions_naming_both(records: list[dict], swapper: ConceptSwapper,
+                               pairs: list[list[str]]) -> tuple[list[dict], int]:
+    """Per caption, as the reference: drop a caption whose tokens (its raw text where it has none) name both words
+    of a pair; returns the records that keep a caption (an emptied one counts as dropped) and the captions dropped."""
+    kept_records, dropped = [], 0
+    for record in records:
+        tokens = record.get("tokens") or []
+        keep = []
+        for i, caption in enumerate(record["captions"]):
+            named = swapper.mentioned(" ".join(tokens[i]) if i < len(tokens) and tokens[i] else caption)
+            if any(a.lower() in named and b.lower() in named for a, b in pairs):
+                dropped += 1
+            else:
+                keep.append(i)
+        if len(keep) < len(record["captions"]):
+            record = {**record, "captions": [record["captions"][i] for i in keep],
+                      "tokens": [tokens[i] for i in keep] if len(tokens) == len(record["captions"]) else tokens}
+        if record["captions"]:
+            kept_records.append(record)
+    return kept_records, dropped
 
 
 def _balance(records: list[dict], swapper: ConceptSwapper, cfg: DataConfig, rng: random.Random) -> tuple[list[dict], dict]:

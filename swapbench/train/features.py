@@ -28,6 +28,7 @@ filled by itself or by any other run.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import uuid
@@ -43,6 +44,7 @@ from safetensors.torch import save_file
 from torchvision import transforms
 
 from swapbench.config import DataConfig
+from swapbench.data.sources import ImageRef
 from swapbench.errors import UserError
 from swapbench.paths import cache_dir
 from swapbench.progress import progress_bar
@@ -54,25 +56,29 @@ def missing_image(image) -> UserError:
 
 
 @contextmanager
-def opened_image(image) -> Iterator[Image.Image]:
+def opened_image(image, where=None) -> Iterator[Image.Image]:
     """``Image.open`` whose failures, while opening or decoding, become one-line user errors."""
+    where = image if where is None else where
     try:
         with Image.open(image) as im:
             yield im
     except FileNotFoundError:
-        raise missing_image(image) from None
+        raise missing_image(where) from None
     except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"image file {image} is corrupt or not an image ({type(e).__name__}); replace or remove it") from None
+        raise UserError(f"image {where} is corrupt or not an image ({type(e).__name__}); replace or remove it") from None
 
 
 def load_image(image) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
-    if isinstance(image, dict) and image.get("bytes"):
-        import io
-
-        image = io.BytesIO(image["bytes"])
-    with opened_image(image) as im:
+    where = image
+    if isinstance(image, ImageRef):
+        image = image.read()
+    if isinstance(image, dict):
+        image = io.BytesIO(image["bytes"]) if image.get("bytes") else image.get("path")
+    if image is None:
+        raise UserError(f"{where} holds no image bytes and no path; fix or remove that record")
+    with opened_image(image, where) as im:
         return im.convert("RGB")
 
 
@@ -117,6 +123,8 @@ def view_image(image: Image.Image, cfg: DataConfig, view: int, seed: int) -> tor
 
 def image_key(image) -> str:
     """A file's path, size and mtime (edits invalidate its entries); in-memory images hash their bytes."""
+    if isinstance(image, ImageRef):
+        image = image.read()
     if isinstance(image, dict):
         image = image.get("path") if image.get("path") and not image.get("bytes") else image.get("bytes")
     if isinstance(image, (str, os.PathLike)):

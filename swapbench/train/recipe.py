@@ -118,7 +118,8 @@ class SwapRecipe:
         # the world's dataset, weight hashes); the others then find them in place.
         with acc.main_process_first():
             pipe = load_pipeline(cfg.model, safety_checker=False)  # the export takes it from the base
-            data = prepare(load_records(cfg.data.source, cfg.data.split, cfg.seed, world_size=cfg.data.subset_size),
+            data = prepare(load_records(cfg.data.source, cfg.data.split, cfg.seed, world_size=cfg.data.subset_size,
+                                        image_root=cfg.data.image_root),
                            cfg.data, cfg.seed)
             folder = pipeline_folder(cfg.model)
             weights_key = "/".join(weights_hash(folder / part) for part in ("vae", "text_encoder", "tokenizer"))

@@ -152,7 +152,8 @@ def data_captions(cfg: Config, run: RunDir) -> list[str]:
     from swapbench.data.sources import load_records
     from swapbench.io import atomic_write_json
 
-    data = prepare(load_records(cfg.data.source, cfg.data.split, cfg.seed, world_size=cfg.data.subset_size),
+    data = prepare(load_records(cfg.data.source, cfg.data.split, cfg.seed, world_size=cfg.data.subset_size,
+                                        image_root=cfg.data.image_root),
                    cfg.data, cfg.seed)
     captions = [c for record in data.other for c in record["captions"]]
     captions = random.Random(cfg.seed).sample(captions, min(n, len(captions)))
