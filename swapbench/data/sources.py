@@ -174,7 +174,7 @@ def describe_source(source: str, image_root: str | None = None) -> dict:
 
 def _in_datasets_cache(name: str) -> bool:
     # the folder datasets prepares a hub dataset into: <cache>/<namespace>___<name>/<config>/<version>/<hash>/
-    from datasets.utils.py_utils import camelcase_to_snakecase
+    from datasets.naming import camelcase_to_snakecase
 
     namespace, _, dataset = name.partition("/")
     folder = Path(datasets.config.HF_DATASETS_CACHE) / f"{namespace}___{camelcase_to_snakecase(dataset)}"

@@ -117,10 +117,11 @@ class SwapRecipe:
         # The main process goes first through whatever may download or materialise files (hub snapshots,
         # the world's dataset, weight hashes); the others then find them in place.
         with acc.main_process_first():
-            pipe = load_pipeline(cfg.model, safety_checker=False)  # the export takes it from the base
+            # data first: a data mistake then fails in seconds, before gigabytes of weights are read
             data = prepare(load_records(cfg.data.source, cfg.data.split, cfg.seed, world_size=cfg.data.subset_size,
                                         image_root=cfg.data.image_root),
                            cfg.data, cfg.seed)
+            pipe = load_pipeline(cfg.model, safety_checker=False)  # the export takes it from the base
             folder = pipeline_folder(cfg.model)
             weights_key = "/".join(weights_hash(folder / part) for part in ("vae", "text_encoder", "tokenizer"))
         self.pipe = pipe
