@@ -166,6 +166,25 @@ def test_hub_names_load_offline_from_the_datasets_cache(hub_cache, coco_root):
     assert len(_prepared(records).target) > 0
 
 
+def test_hub_snapshot_loads_offline_as_fetch_leaves_it(tmp_path, monkeypatch, hub_cache, coco_root):
+    """snapshot_download's layout (README with the card's features + data/*.parquet) under the hub cache."""
+    from huggingface_hub import constants
+
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    repo = hub / "datasets--bitmind--MS-COCO"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    (snapshot / "data").mkdir(parents=True)
+    bitmind(coco_root).to_parquet(str(snapshot / "data/train-00000-of-00001.parquet"))
+    (snapshot / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n"
+                                        "    path: data/train-*\n---\n")
+    (repo / "refs").mkdir()
+    (repo / "refs/main").write_text("a" * 40)
+    assert describe_source("bitmind/MS-COCO")["present"]
+    records = load_records("bitmind/MS-COCO")
+    assert len(records) == 90 and records.layout == "row per caption, sentences struct, grouped by cocoid"
+
+
 def test_preset_default_source_trains_by_its_hub_name(hub_cache, coco_root, tiny_pipeline, tmp_path, capsys):
     to_hub_cache(akcit(coco_root), "AKCIT/coco2017-captioning", hub_cache)
     code = main(["train", "--preset", "sd15-coco", "--model", str(tiny_pipeline), "--out", str(tmp_path),

@@ -160,7 +160,8 @@ def describe_source(source: str, image_root: str | None = None) -> dict:
     """What a data source needs, without loading it: ``{"kind", "name" | "path", "image_root", "present"}``.
 
     ``kind`` is ``world``, ``hub`` (a dataset name, present when its prepared copy is in the ``datasets``
-    cache), ``path`` (a local COCO root, save_to_disk folder or JSONL file) or ``missing``."""
+    cache or a snapshot is in the hub cache), ``path`` (a local COCO root, save_to_disk folder or JSONL file)
+    or ``missing``."""
     root = {"image_root": image_root, "image_root_present": Path(image_root).is_dir()} if image_root else {}
     if source.startswith(WORLD_PREFIX):
         return {"kind": "world", "name": source, "present": True}
@@ -168,7 +169,8 @@ def describe_source(source: str, image_root: str | None = None) -> dict:
     if path.exists():
         return {"kind": "path", "path": str(path), "present": True, **root}
     if "/" in source and not source.startswith((".", "/")):
-        return {"kind": "hub", "name": source, "present": _in_datasets_cache(source), **root}
+        return {"kind": "hub", "name": source, "present": _in_datasets_cache(source) or _hub_snapshot(source) is not None,
+                **root}
     return {"kind": "missing", "path": source, "present": False, **root}
 
 
@@ -212,14 +214,32 @@ def load_jsonl(path: Path) -> Records:
 
 
 def load_hub(name: str, split: str) -> datasets.Dataset:
+    """``load_dataset(name)``; offline, a hub-cache snapshot (``snapshot_download``, as ``swapbench fetch`` leaves
+    one) is loaded as the local folder it is, since ``datasets`` offline only looks for its own prepared copy."""
     try:
-        return datasets.load_dataset(name, split=split)
+        try:
+            return datasets.load_dataset(name, split=split)
+        except (ConnectionError, FileNotFoundError):
+            snapshot = _hub_snapshot(name)
+            if snapshot is None:
+                raise
+            return datasets.load_dataset(snapshot, split=split)
     except ValueError as e:
         if "split" in str(e).lower():
             raise UserError(f"dataset {name!r} has no split {split!r}; set data.split") from None
         raise _not_loadable(name, e) from None
     except Exception as e:  # hub errors come in many types; all mean the same to the user
         raise _not_loadable(name, e) from None
+
+
+def _hub_snapshot(name: str) -> str | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(name, repo_type="dataset", local_files_only=True)
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        return None
 
 
 def _not_loadable(name: str, e: Exception) -> UserError:
