@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="10000,40000,120000")
     parser.add_argument("--subsets", default="2000,25000")
-    parser.add_argument("--steps", type=int, default=300, help="train.max_steps of the plan the cache is set up for")
+    parser.add_argument("--steps", type=int, default=100, help="train.max_steps of the plan the cache is set up for")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("--pipeline", "--data", "--run-root"):

@@ -1,5 +1,6 @@
 """The rehearsal benchmarks run end to end at a tiny size (slow: each starts fresh processes)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,4 +31,14 @@ def test_scale_rehearsal_memory_is_flat_in_max_steps(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     assert "| 80 | 640 |" in out
     ratio = float(out.split('"peak_rss_ratio_last_vs_first": ')[1].split(",")[0])
+    assert ratio < 1.1, out
+
+
+@pytest.mark.slow
+def test_data_scale_memory_is_flat_in_dataset_rows(tmp_path):
+    """Four times the rows, the same subset: peak RSS may not follow (the subset is drawn before reading)."""
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "data_scale.py"), "--rows", "600,2400", "--subsets", "200",
+                          "--steps", "5", "--workdir", str(tmp_path)], capture_output=True, text=True, check=True).stdout
+    assert "| 2,400 | 200 |" in out
+    ratio = json.loads(out.strip().splitlines()[-1])["peak_rss_ratio_largest_vs_smallest"]["200"]
     assert ratio < 1.1, out
