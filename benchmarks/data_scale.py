@@ -32,8 +32,17 @@ ANIMALS = ["elephant", "horse", "lion", "cow", "dog", "bird", "sheep", "bear"]
 PLACES = ["in a field", "near a tree", "on the grass", "by the water", "in the sand", "under a blue sky"]
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _rss_mb(field: str = "VmHWM") -> float:
+    """Peak (``VmHWM``) or current (``VmRSS``) resident set of this process, from /proc where there is one.
+
+    Not ``getrusage``: Linux carries ``ru_maxrss`` across ``exec``, so a child started by a big parent
+    would report the parent's size as its own peak."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
 def _pictures(n: int, size: int = 256) -> list[bytes]:
@@ -104,7 +113,7 @@ def child(args: argparse.Namespace) -> None:
     from swapbench.rundir import RunDir
     from swapbench.train.recipe import SwapRecipe
 
-    imported = _rss_mb()
+    imported = _rss_mb("VmRSS")
     cfg = load_config("sd15-coco", None, [f"model.pretrained={args.pipeline}", f"data.source={args.data}",
                                           f"data.subset_size={args.subset}", "data.resolution=32",
                                           f"train.max_steps={args.steps}", "train.checkpoint_every=0", "device=cpu",

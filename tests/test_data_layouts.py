@@ -100,8 +100,11 @@ def saved(coco_root, tmp_path_factory):
 
 @pytest.fixture
 def hub_cache(tmp_path, monkeypatch, coco_root):
+    from huggingface_hub import constants
+
     cache = tmp_path / "datasets-cache"
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # empty unless a test fills it
     assert datasets.config.HF_HUB_OFFLINE
     return cache
 
@@ -168,11 +171,7 @@ def test_hub_names_load_offline_from_the_datasets_cache(hub_cache, coco_root):
 
 def test_hub_snapshot_loads_offline_as_fetch_leaves_it(tmp_path, monkeypatch, hub_cache, coco_root):
     """snapshot_download's layout (README with the card's features + data/*.parquet) under the hub cache."""
-    from huggingface_hub import constants
-
-    hub = tmp_path / "hub"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
-    repo = hub / "datasets--bitmind--MS-COCO"
+    repo = tmp_path / "hub" / "datasets--bitmind--MS-COCO"
     snapshot = repo / "snapshots" / ("a" * 40)
     (snapshot / "data").mkdir(parents=True)
     bitmind(coco_root).to_parquet(str(snapshot / "data/train-00000-of-00001.parquet"))
