@@ -87,6 +87,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two fresh processes that import the whole stack: ~60 s of CPU
 def test_two_processes_agree_on_the_work_even_when_one_writes_before_the_other_lists(parts, tiny_pipeline, coco_root,
                                                                                       tmp_path, monkeypatch):
     """The interleaving that failed two multi-process runs in three, forced: rank 0 lists, then writes a shard,
