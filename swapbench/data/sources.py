@@ -76,11 +76,9 @@ class Records:
         # rows of record i: order[starts[i]:starts[i + 1]] (None: record i is row i)
         self.order, self.starts = groups if groups is not None else (None, None)
         self.text_cols = [c for c in table.column_names if c != image and c not in GROUP_KEYS]
-        if image is None:
-            raise ValueError("a record needs an image column")
         self.images = None
-        if image is not None and isinstance(table.features[image], datasets.Image):
-            # decode=False: reading a row yields the encoded bytes, never a decoded picture
+        if isinstance(table.features[image], datasets.Image):
+            # decode=False: reading a row (any way) yields the encoded bytes, never a decoded picture
             self.images = table.select_columns([image]).cast_column(image, datasets.Image(decode=False))
 
     def __len__(self) -> int:
