@@ -16,8 +16,8 @@ from safetensors.torch import save_file
 
 from swapbench.config import DataConfig
 from swapbench.data.sources import load_records
+from swapbench.loading import load_pipeline
 from swapbench.train.features import Encoders, FeatureCache
-from swapbench.train.model import load_pipeline
 from swapbench.train.plan import draw_plan
 
 EARLY = 8  # entries rank 0 writes before rank 1 lists
