@@ -145,8 +145,12 @@ def _check_dataset(a: Artifact, cfg: Config) -> Status:
     folder = _hub_snapshot(source, "dataset", None)
     if folder is not None and any(f.is_file() for f in folder.rglob("*")):
         return Status(a, True, str(folder), _du(folder))
-    prepared = _datasets_cache() / source.replace("/", "___")
-    if prepared.is_dir() and any(prepared.iterdir()):
+    # the folder `datasets` prepares a hub dataset into: <namespace>___<snake_case name>/<config>/<version>/<hash>/
+    from datasets.naming import camelcase_to_snakecase
+
+    namespace, _, name = source.partition("/")
+    prepared = _datasets_cache() / f"{namespace}___{camelcase_to_snakecase(name)}"
+    if any(p.is_file() for p in prepared.glob("*/*/*/dataset_info.json")):
         return Status(a, True, str(prepared), _du(prepared))
     return Status(a, False, str(_repo_cache(source, "dataset")))
 

@@ -11,8 +11,9 @@ import pytest
 from _cli import assert_one_line_error
 from datasets.packaged_modules.parquet.parquet import Parquet
 
+from swapbench import artifacts
 from swapbench.cli import main
-from swapbench.config import DataConfig
+from swapbench.config import DataConfig, load_config
 from swapbench.data.prepare import prepare
 from swapbench.data.sources import ImageRef, describe_source, load_records
 from swapbench.data.swap import ConceptSwapper
@@ -165,6 +166,10 @@ def test_hub_names_load_offline_from_the_datasets_cache(hub_cache, coco_root):
     assert describe_source("AKCIT/coco2017-captioning") == {"kind": "hub", "name": "AKCIT/coco2017-captioning",
                                                             "present": True}
     assert describe_source("phiyodr/coco2017")["present"] is False
+    # fetch's pre-flight must find the same prepared copies (datasets snake-cases the name: ms-coco)
+    for name, present in [("AKCIT/coco2017-captioning", True), ("bitmind/MS-COCO", True), ("phiyodr/coco2017", False)]:
+        cfg = load_config("sd15-coco", overrides=[f"data.source={name}"])
+        assert artifacts.check(artifacts.Artifact("dataset", name, "data.source", ("train",)), cfg).present is present
     assert len(load_records("AKCIT/coco2017-captioning")) == 90
     records = load_records("bitmind/MS-COCO")
     assert len(records) == 90 and records.layout.startswith("row per caption")
