@@ -25,7 +25,7 @@ from PIL import Image
 from swapbench import __version__
 from swapbench.config import Config
 from swapbench.eval import metrics as M
-from swapbench.eval import schema
+from swapbench.eval import probes, schema
 from swapbench.eval.inception import InceptionFeatures
 from swapbench.eval.judge import ZeroShotJudge
 from swapbench.eval.samplers import build_scheduler
@@ -71,6 +71,7 @@ class SampleStore:
     """Base samples on disk: one PNG per (prompt, seed) under a folder keyed by weights + sampler."""
 
     def __init__(self, key: str):
+        self.key = key
         self.root = cache_dir("base-samples", key)
 
     def path(self, prompt: str, seed: int) -> Path:
@@ -122,8 +123,6 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     """Sample (split over the processes of a launch), judge and score; the main process writes
     ``results.json`` and returns it, the other processes return None."""
     started = time.perf_counter()
-    jobs = [(item, seed) for item in items for seed in item.seeds]
-    prompts_seeds = [(item.prompt, seed) for item, seed in jobs]
     sampler_key = {"sampler": cfg.eval.sampler, "steps": cfg.eval.steps, "guidance_scale": cfg.eval.guidance_scale,
                    "resolution": cfg.eval.resolution}
     # Loaded before sampling, so a missing weight file fails in seconds, not after the images.
@@ -131,16 +130,25 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     # SD's safety checker never runs inside sampling: an image it would blacken is scored as drawn and
     # counted apart (safety_flagged/*), not silently judged as whatever a black square looks like.
     base_pipe = prepare_pipeline(load_pipeline(_spec(target.base, cfg), safety_checker=False), cfg, device)
+    items, forms_read = probes.read_forms(items, base_pipe.tokenizer)  # spellings are checked on the real tokenizer
+    jobs = [(item, seed) for item in items for seed in item.seeds]
+    prompts_seeds = [(item.prompt, seed) for item, seed in jobs]
     base_hash = weights_hash(base_pipe.config["_name_or_path"]) if Path(target.base).is_dir() else target.base
     store = SampleStore(hashlib.sha256(json.dumps([base_hash, sampler_key], sort_keys=True).encode()).hexdigest()[:24])
     base_images, base_sampled = generate(base_pipe, prompts_seeds, cfg, "base", store)
+    trajectory = (probes.Trajectory.plan(suite.trajectory, jobs, base_images, cfg, cache_dir("base-trajectories", store.key))
+                  if suite.trajectory else None)
+    if trajectory:
+        trajectory.base_half(base_pipe)
     t_base = time.perf_counter() - started
     if target.tuned_is_base:
-        tuned_images, tuned_sampled = base_images, 0
+        tuned_images, tuned_sampled, tuned_pipe = base_images, 0, base_pipe
     else:
         del base_pipe
         tuned_pipe = prepare_pipeline(load_pipeline(target.tuned, safety_checker=False), cfg, device)
         tuned_images, tuned_sampled = generate(tuned_pipe, prompts_seeds, cfg, "tuned", None)
+    if trajectory:
+        trajectory.tuned_half(tuned_pipe)
     t_sampling = time.perf_counter() - started
     if not PartialState().is_main_process:
         return None  # the main process judges, scores and writes
@@ -163,6 +171,9 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     safety = _count_flagged(cfg, target, base_images, tuned_images, results_metrics, per_prompt, device)
     keep = suite.keep_samples if cfg.eval.keep_samples is None else cfg.eval.keep_samples
     per_prompt = _keep_samples(per_prompt, jobs, base_images, tuned_images, keep, out_dir)
+    if trajectory:
+        per_prompt += trajectory.rows(judge, suite, out_dir, keep)
+    results_metrics.update(probes.score(per_prompt, suite, cfg.eval.bootstrap, cfg.seed))
     single = [(i, it) for i, (it, _) in enumerate(jobs) if it.group in ("swap", "control", "specificity")]
     import diffusers
 
@@ -176,6 +187,9 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
         "confusion": M.confusion([(it.concept, tuned_lab[i]) for i, it in single], labels),
         "confusion_base": M.confusion([(it.concept, base_lab[i]) for i, it in single], labels),
         "per_prompt": per_prompt,
+        **({"robust": {**probes.details(per_prompt, labels), "forms": forms_read,
+                       **({"trajectory": trajectory.summary()} if trajectory else {})}}
+           if forms_read or trajectory or any(it.group in probes.PROBE_GROUPS for it in items) else {}),
         "sampler": sampler_key,
         "features": inception.name if inception is not None else f"judge image embeddings ({judge.name})",
         "labels": labels,

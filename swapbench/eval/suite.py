@@ -25,12 +25,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from swapbench.assets import asset_names, asset_path
 from swapbench.data.swap import ConceptSwapper, plural
 from swapbench.errors import UserError
+
+if TYPE_CHECKING:
+    from swapbench.eval.probes import TrajectorySpec
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,10 @@ class PromptItem:
     concept: str
     prompt: str
     seeds: tuple[int, ...]
+    form: str = ""
+    """Forms probe: the concept as written in the prompt ("Giraffe", "gir affe", "giraffe-like")."""
+    variant: tuple[str, int, int] | None = None
+    """Forms probe, a generated spelling: (template, rank among candidates, spellings wanted)."""
 
 
 SWAPPED = "swapped"
@@ -55,6 +63,8 @@ class Suite:
     swap_pairs: list[tuple[str, str]]
     items: list[PromptItem]
     keep_samples: int
+    trajectory: TrajectorySpec | None = None
+    """The trajectory probe's settings (``probes: trajectory:``), if the suite has one."""
 
     def partner(self, concept: str) -> str | None:
         return {c: p for a, b in self.swap_pairs for c, p in ((a, b), (b, a))}.get(concept)
@@ -114,8 +124,11 @@ def load_suite(name_or_path: str, seeds_override: int | None = None,
                     if others.mentioned(text) - {concept}:
                         continue
                     items.append(PromptItem(group, kind, concept, text, seeds))
-    return Suite(path.stem, labels, list(raw.get("judge_templates") or ["a photo of a {}."]), pairs, items,
-                 int(raw.get("keep_samples", 4)))
+    from swapbench.eval.probes import expand
+
+    probe_items, trajectory = expand(raw.get("probes"), labels, [c for pair in pairs for c in pair], path, seeds_override)
+    return Suite(path.stem, labels, list(raw.get("judge_templates") or ["a photo of a {}."]), pairs,
+                 items + probe_items, int(raw.get("keep_samples", 4)), trajectory)
 
 
 def _check_pairs(swap_pairs: Sequence[Sequence[str]], labels: list[str], path: Path) -> list[tuple[str, str]]:

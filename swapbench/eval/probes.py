@@ -1,0 +1,493 @@
+"""Robustness probes (the ``probes:`` block of a suite, e.g. ``eval/suites/robust.yaml``).
+
+Plain prompts overstate what an edit did: an erased or swapped concept can come back under other
+spellings, or when sampling does not start from pure noise. Three probes ask the model differently:
+
+- **forms** (``robust/forms/<family>``): each family's templates written with another form of a
+  swapped concept A: ``{cap}`` / ``{upper}`` (capitalised), ``{plural}``, ``{a}`` inside possessives
+  and hyphenated compounds, ``{misspelled}`` and ``{split}`` (typos and split spellings). A spelling
+  counts only if the pipeline's tokenizer reads it as a token sequence that does not contain the
+  word's own tokens (checked at evaluation time; every form and its tokens go to results.json), so a
+  misspelling is a real test of the concept rather than the same input ids again. Success: the tuned
+  image is judged as A's partner.
+- **trajectory** (``robust/trajectory/<strength>``, ``robust/trajectory/handover/<fraction>``): the
+  base model's own image of A (a swap-group sample) pushed through diffusers'
+  ``StableDiffusionImg2ImgPipeline`` built from the tuned pipeline's components, prompt naming A, at
+  each strength; and sampling that the base model starts and the tuned model finishes after
+  ``handover`` of the steps. Success: judged as A's partner. The curves say how early in sampling the
+  edit acts.
+- **unnamed** (``robust/unnamed/tv``, ``robust/unnamed/changed``): prompts that name no label. The
+  total variation distance between the base and tuned distributions of judged labels, and the share
+  of same-seed pairs whose label changed.
+
+Forms and trajectory count only the (prompt, seed) pairs whose base image is judged as the prompted
+concept (base validity), so a spelling the base model cannot read is not scored as a failure; a
+family with no such pair reports n = 0 and no value. Base-side work (start images and the base
+trajectory's intermediate latents) is cached like every base sample, so a second run with the same
+base costs only its tuned half.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from swapbench.data.swap import plural
+from swapbench.errors import UserError
+from swapbench.eval import metrics as M
+from swapbench.eval.suite import PromptItem
+
+PROBE_GROUPS = ("forms", "trajectory", "unnamed")
+SPELLING_FIELDS = ("misspelled", "split")
+"""Template fields whose spellings must read as other token sequences than the word's own."""
+FIELDS = {"a", "cap", "upper", "plural", *SPELLING_FIELDS}
+
+
+@dataclass(frozen=True)
+class TrajectorySpec:
+    """img2img strengths and handover fractions, applied to the first ``seeds`` seeds of each swap prompt."""
+
+    strengths: tuple[float, ...]
+    handover: tuple[float, ...]
+    seeds: int
+
+
+def misspellings(word: str) -> list[str]:
+    """Typical typos of ``word``, most natural first: a doubled letter written once ("girafe"), the
+    first consonant after a vowel doubled ("zebbra"), the last letter dropped, two middle letters
+    exchanged."""
+    out = []
+    doubled = next((i for i in range(len(word) - 1) if word[i] == word[i + 1]), None)
+    if doubled is not None:
+        out.append(word[:doubled] + word[doubled + 1 :])
+    vowel = next((i for i, c in enumerate(word) if c in "aeiou"), None)
+    if vowel is not None:
+        j = next((i for i in range(vowel + 1, len(word)) if word[i] not in "aeiou"), None)
+        if j is not None and word[j] != word[j - 1] and (j + 1 >= len(word) or word[j + 1] != word[j]):
+            out.append(word[: j + 1] + word[j:])
+    if len(word) > 3:
+        out.append(word[:-1])
+        m = len(word) // 2
+        out.append(word[: m - 1] + word[m] + word[m - 1] + word[m + 1 :])
+    return list(dict.fromkeys(w for w in out if w != word))
+
+
+def split_spellings(word: str) -> list[str]:
+    """``word`` written as two words, split near its middle ("gir affe", "ze bra")."""
+    m = len(word) // 2
+    return [word[:k] + " " + word[k:] for k in (m, m + 1, m - 1) if 0 < k < len(word)]
+
+
+def _form(template: str, values: dict[str, str]) -> str:
+    """The written form of the concept in ``template``: the field with the characters attached to it
+    ("{a}'s" -> "giraffe's", "baby-{a}" -> "baby-giraffe")."""
+    match = re.search(r"\S*\{\w+\}\S*", template)
+    return match.group(0).format(**values) if match else ""
+
+
+def _names_label(text: str, labels: Sequence[str]) -> str | None:
+    words = {w: label for label in labels for w in (label, plural(label))}
+    found = re.search(r"(?<![A-Za-z])(" + "|".join(map(re.escape, words)) + r")(?![A-Za-z])", text, re.IGNORECASE)
+    return words[found.group(0).lower()] if found else None
+
+
+def expand(raw: Any, labels: list[str], swapped: list[str], path: Path,
+           seeds_override: int | None) -> tuple[list[PromptItem], TrajectorySpec | None]:
+    """The ``probes:`` block of a suite -> prompt items (groups ``forms`` and ``unnamed``) and the
+    trajectory settings. Unknown probes and template fields are refused with the fix."""
+    if raw is None:
+        return [], None
+    if not isinstance(raw, dict) or set(raw) - set(PROBE_GROUPS):
+        raise UserError(f"suite {path}: probes must be a mapping with some of {', '.join(PROBE_GROUPS)}")
+    items: list[PromptItem] = []
+    try:
+        if "forms" in raw:
+            items += _form_items(raw["forms"], swapped, path, seeds_override)
+        if "unnamed" in raw:
+            spec = raw["unnamed"]
+            seeds = tuple(range(seeds_override or int(spec["seeds"])))
+            for prompt in spec["prompts"]:
+                named = _names_label(prompt, labels)
+                if named:
+                    raise UserError(f"suite {path}: unnamed prompt {prompt!r} names the label {named!r}; "
+                                    "unnamed prompts must name no concept of the label set")
+                items.append(PromptItem("unnamed", "unnamed", "", str(prompt), seeds))
+        trajectory = None
+        if "trajectory" in raw:
+            spec = raw["trajectory"]
+            strengths = tuple(float(s) for s in spec.get("strengths", ()))
+            handover = tuple(float(h) for h in spec.get("handover", ()))
+            if not all(0 <= s <= 1 for s in strengths) or not all(0 < h < 1 for h in handover):
+                raise UserError(f"suite {path}: trajectory strengths must lie in [0, 1] and handover fractions "
+                                "in (0, 1)")
+            trajectory = TrajectorySpec(strengths, handover, seeds_override or int(spec["seeds"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"suite {path}: probes block is malformed ({type(e).__name__}: {e}); see "
+                        "eval/suites/robust.yaml for the layout") from None
+    return items, trajectory
+
+
+def _form_items(spec: dict, swapped: list[str], path: Path, seeds_override: int | None) -> list[PromptItem]:
+    seeds = tuple(range(seeds_override or int(spec["seeds"])))
+    variants = int(spec.get("variants", 2))
+    # Every candidate spelling goes in; read_forms() keeps the first `variants` the tokenizer reads
+    # as other tokens, so an unreadable candidate does not shrink the family.
+    spellings = {"misspelled": misspellings, "split": split_spellings}
+    items = []
+    for family, templates in spec["families"].items():
+        for concept in swapped:
+            for template in templates:
+                names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+                unknown = names - FIELDS
+                if unknown or len(names) != 1:
+                    raise UserError(f"suite {path}: forms template {template!r} must use exactly one of the fields "
+                                    f"{{{'}, {'.join(sorted(FIELDS))}}}")
+                name = names.pop()
+                words = spellings[name](concept) if name in spellings else [None]
+                for rank, word in enumerate(words):
+                    values = {"a": concept, "cap": concept.capitalize(), "upper": concept.upper(),
+                              "plural": plural(concept), **({name: word} if word else {})}
+                    items.append(PromptItem("forms", str(family), concept, template.format(**values), seeds,
+                                            form=_form(template, values),
+                                            variant=(template, rank, variants) if word else None))
+    return items
+
+
+def read_forms(items: list[PromptItem], tokenizer) -> tuple[list[PromptItem], list[dict]]:
+    """Keep the forms whose spelling the ``tokenizer`` reads as intended; list every form with its tokens.
+
+    A ``{misspelled}`` / ``{split}`` spelling is kept only if its token ids do not contain the word's
+    own ids (else it asks the model the same thing as the plain word); of those, the first
+    ``variants`` per template. Other forms are kept whatever they read as: capitalisation, for one,
+    reads as the word itself under CLIP's lower-casing tokenizer, which is worth knowing."""
+    kept, records, taken = [], [], Counter()
+    for item in items:
+        if item.group != "forms":
+            kept.append(item)
+            continue
+        ids = tokenizer(item.form, add_special_tokens=False).input_ids
+        word = tokenizer(item.concept, add_special_tokens=False).input_ids
+        reads_word = any(ids[i : i + len(word)] == word for i in range(len(ids) - len(word) + 1))
+        keep = True
+        if item.variant is not None:
+            template, _, wanted = item.variant
+            keep = not reads_word and taken[(item.kind, item.concept, template)] < wanted
+            taken[(item.kind, item.concept, template)] += keep
+        if keep:
+            kept.append(item)
+        record = {"family": item.kind, "concept": item.concept, "form": item.form,
+                  "tokens": tokenizer.convert_ids_to_tokens(ids), "reads_word": reads_word, "used": keep}
+        if record not in records:
+            records.append(record)
+    return kept, records
+
+
+# --- trajectory -------------------------------------------------------------------------------------
+
+
+def _deal(n: int, size: int, compute: Callable[[list[int]], np.ndarray]) -> list[np.ndarray]:
+    """``compute`` over ``range(n)`` in batches of ``size``, batch k on process k mod N (as
+    ``evaluate.generate`` deals), every process ending with all results in order."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    batches = [list(range(k * size, min(n, (k + 1) * size))) for k in range(-(-n // size))]
+    mine = [(b, compute(batch)) for b, batch in enumerate(batches) if b % state.num_processes == state.process_index]
+    if state.num_processes > 1:
+        mine = gather_object(mine)
+    return [array for _, array in sorted(mine, key=lambda x: x[0])]
+
+
+def _scheduler_takes_timesteps(scheduler) -> bool:
+    return "timesteps" in inspect.signature(scheduler.set_timesteps).parameters
+
+
+@dataclass
+class Trajectory:
+    """The trajectory probe of one evaluation: its starts, the base half (cached) and the tuned half."""
+
+    spec: TrajectorySpec
+    starts: list[tuple[PromptItem, int]]  # (swap item, seed) of each start image
+    start_images: np.ndarray  # base images of the starts, uint8 N x H x W x 3
+    steps: int
+    guidance_scale: float
+    batch_size: int
+    latent_root: Path
+    handover_latents: dict[float, torch.Tensor] = field(default_factory=dict)
+    outputs: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    timing: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def plan(cls, spec: TrajectorySpec, jobs: list[tuple[PromptItem, int]], base_images: np.ndarray, cfg,
+             latent_root: Path) -> Trajectory:
+        index = [i for i, (item, seed) in enumerate(jobs) if item.group == "swap" and seed < spec.seeds]
+        return cls(spec, [jobs[i] for i in index], base_images[index], cfg.eval.steps, cfg.eval.guidance_scale,
+                   cfg.eval.batch_size, latent_root)
+
+    def handover_steps(self) -> dict[float, int]:
+        return {f: int(round(f * self.steps)) for f in self.spec.handover}
+
+    def _latent_path(self, prompt: str, seed: int) -> Path:
+        import hashlib
+
+        return self.latent_root / f"{hashlib.sha256(prompt.encode()).hexdigest()[:20]}-{seed}-of{self.steps}.safetensors"
+
+    def base_half(self, pipe) -> None:
+        """The base trajectory's latents at every handover step, from the cache or by sampling (stopped
+        after the last step needed)."""
+        from safetensors.torch import load_file, save_file
+
+        from swapbench.eval.sampling import initial_latents
+        from swapbench.io import atomic_write
+
+        if not self.spec.handover or not self.starts:
+            return
+        if not _scheduler_takes_timesteps(pipe.scheduler):
+            self.notes.append(f"handover skipped: the {type(pipe.scheduler).__name__} sampler cannot start from a "
+                              "given timestep (use eval.sampler dpmsolver++ or euler)")
+            return
+        wanted = sorted(set(self.handover_steps().values()))
+        keys = [f"step{k}" for k in wanted]
+        cached = []
+        for item, seed in self.starts:
+            path = self._latent_path(item.prompt, seed)
+            entry = load_file(path) if path.is_file() else {}
+            cached.append(entry if all(k in entry for k in keys) else None)
+        missing = [i for i, c in enumerate(cached) if c is None]
+        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        pipe.set_progress_bar_config(disable=True)
+
+        def compute(batch: list[int]) -> np.ndarray:
+            starts = [self.starts[missing[i]] for i in batch]
+            captured: dict[int, torch.Tensor] = {}
+
+            def keep(p, i, t, kwargs):
+                if i + 1 in wanted:
+                    captured[i + 1] = kwargs["latents"].detach().float().cpu().clone()
+                if i + 1 >= wanted[-1]:
+                    p._interrupt = True  # diffusers' documented early stop: later steps are skipped
+                return kwargs
+
+            latents = initial_latents(pipe, [s for _, s in starts], size, size)
+            with torch.no_grad():
+                pipe(prompt=[it.prompt for it, _ in starts], num_inference_steps=self.steps,
+                     guidance_scale=self.guidance_scale, height=size, width=size,
+                     latents=latents.to(pipe.device, pipe.unet.dtype), output_type="latent",
+                     callback_on_step_end=keep, callback_on_step_end_tensor_inputs=["latents"])
+            pipe._interrupt = False
+            return torch.stack([captured[k] for k in wanted], dim=1).numpy()
+
+        fresh = np.concatenate(_deal(len(missing), self.batch_size, compute)) if missing else None
+        for j, i in enumerate(missing):
+            entry = {key: torch.from_numpy(fresh[j, w].copy()) for w, key in enumerate(keys)}
+            cached[i] = entry
+            item, seed = self.starts[i]
+            atomic_write(self._latent_path(item.prompt, seed), lambda tmp, e=entry: save_file(e, str(tmp)))
+        self.timing = {"base_latents_computed": len(missing), "base_latents_cached": len(self.starts) - len(missing)}
+        steps = self.handover_steps()
+        self.handover_latents = {f: torch.stack([c[f"step{steps[f]}"] for c in cached]) for f in self.spec.handover}
+
+    def tuned_half(self, pipe) -> None:
+        """img2img at each strength and the handover continuations, with the tuned pipeline's own parts."""
+        from diffusers import StableDiffusionImg2ImgPipeline
+        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
+
+        from swapbench.eval.evaluate import _to_float, _to_uint8
+
+        if not self.starts:
+            return
+        pipe.set_progress_bar_config(disable=True)
+        # Same modules, no second copy of the weights.
+        img2img = StableDiffusionImg2ImgPipeline(**pipe.components,
+                                                 requires_safety_checker=pipe.config.get("requires_safety_checker", False))
+        img2img.set_progress_bar_config(disable=True)
+        prompts = [item.prompt for item, _ in self.starts]
+        seeds = [seed for _, seed in self.starts]
+        dtype, device = pipe.unet.dtype, pipe.device
+        sampled = 0
+
+        @torch.no_grad()
+        def start_latents(batch: list[int]) -> torch.Tensor:
+            # The latent mode of the start image: encoding draws no noise, so the generator of seed s
+            # then draws exactly the noise plain sampling starts from with seed s, and strength 1 is
+            # plain sampling of that seed (up to the start image's faint trace at the first timestep).
+            images = _to_float(self.start_images[batch]).to(device, dtype) * 2 - 1
+            return retrieve_latents(pipe.vae.encode(images), sample_mode="argmax") * pipe.vae.config.scaling_factor
+
+        for strength in self.spec.strengths:
+            def run(batch: list[int], strength=strength) -> np.ndarray:
+                latents = start_latents(batch)
+                with torch.no_grad():
+                    if int(self.steps * strength) == 0:
+                        # No denoising step: diffusers' img2img refuses to run zero steps; its output
+                        # would be the start latents decoded.
+                        decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+                        images = pipe.image_processor.postprocess(decoded, output_type="pt")
+                    else:
+                        images = img2img(prompt=[prompts[i] for i in batch], image=latents, strength=strength,
+                                         num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
+                                         generator=[torch.Generator("cpu").manual_seed(seeds[i]) for i in batch],
+                                         output_type="pt").images
+                return _to_uint8(images.float().cpu().clamp(0, 1))
+
+            self.outputs[("img2img", strength)] = np.concatenate(_deal(len(prompts), self.batch_size, run))
+            sampled += len(prompts)
+
+        if self.handover_latents:
+            schedule = copy.deepcopy(pipe.scheduler)
+            schedule.set_timesteps(self.steps)
+            timesteps = schedule.timesteps.tolist()
+            steps = self.handover_steps()
+            for fraction in self.spec.handover:
+                rest = timesteps[steps[fraction] * schedule.order :]
+                probe = copy.deepcopy(pipe.scheduler)
+                probe.set_timesteps(timesteps=rest)
+                # The pipeline scales given latents by the schedule's initial sigma; the base latents
+                # are already at the noise level of their step.
+                scale = float(probe.init_noise_sigma)
+
+                def run(batch: list[int], fraction=fraction, rest=rest, scale=scale) -> np.ndarray:
+                    latents = self.handover_latents[fraction][batch] / scale
+                    with torch.no_grad():
+                        images = pipe(prompt=[prompts[i] for i in batch], timesteps=rest,
+                                      guidance_scale=self.guidance_scale, latents=latents.to(device, dtype),
+                                      output_type="pt").images
+                    return _to_uint8(images.float().cpu().clamp(0, 1))
+
+                self.outputs[("handover", fraction)] = np.concatenate(_deal(len(prompts), self.batch_size, run))
+                sampled += len(prompts)
+        self.timing["tuned_images"] = sampled
+
+    def rows(self, judge, suite, out_dir: Path, keep: int) -> list[dict]:
+        """Per-prompt rows of every output, judged; the first ``keep`` seeds keep their images."""
+        from PIL import Image
+
+        from swapbench.eval.evaluate import _slug, _to_float
+
+        labels = suite.labels
+        start_labels = judge.classify(_to_float(self.start_images)) if self.starts else []
+        rows = []
+        for (kind, level), images in self.outputs.items():
+            probs = judge.probabilities(_to_float(images))
+            for i, ((item, seed), p) in enumerate(zip(self.starts, probs, strict=True)):
+                tuned = labels[int(p.argmax())]
+                row = {"group": "trajectory", "kind": kind, "level": level, "concept": item.concept,
+                       "prompt": item.prompt, "seed": seed, "base_label": start_labels[i], "tuned_label": tuned,
+                       "success": tuned == suite.partner(item.concept),
+                       "scores": {c: round(float(p[j]), 4) for j, c in enumerate(labels)}}
+                if seed < keep:
+                    folder = out_dir / "samples" / "trajectory" / _slug(item.prompt)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    path = folder / f"seed{seed}-{kind}-{level:g}.png"
+                    Image.fromarray(images[i]).save(path)
+                    start = folder / f"seed{seed}-start.png"
+                    if not start.is_file():
+                        Image.fromarray(self.start_images[i]).save(start)
+                    row["images"] = {"base": str(start.relative_to(out_dir)), "tuned": str(path.relative_to(out_dir))}
+                rows.append(row)
+        return rows
+
+    def summary(self) -> dict:
+        return {"strengths": list(self.spec.strengths), "handover": list(self.spec.handover),
+                "handover_steps": {f"{f:g}": k for f, k in self.handover_steps().items()}, "steps": self.steps,
+                "starts": len(self.starts), "notes": self.notes, "timing": self.timing}
+
+
+# --- scoring ------------------------------------------------------------------------------------------
+
+
+def _proportion(description: str, outcomes: list[bool], higher_is_better: bool = True) -> dict:
+    metric = M.Proportion(description, higher_is_better)
+    metric.update(outcomes)
+    return metric.compute()
+
+
+def total_variation(pairs: list[tuple[str, str]]) -> float:
+    """TV distance between the distributions of the first and second labels of ``pairs``."""
+    if not pairs:
+        return float("nan")
+    base, tuned = Counter(b for b, _ in pairs), Counter(t for _, t in pairs)
+    return 0.5 * sum(abs(base[k] - tuned[k]) for k in base.keys() | tuned.keys()) / len(pairs)
+
+
+def tv_with_ci(clusters: dict[str, list[tuple[str, str]]], reps: int, seed: int) -> dict:
+    """TV distance with a percentile cluster bootstrap: prompts are resampled with all their seeds,
+    since images of one prompt are not independent."""
+    names = sorted(clusters)
+    pairs = [p for name in names for p in clusters[name]]
+    value = total_variation(pairs)
+    rng = np.random.default_rng(seed)
+    boots = [total_variation([p for k in rng.integers(0, len(names), len(names)) for p in clusters[names[k]]])
+             for _ in range(reps)] if names else [float("nan")]
+    out = M.entry(value, (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))), len(pairs), False,
+                  "total variation distance between base and tuned judged-label distributions of prompts naming "
+                  "no label (95% CI: prompts resampled as clusters)")
+    out["n_clusters"] = len(names)
+    return out
+
+
+def score(per_prompt: list[dict], suite, reps: int, seed: int) -> dict[str, dict]:
+    """The ``robust/...`` metrics from per-prompt rows (groups forms, trajectory, unnamed)."""
+    out: dict[str, dict] = {}
+    families: dict[str, list[bool]] = {}
+    trajectory: dict[tuple[str, float], list[bool]] = {}
+    unnamed: dict[str, list[tuple[str, str]]] = {}
+    for row in per_prompt:
+        valid = row["base_label"] == row["concept"]
+        if row["group"] == "forms":
+            families.setdefault(row["kind"], [])
+            if valid:
+                families[row["kind"]].append(bool(row["success"]))
+        elif row["group"] == "trajectory":
+            trajectory.setdefault((row["kind"], row["level"]), [])
+            if valid:
+                trajectory[(row["kind"], row["level"])].append(bool(row["success"]))
+        elif row["group"] == "unnamed":
+            unnamed.setdefault(row["prompt"], []).append((row["base_label"], row["tuned_label"]))
+    for family, outcomes in families.items():
+        out[f"robust/forms/{family}"] = _proportion(
+            f"{family} forms judged as the partner, over the pairs whose base image shows the prompted concept"
+            + ("" if outcomes else " (the base drew the prompted concept for none: no value)"), outcomes)
+    for (kind, level), outcomes in sorted(trajectory.items(), key=lambda kv: (kv[0][0] == "handover", kv[0][1])):
+        if kind == "img2img":
+            name, what = f"robust/trajectory/{level:g}", f"img2img of the base image of A at strength {level:g}"
+        else:
+            name, what = f"robust/trajectory/handover/{level:g}", f"base model runs the first {level:g} of the steps, tuned the rest"
+        out[name] = _proportion(f"{what}, prompt naming A: judged as the partner (valid starts only)", outcomes)
+    if unnamed:
+        out["robust/unnamed/tv"] = tv_with_ci(unnamed, reps, seed)
+        out["robust/unnamed/changed"] = _proportion("same-seed pairs of prompts naming no label whose judged label "
+                                                    "changed", [b != t for pairs in unnamed.values() for b, t in pairs],
+                                                    higher_is_better=False)
+    return out
+
+
+def details(per_prompt: list[dict], labels: list[str]) -> dict:
+    """What the metrics are computed from: valid/total pairs per family and the unnamed label counts."""
+    valid: dict[str, list[int]] = {}
+    base, tuned = Counter(), Counter()
+    for row in per_prompt:
+        if row["group"] in ("forms", "trajectory"):
+            key = row["kind"] if row["group"] == "forms" else f"{row['kind']}/{row['level']:g}"
+            counts = valid.setdefault(f"{row['group']}/{key}", [0, 0])
+            counts[0] += row["base_label"] == row["concept"]
+            counts[1] += 1
+        elif row["group"] == "unnamed":
+            base[row["base_label"]] += 1
+            tuned[row["tuned_label"]] += 1
+    out: dict[str, Any] = {"valid_pairs": {k: {"valid": v, "total": n} for k, (v, n) in valid.items()}}
+    if base:
+        out["unnamed"] = {"base": {c: base[c] for c in labels}, "tuned": {c: tuned[c] for c in labels}}
+    return out
