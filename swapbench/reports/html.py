@@ -14,6 +14,7 @@ from swapbench.eval import schema
 from swapbench.eval.summary import ordered
 from swapbench.io import atomic_write_text, read_json, read_jsonl
 from swapbench.reports.gate import Verdict, evaluate, load_results, load_rules
+from swapbench.reports.robust import PROBE_GROUPS, robust_sections
 from swapbench.reports.svg import ci_bar, fmt, line_chart
 
 GROUP_TITLES = {"swap": "Swap: prompts naming a swapped concept", "control": "Controls: must not change",
@@ -57,6 +58,7 @@ def write_report(eval_dir: str | Path, run_dir: str | Path | None = None) -> Pat
         gate_passed=all(v.passed for v in verdicts),
         gate_by_metric=_gate_by_metric(verdicts),
         groups=_groups(results, eval_dir),
+        robust=robust_sections(results, eval_dir, data_uri),
         confusions=_confusions(results),
         training=_training(run_dir),
         audit=_read_optional(run_dir / "data_audit.json") if run_dir else None,
@@ -81,7 +83,7 @@ def _groups(results: dict, eval_dir: Path) -> list[dict]:
     """Same-seed base/tuned pairs per prompt group, in the order of GROUP_TITLES, with the group's metric."""
     groups: dict[str, dict[str, dict]] = {}
     for row in results.get("per_prompt", []):
-        if "images" not in row:
+        if "images" not in row or row["group"] in PROBE_GROUPS:  # the robustness sections show these
             continue
         prompts = groups.setdefault(row["group"], {})
         prompt = prompts.setdefault(row["prompt"], {"prompt": row["prompt"], "concept": row["concept"], "cells": []})
