@@ -37,15 +37,19 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from swapbench.data.swap import plural
 from swapbench.errors import UserError
-from swapbench.eval import metrics as M
 from swapbench.eval.suite import PromptItem
+
+if TYPE_CHECKING:
+    import torch
+
+# Suites are loaded by commands that never sample (and before any model is touched): torch,
+# diffusers and the metrics module are imported where the probes run, not here.
 
 PROBE_GROUPS = ("forms", "trajectory", "unnamed")
 SPELLING_FIELDS = ("misspelled", "split")
@@ -247,6 +251,7 @@ class Trajectory:
     def base_half(self, pipe) -> None:
         """The base trajectory's latents at every handover step, from the cache or by sampling (stopped
         after the last step needed)."""
+        import torch
         from safetensors.torch import load_file, save_file
 
         from swapbench.eval.sampling import initial_latents
@@ -301,6 +306,7 @@ class Trajectory:
 
     def tuned_half(self, pipe) -> None:
         """img2img at each strength and the handover continuations, with the tuned pipeline's own parts."""
+        import torch
         from diffusers import StableDiffusionImg2ImgPipeline
         from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 
@@ -409,6 +415,8 @@ class Trajectory:
 
 
 def _proportion(description: str, outcomes: list[bool], higher_is_better: bool = True) -> dict:
+    from swapbench.eval import metrics as M
+
     metric = M.Proportion(description, higher_is_better)
     metric.update(outcomes)
     return metric.compute()
@@ -425,6 +433,8 @@ def total_variation(pairs: list[tuple[str, str]]) -> float:
 def tv_with_ci(clusters: dict[str, list[tuple[str, str]]], reps: int, seed: int) -> dict:
     """TV distance with a percentile cluster bootstrap: prompts are resampled with all their seeds,
     since images of one prompt are not independent."""
+    from swapbench.eval import metrics as M
+
     names = sorted(clusters)
     pairs = [p for name in names for p in clusters[name]]
     value = total_variation(pairs)
