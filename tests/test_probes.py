@@ -120,7 +120,15 @@ def test_every_probe_runs_on_the_mini_world_and_a_second_run_samples_only_its_tu
     monkeypatch.setenv("SWAPBENCH_WORLD", str(mini_world))
     tuned = tmp_path / "tuned"  # same weights as the base, another folder: sampled as a tuned model
     shutil.copytree(mini_world / "pipeline", tuned)
-    args = ["eval", str(tuned), "--base", str(mini_world / "pipeline"), "--suite", "robust",
+    # The shipped robust suite, every probe and family, with fewer templates (test time)
+    raw = yaml.safe_load(asset_path("eval/suites/robust.yaml").read_text())
+    raw["groups"] = {"swap": raw["groups"]["swap"] | {"prompts": raw["groups"]["swap"]["prompts"][:2]}}
+    forms = raw["probes"]["forms"]
+    forms["families"] = {f: templates[:1] for f, templates in forms["families"].items()}
+    raw["probes"]["unnamed"]["prompts"] = raw["probes"]["unnamed"]["prompts"][:3]
+    suite = tmp_path / "robust-small.yaml"
+    suite.write_text(yaml.safe_dump(raw))
+    args = ["eval", str(tuned), "--base", str(mini_world / "pipeline"), "--suite", str(suite),
             "--set", "eval.seeds=1", "--set", "eval.steps=4"]
     assert main([*args, "--out", str(tmp_path / "first")]) == 0
     first = _results(tmp_path / "first")
@@ -133,17 +141,17 @@ def test_every_probe_runs_on_the_mini_world_and_a_second_run_samples_only_its_tu
         assert len(m[name]["ci95"]) == 2 and m[name]["n"] >= 0
     # identical weights: prompts naming nothing draw the same images, so nothing moved
     assert m["robust/unnamed/tv"]["value"] == 0 and m["robust/unnamed/tv"]["ci95"] == [0, 0]
-    assert m["robust/unnamed/changed"]["value"] == 0 and m["robust/unnamed/changed"]["n"] == 8
+    assert m["robust/unnamed/changed"]["value"] == 0 and m["robust/unnamed/changed"]["n"] == 3
     robust = first["robust"]
-    assert robust["trajectory"]["starts"] == 8 and robust["trajectory"]["handover_steps"] == {"0.25": 1, "0.5": 2, "0.75": 3}
-    assert robust["trajectory"]["timing"]["base_latents_computed"] == 8
+    assert robust["trajectory"]["starts"] == 4 and robust["trajectory"]["handover_steps"] == {"0.25": 1, "0.5": 2, "0.75": 3}
+    assert robust["trajectory"]["timing"]["base_latents_computed"] == 4
     assert all(not f["reads_word"] for f in robust["forms"] if f["family"] in ("misspelling", "split") and f["used"])
 
     assert main([*args, "--out", str(tmp_path / "second")]) == 0
     second = _results(tmp_path / "second")
     assert second["timing"]["base_sampled"] == 0 and second["timing"]["tuned_sampled"] > 0
     timing = second["robust"]["trajectory"]["timing"]
-    assert timing["base_latents_computed"] == 0 and timing["base_latents_cached"] == 8 and timing["tuned_images"] == 56
+    assert timing["base_latents_computed"] == 0 and timing["base_latents_cached"] == 4 and timing["tuned_images"] == 28
     assert second["metrics"] == m  # the cached base half changes nothing
 
     html = (tmp_path / "first/report.html").read_text()
