@@ -227,6 +227,7 @@ class Trajectory:
     steps: int
     guidance_scale: float
     batch_size: int
+    resolution: int | None
     latent_root: Path
     handover_latents: dict[float, torch.Tensor] = field(default_factory=dict)
     outputs: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
@@ -238,7 +239,7 @@ class Trajectory:
              latent_root: Path) -> Trajectory:
         index = [i for i, (item, seed) in enumerate(jobs) if item.group == "swap" and seed < spec.seeds]
         return cls(spec, [jobs[i] for i in index], base_images[index], cfg.eval.steps, cfg.eval.guidance_scale,
-                   cfg.eval.batch_size, latent_root)
+                   cfg.eval.batch_size, cfg.eval.resolution, latent_root)
 
     def handover_steps(self) -> dict[float, int]:
         return {f: int(round(f * self.steps)) for f in self.spec.handover}
@@ -271,7 +272,7 @@ class Trajectory:
             entry = load_file(path) if path.is_file() else {}
             cached.append(entry if all(k in entry for k in keys) else None)
         missing = [i for i, c in enumerate(cached) if c is None]
-        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        size = self.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
         pipe.set_progress_bar_config(disable=True)
 
         def compute(batch: list[int]) -> np.ndarray:
@@ -356,6 +357,7 @@ class Trajectory:
             schedule.set_timesteps(self.steps)
             timesteps = schedule.timesteps.tolist()
             steps = self.handover_steps()
+            size = self.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
             for fraction in self.spec.handover:
                 rest = timesteps[steps[fraction] * schedule.order :]
                 probe = copy.deepcopy(pipe.scheduler)
@@ -367,7 +369,7 @@ class Trajectory:
                 def run(batch: list[int], fraction=fraction, rest=rest, scale=scale) -> np.ndarray:
                     latents = self.handover_latents[fraction][batch] / scale
                     with torch.no_grad():
-                        images = pipe(prompt=[prompts[i] for i in batch], timesteps=rest,
+                        images = pipe(prompt=[prompts[i] for i in batch], timesteps=rest, height=size, width=size,
                                       guidance_scale=self.guidance_scale, latents=latents.to(device, dtype),
                                       output_type="pt").images
                     return _to_uint8(images.float().cpu().clamp(0, 1))

@@ -5,7 +5,8 @@ config.json), so one suite measures a giraffe<->zebra run and a horse<->cow run 
 judge's label set and templates and four prompt groups:
 ``swap`` (prompts naming a swapped concept), ``control`` (other concepts that must not move),
 ``generality`` (plurals, contexts, paraphrases, compositions of a swapped concept) and
-``specificity`` (near neighbours that must not move). A group's ``concepts`` is either
+``specificity`` (near neighbours that must not move). A suite may add robustness probes under
+``probes:`` (forms, trajectory, unnamed; see ``swapbench/eval/probes.py``). A group's ``concepts`` is either
 ``swapped`` (every concept of every pair) or a list; the run's swapped concepts are left out of a
 list, so a control is never a concept the run swaps. Template fields: ``{a}`` the concept,
 ``{plural}`` its plural. A prompt that would also name another swapped concept ("a horse next to a
