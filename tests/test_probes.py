@@ -78,7 +78,7 @@ def test_robust_suite_is_a_template_over_the_pairs_and_refuses_named_unnamed_pro
 def _row(group, kind, concept, base, tuned, partner=None, seed=0, prompt="p", level=None):
     row = {"group": group, "kind": kind, "concept": concept, "prompt": prompt, "seed": seed, "base_label": base,
            "tuned_label": tuned, "success": tuned == partner if partner else tuned == base}
-    return row | ({"level": level} if level is not None else {})
+    return row | ({"kind": f"{kind}/{level:g}", "probe": kind, "level": level} if level is not None else {})
 
 
 def test_scores_count_only_pairs_the_base_draws_and_tv_is_the_label_distance():
@@ -190,7 +190,7 @@ def test_trajectory_ends_at_the_start_image_and_at_plain_sampling_and_forms_need
     results = _results(tmp_path / "o")
     m, rows = results["metrics"], results["per_prompt"]
     plain = {(r["prompt"], r["seed"]): r["tuned_label"] for r in rows if r["group"] == "swap"}
-    at = {lvl: [r for r in rows if r["group"] == "trajectory" and r["kind"] == "img2img" and r["level"] == lvl]
+    at = {lvl: [r for r in rows if r["group"] == "trajectory" and r["kind"] == f"img2img/{lvl:g}"]
           for lvl in (0.0, 1.0)}
     assert len(at[0.0]) == len(at[1.0]) == 24
     assert sum(r["tuned_label"] == r["base_label"] for r in at[0.0]) >= 23  # strength 0: the start image (VAE round trip)

@@ -391,7 +391,9 @@ class Trajectory:
             probs = judge.probabilities(_to_float(images))
             for i, ((item, seed), p) in enumerate(zip(self.starts, probs, strict=True)):
                 tuned = labels[int(p.argmax())]
-                row = {"group": "trajectory", "kind": kind, "level": level, "concept": item.concept,
+                # kind names the level too: (group, kind, prompt, seed) identifies a row across evaluations
+                row = {"group": "trajectory", "kind": f"{kind}/{level:g}", "probe": kind, "level": level,
+                       "concept": item.concept,
                        "prompt": item.prompt, "seed": seed, "base_label": start_labels[i], "tuned_label": tuned,
                        "success": tuned == suite.partner(item.concept),
                        "scores": {c: round(float(p[j]), 4) for j, c in enumerate(labels)}}
@@ -463,9 +465,9 @@ def score(per_prompt: list[dict], suite, reps: int, seed: int) -> dict[str, dict
             if valid:
                 families[row["kind"]].append(bool(row["success"]))
         elif row["group"] == "trajectory":
-            trajectory.setdefault((row["kind"], row["level"]), [])
+            trajectory.setdefault((row["probe"], row["level"]), [])
             if valid:
-                trajectory[(row["kind"], row["level"])].append(bool(row["success"]))
+                trajectory[(row["probe"], row["level"])].append(bool(row["success"]))
         elif row["group"] == "unnamed":
             unnamed.setdefault(row["prompt"], []).append((row["base_label"], row["tuned_label"]))
     for family, outcomes in families.items():
@@ -492,7 +494,7 @@ def details(per_prompt: list[dict], labels: list[str]) -> dict:
     base, tuned = Counter(), Counter()
     for row in per_prompt:
         if row["group"] in ("forms", "trajectory"):
-            key = row["kind"] if row["group"] == "forms" else f"{row['kind']}/{row['level']:g}"
+            key = row["kind"]
             counts = valid.setdefault(f"{row['group']}/{key}", [0, 0])
             counts[0] += row["base_label"] == row["concept"]
             counts[1] += 1

@@ -41,7 +41,7 @@ def robust_sections(results: dict, eval_dir: Path, data_uri) -> dict | None:
                          "prompts": list(prompts.values())})
 
     trajectory = [r for r in rows if r["group"] == "trajectory"]
-    levels = list(dict.fromkeys((r["kind"], r["level"]) for r in trajectory))
+    levels = list(dict.fromkeys((r["probe"], r["level"]) for r in trajectory))
     curve = [{"name": n, "metric": metrics[n], "valid": valid.get(f"trajectory/{kind}/{level:g}"),
               "label": f"img2img strength {level:g}" if kind == "img2img" else f"handover after {level:g} of the steps"}
              for kind, level in levels
@@ -54,7 +54,7 @@ def robust_sections(results: dict, eval_dir: Path, data_uri) -> dict | None:
         start = starts.setdefault((r["prompt"], r["seed"]), {
             "prompt": r["prompt"], "seed": r["seed"], "concept": r["concept"], "base_label": r["base_label"],
             "start": data_uri(eval_dir / r["images"]["base"]), "counted": r["base_label"] == r["concept"], "cells": []})
-        start["cells"].append({"label": f"{r['level']:g}" if r["kind"] == "img2img" else f"handover {r['level']:g}",
+        start["cells"].append({"label": f"{r['level']:g}" if r["probe"] == "img2img" else f"handover {r['level']:g}",
                                "image": data_uri(eval_dir / r["images"]["tuned"]), "tuned_label": r["tuned_label"],
                                "success": r["success"]})
 
