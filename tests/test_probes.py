@@ -180,7 +180,7 @@ def test_trajectory_ends_at_the_start_image_and_at_plain_sampling_and_forms_need
     emb[[g, z]] = emb[[z, g]].clone()
     pipe.save_pretrained(tmp_path / "oracle")
     raw = yaml.safe_load(asset_path("eval/suites/robust.yaml").read_text())
-    raw["groups"] = {"swap": raw["groups"]["swap"] | {"seeds": 3}}
+    raw["groups"] = {"swap": raw["groups"]["swap"] | {"seeds": 3, "prompts": raw["groups"]["swap"]["prompts"][:2]}}
     raw["probes"] = {"trajectory": {"seeds": 3, "strengths": [0.0, 1.0]},
                      "forms": raw["probes"]["forms"] | {"seeds": 1, "families": {"split": raw["probes"]["forms"]["families"]["split"]}}}
     suite = tmp_path / "traj.yaml"
@@ -192,13 +192,13 @@ def test_trajectory_ends_at_the_start_image_and_at_plain_sampling_and_forms_need
     plain = {(r["prompt"], r["seed"]): r["tuned_label"] for r in rows if r["group"] == "swap"}
     at = {lvl: [r for r in rows if r["group"] == "trajectory" and r["kind"] == f"img2img/{lvl:g}"]
           for lvl in (0.0, 1.0)}
-    assert len(at[0.0]) == len(at[1.0]) == 24
-    assert sum(r["tuned_label"] == r["base_label"] for r in at[0.0]) >= 23  # strength 0: the start image (VAE round trip)
+    assert len(at[0.0]) == len(at[1.0]) == 12
+    assert sum(r["tuned_label"] == r["base_label"] for r in at[0.0]) >= 11  # strength 0: the start image (VAE round trip)
     assert m["robust/trajectory/0"]["value"] <= 0.05
     swap, one = m["swap_success"], m["robust/trajectory/1"]
     assert swap["value"] >= 0.9 and swap["ci95"][0] <= one["value"] <= swap["ci95"][1]
     # same seed, same noise: strength 1 draws what plain sampling of that seed draws
-    assert sum(r["tuned_label"] == plain[(r["prompt"], r["seed"])] for r in at[1.0]) >= 22
+    assert sum(r["tuned_label"] == plain[(r["prompt"], r["seed"])] for r in at[1.0]) >= 10
     split = [r for r in rows if r["group"] == "forms"]
     drawn = [r for r in split if r["base_label"] == r["concept"]]
     assert len(split) == 8 and len(drawn) < len(split)  # the base cannot draw every split spelling
