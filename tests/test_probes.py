@@ -113,7 +113,7 @@ def test_scores_count_only_pairs_the_base_draws_and_tv_is_the_label_distance():
 
 
 def test_every_probe_runs_on_the_mini_world_and_a_second_run_samples_only_its_tuned_half(mini_world, tmp_path,
-                                                                                        monkeypatch):
+                                                                                        monkeypatch, capsys):
     from swapbench.eval.probes import score
     from swapbench.reports.html import write_report
 
@@ -153,6 +153,15 @@ def test_every_probe_runs_on_the_mini_world_and_a_second_run_samples_only_its_tu
     timing = second["robust"]["trajectory"]["timing"]
     assert timing["base_latents_computed"] == 0 and timing["base_latents_cached"] == 4 and timing["tuned_images"] == 28
     assert second["metrics"] == m  # the cached base half changes nothing
+
+    # the gate reads robust metrics like any other
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - metric: robust/unnamed/tv\n    max: 0.0\n  - metric: robust/trajectory/handover/0.5\n"
+                     "    min: 1.01\n")
+    capsys.readouterr()
+    assert main(["gate", str(tmp_path / "first/results.json"), "--rules", str(rules), "--json"]) == 1
+    verdicts = {v["metric"]: v["passed"] for v in json.loads(capsys.readouterr().out)["verdicts"]}
+    assert verdicts == {"robust/unnamed/tv": True, "robust/trajectory/handover/0.5": False}
 
     html = (tmp_path / "first/report.html").read_text()
     for section in ("robust-forms", "robust-trajectory", "robust-unnamed"):
