@@ -112,6 +112,17 @@ class TrainConfig:
     """UCE: concepts whose outputs must not move; None = the eval suite's labels minus the swap words."""
     uce_preserve_captions: int = 0
     """UCE: this many data captions naming no swap word join the preservation set (0 = no data pass)."""
+    eval_every: int = 0
+    """Evaluate the weights in training every N steps and at the end (``eval_log.jsonl``); 0 = off."""
+    eval_suite: str = "quick"
+    """Suite of the in-loop evaluation (``eval.*`` sampler settings and judge apply)."""
+    select: str = "last"
+    """Which weights ``model/`` gets: ``last``, or ``first-passing`` (the earliest evaluated step whose
+    in-loop evaluation passes the gate rules; the last step when none does)."""
+    select_rules: str | None = None
+    """Gate rules file ``first-passing`` checks; None = the shipped default rules (eval/gates/default.yaml)."""
+    report_to: str = "none"
+    """Experiment tracker through accelerate (``none``, ``tensorboard``, ``wandb``, ...); logs to RUN/trackers."""
 
 
 @dataclass
@@ -178,6 +189,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.lr_scheduler": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
                            "constant_with_warmup"),
     "train.loss": ("mse",),
+    "train.select": ("last", "first-passing"),
+    # accelerate's LoggerType names (less "all": a run names what it logs to).
+    "train.report_to": ("none", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "aim", "clearml", "dvclive",
+                        "swanlab"),
     "train.mixed_precision": ("auto", "no", "fp16", "bf16"),
     "eval.sampler": tuple(SAMPLERS),
     "eval.fid_features": ("judge", "inception"),
@@ -368,6 +383,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 
 
 RESUMABLE = ("train.lr", "train.max_grad_norm", "train.max_steps", "train.checkpoint_every", "train.log_every",
+             "train.eval_every", "train.eval_suite", "train.select", "train.select_rules", "train.report_to",
              "device", "eval.", "export.")
 """Keys ``train --resume RUN --set k=v`` may change: they leave the checkpointed state and the sample plan
 valid (the plan is prefix-stable in ``train.max_steps``). A prefix ending in '.' admits a whole section."""

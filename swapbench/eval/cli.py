@@ -137,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
     from swapbench.reports.html import write_report
 
     report = write_report(out_dir, run.root if run else None)
+    if run is not None and not args.out:
+        # The run's own evaluation (not one written elsewhere) goes into its model card's model-index.
+        from swapbench.train.model_card import add_eval_results
+
+        add_eval_results(run.model, results)
     if args.json:
         # stdout holds the JSON alone, so `swapbench eval --json | jq` works; the report path is a note.
         print(json.dumps(results["metrics"], indent=2))

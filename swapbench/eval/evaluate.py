@@ -119,9 +119,12 @@ def generate(pipe, jobs: list[tuple[str, int]], cfg: Config, label: str, store: 
 
 
 def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem], judge: ZeroShotJudge,
-             out_dir: Path, device: torch.device) -> dict | None:
+             out_dir: Path, device: torch.device, tuned_pipe: DiffusionPipeline | None = None) -> dict | None:
     """Sample (split over the processes of a launch), judge and score; the main process writes
-    ``results.json`` and returns it, the other processes return None."""
+    ``results.json`` and returns it, the other processes return None.
+
+    ``tuned_pipe``: the tuned model already in memory (training's in-loop evaluation), used instead of
+    loading ``target.tuned``."""
     started = time.perf_counter()
     sampler_key = {"sampler": cfg.eval.sampler, "steps": cfg.eval.steps, "guidance_scale": cfg.eval.guidance_scale,
                    "resolution": cfg.eval.resolution}
@@ -145,7 +148,7 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
         tuned_images, tuned_sampled, tuned_pipe = base_images, 0, base_pipe
     else:
         del base_pipe
-        tuned_pipe = prepare_pipeline(load_pipeline(target.tuned, safety_checker=False), cfg, device)
+        tuned_pipe = prepare_pipeline(tuned_pipe or load_pipeline(target.tuned, safety_checker=False), cfg, device)
         tuned_images, tuned_sampled = generate(tuned_pipe, prompts_seeds, cfg, "tuned", None)
     if trajectory:
         trajectory.tuned_half(tuned_pipe)

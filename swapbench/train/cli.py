@@ -139,25 +139,35 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = recipe.train()
     except Interrupted:
+        recipe.accelerator.end_training()
         if state.is_main_process:
             console.print(f"interrupted at step {recipe.step}; checkpoint saved. Resume with: "
                           f"swapbench train --resume {run_dir.root}")
         return 130
+    selected = recipe.apply_selection()
     export_started = time.perf_counter()
     recipe.export()
     export_s = time.perf_counter() - export_started
+    recipe.accelerator.end_training()
     if not state.is_main_process:
         return 0
     if cfg.export.push_to_hub:
         _push(run_dir.model, cfg.export.push_to_hub, cfg.export.private)
     summary = recipe.summary(result, wall=time.perf_counter() - STARTED, startup=setup_started - STARTED,
-                             setup=setup_s, export=export_s)
+                             setup=setup_s, export=export_s, selected=selected)
     atomic_write_json(run_dir.train_summary, summary)
     console.print(f"trained {summary['steps_this_run']} steps in {summary['wall_s']:.0f} s on "
                   f"{summary['processes']} process(es): start-up and imports "
                   f"{summary['startup_s']:.0f} s, data + feature cache {summary['setup_s']:.0f} s, "
                   f"loop {summary['train_loop_s']:.0f} s ({summary['img_per_s']:.0f} img/s); "
                   f"final loss {summary['final_loss']:.4f}")
+    if summary["in_loop_eval"]:
+        e = summary["in_loop_eval"]
+        console.print(f"in-loop evaluation: {e['evaluations']} x suite {e['suite']}, {e['seconds']:.0f} s "
+                      f"({100 * e['share_of_wall']:.0f}% of the wall time); eval_log.jsonl")
+    from swapbench.train.in_loop import announce
+
+    announce(selected)
     print(run_dir.root)
     return 0
 

@@ -36,6 +36,7 @@ from swapbench.io import append_jsonl, atomic_write_json, read_json, truncate_js
 from swapbench.loading import ModelSpec, load_pipeline, pipeline_folder, resolve_model
 from swapbench.progress import console, progress_bar
 from swapbench.rundir import RunDir
+from swapbench.train import in_loop, trackers
 from swapbench.train.export import is_cpu, peak_rss_mb, save_pipeline, version_info
 from swapbench.train.features import (
     Encoders,
@@ -93,6 +94,8 @@ class SwapRecipe:
         self.start_step = 0
         self.resume_changes = resume_changes or {}
         self._stop_signal: int | None = None
+        self.in_loop: in_loop.InLoopEval | None = None
+        self.selected: dict | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     def setup(self, resume: bool = False) -> None:
@@ -104,8 +107,12 @@ class SwapRecipe:
             precision = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
         # split_batches: train.batch_size is the global batch, so the LR schedule steps once per optimiser step
         # whatever the number of processes (accelerate otherwise steps it once per process).
+        if cfg.train.select == "first-passing" and not cfg.train.eval_every:
+            raise UserError("train.select=first-passing chooses among the steps evaluated in training, and "
+                            "train.eval_every is 0; set e.g. --set train.eval_every=50")
         self.accelerator = acc = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.train.grad_accum,
-                                             cpu=cpu, dataloader_config=DataLoaderConfiguration(split_batches=True))
+                                             cpu=cpu, dataloader_config=DataLoaderConfiguration(split_batches=True),
+                                             log_with=trackers.log_with(cfg), project_dir=str(trackers.tracker_dir(self.run)))
         batch, n = cfg.train.batch_size, acc.num_processes
         if batch % n:
             raise UserError(f"train.batch_size={batch} is the global batch and does not split evenly over {n} "
@@ -159,7 +166,11 @@ class SwapRecipe:
         self.generator = torch.Generator().manual_seed(derived_seed(cfg.seed, "noise"))
         if resume:
             self._load_latest_checkpoint()
+            if acc.is_main_process:
+                in_loop.on_resume(self.run, self.step)
         self.start_step = self.step
+        self.in_loop = in_loop.InLoopEval(cfg, self.run, self.device) if cfg.train.eval_every else None
+        trackers.start(acc, cfg, self.run)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """What the optimiser updates. A method's recipe overrides this (LoRA injects its adapters here)."""
@@ -205,6 +216,7 @@ class SwapRecipe:
         cfg, acc = self.cfg.train, self.accelerator
         started, last_time, last_step = time.perf_counter(), time.perf_counter(), self.step
         loss_value, grad_norm = float("nan"), float("nan")
+        eval_seconds = 0.0
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             with progress_bar() as bar:
@@ -242,7 +254,15 @@ class SwapRecipe:
                             append_jsonl(self.run.train_log, {"step": self.step, "loss": loss_value, "lr": lr,
                                                               "grad_norm": grad_norm, "img_per_s": img_s,
                                                               "elapsed_s": round(now - started, 3)})
+                        acc.log({"train/loss": loss_value, "train/lr": lr, "train/grad_norm": grad_norm,
+                                 "train/img_per_s": img_s}, step=self.step)
                         bar.update(task, completed=self.step, info=f"loss {loss_value:.4f} lr {lr:.2e} {img_s:.0f} img/s")
+                    if self.in_loop is not None and self.in_loop.due(self.step, cfg.max_steps):
+                        before = self.in_loop.seconds
+                        self.evaluate_now(time.perf_counter() - started)
+                        # The evaluation's time is not training time: leave it out of the next img/s.
+                        last_time += self.in_loop.seconds - before
+                        eval_seconds = self.in_loop.seconds
                     if stop:
                         self.save_checkpoint()
                         raise Interrupted(self.step)
@@ -251,7 +271,29 @@ class SwapRecipe:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        return {"loss": loss_value, "seconds": time.perf_counter() - started}
+        return {"loss": loss_value, "seconds": time.perf_counter() - started, "eval_seconds": eval_seconds}
+
+    def evaluate_now(self, elapsed: float) -> None:
+        """In-loop evaluation of the current weights (every process samples its share); the main process
+        logs the row, sends it to the trackers and keeps the weights ``first-passing`` chooses."""
+        unet = self.accelerator.unwrap_model(self.unet)
+        row = self.in_loop.run(self.step, unet, self.pipe, elapsed)
+        if row is None:
+            return
+        self.accelerator.log(trackers.metric_scalars(row["metrics"]), step=self.step)
+        trackers.log_images(self.accelerator, row["images"], self.step)
+        if (self.cfg.train.select == "first-passing" and row["gate"]["passed"]
+                and in_loop.selected_step(self.run) is None):
+            in_loop.save_selection(self.run, self.step, unet)
+        console.log(f"step {self.step} eval ({row['suite']}, {row['wall_s']:.1f} s): {in_loop.format_metrics(row)}")
+
+    def apply_selection(self) -> dict:
+        """Before export: put the weights ``train.select`` chose into the model; returns the summary's ``selected``."""
+        chosen = in_loop.selection_summary(self.cfg, self.run, self.step, in_loop.read_eval_log(self.run.root))
+        self.selected = chosen
+        if self.accelerator.is_main_process and not chosen.get("fallback", True) and chosen["step"] != self.step:
+            in_loop.restore_selection(self.run, self.accelerator.unwrap_model(self.unet))
+        return chosen
 
     def _on_signal(self, signum, frame) -> None:
         self._stop_signal = signum
@@ -322,16 +364,28 @@ class SwapRecipe:
         if acc.is_main_process:
             unet = acc.unwrap_model(self.unet).eval()
             # The base's own layout (safety checker, feature extractor, revision, variant) around the tuned UNet.
-            save_pipeline(load_pipeline(ModelSpec.of(self.cfg.model), unet=unet), self.run.model)
+            save_pipeline(load_pipeline(ModelSpec.of(self.cfg.model), unet=unet), self.run.model, card=self.model_card())
         acc.wait_for_everyone()
         return self.run.model
 
-    def summary(self, result: dict, wall: float, startup: float, setup: float, export: float) -> dict:
+    def model_card(self):
+        from swapbench.train.model_card import build_card
+
+        return build_card(self.cfg, self.run, {"selected": self.selected})
+
+    def summary(self, result: dict, wall: float, startup: float, setup: float, export: float,
+                selected: dict | None = None) -> dict:
         """``wall``: the whole command from process start; ``startup``: interpreter, imports, config;
         ``setup``: models, data, sample plan and feature cache; ``export``: writing ``model/``.
         Throughput counts the steps this command ran (a resumed run's loop started at ``resumed_from_step``)."""
         cfg = self.cfg.train
         ran = self.step - self.start_step
+        loop_s = result["seconds"] - result.get("eval_seconds", 0.0)
+        evaluation = None
+        if self.in_loop is not None:
+            evaluation = {"every": cfg.eval_every, "suite": cfg.eval_suite, "evaluations": len(self.in_loop.rows),
+                          "seconds": round(self.in_loop.seconds, 2),
+                          "share_of_wall": round(self.in_loop.seconds / max(wall, 1e-9), 4)}
         return {
             "status": "finished", "method": self.cfg.train.method, "wall_s": round(wall, 2), "setup_s": round(setup, 2),
             "train_loop_s": round(result["seconds"], 2),
@@ -340,7 +394,8 @@ class SwapRecipe:
             "steps": self.step, "steps_this_run": ran, "resumed_from_step": self.start_step or None,
             "batch_size": cfg.batch_size, "processes": self.accelerator.num_processes,
             "batch_size_per_process": cfg.batch_size // self.accelerator.num_processes,
-            "img_per_s": round(ran * cfg.batch_size * cfg.grad_accum / max(result["seconds"], 1e-9), 2),
+            "img_per_s": round(ran * cfg.batch_size * cfg.grad_accum / max(loop_s, 1e-9), 2),
+            "in_loop_eval": evaluation, "selected": selected,
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "mixed_precision": self.accelerator.mixed_precision, "final_loss": result["loss"],
             "records": {"target": self.n_target, "preservation": len(self.records) - self.n_target},

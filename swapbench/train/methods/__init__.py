@@ -66,7 +66,9 @@ def run_edit(method: Method, cfg: Config, run: RunDir, started: float) -> dict[s
     edit_started = time.perf_counter()
     details = method.edit(pipe, cfg, run)
     export_started = time.perf_counter()
-    save_pipeline(pipe, run.model)
+    from swapbench.train.model_card import build_card
+
+    save_pipeline(pipe, run.model, card=build_card(cfg, run))
     done = time.perf_counter()
     summary = {
         "status": "finished", "method": method.name, "wall_s": round(done - started, 2),

@@ -76,7 +76,7 @@ class LoraRecipe(SwapRecipe):
             pipe.load_lora_weights(target, weight_name=WEIGHT_NAME)
             pipe.fuse_lora()
             pipe.unload_lora_weights()
-            save_pipeline(pipe, self.run.model)
+            save_pipeline(pipe, self.run.model, card=self.model_card())
         acc.wait_for_everyone()
         return self.run.model
 
