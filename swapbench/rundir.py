@@ -23,6 +23,8 @@ class RunDir:
     checkpoints = property(lambda self: self.root / "checkpoints")
     model = property(lambda self: self.root / "model")
     eval_dir = property(lambda self: self.root / "eval")
+    eval_log = property(lambda self: self.root / "eval_log.jsonl")
+    """In-loop evaluations (``train.eval_every``): one ``{"step", "wall_s", "metrics", ...}`` line each."""
     resume_log = property(lambda self: self.root / "resumes.jsonl")
     """One line per ``--resume`` that changed config keys: step, time and {key: [old, new]}."""
 
@@ -31,6 +33,13 @@ class RunDir:
         """The newest complete checkpoint folder (``step-NNNNNNN``; ``.tmp`` ones are torn writes)."""
         ckpts = sorted(self.checkpoints.glob("step-???????"))
         return ckpts[-1] if ckpts else None
+
+    def eval_rows(self) -> list[dict]:
+        """The rows of ``eval_log.jsonl`` in step order (a line torn by a kill is dropped)."""
+        from swapbench.io import read_jsonl
+
+        rows = [r for r in read_jsonl(self.eval_log) if isinstance(r, dict) and "step" in r]
+        return sorted(rows, key=lambda r: r["step"])
 
     def resumes(self) -> list[dict]:
         from swapbench.io import read_jsonl

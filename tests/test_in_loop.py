@@ -139,3 +139,43 @@ def test_first_passing_without_a_pass_exports_the_last_step_and_says_so(tmp_path
     assert selected["step"] == 3 and selected["fallback"] is True and "exported the last step" in selected["reason"]
     assert "model/ holds step 3" in capsys.readouterr().err.replace("\n", " ")
     assert not (run / "checkpoints/first-passing").exists()
+
+
+@shipped
+def test_report_and_compare_plot_the_learning_curves_with_their_intervals(evaluated_run, tmp_path):
+    import re
+
+    run, _ = evaluated_run
+    html = (run / "eval/report.html").read_text()
+    curves = html[html.index('id="learning-curves"'):html.index("Learning curves:")]
+    # swap: one band + line per direction; preservation: one; then the loss curve beside them
+    assert curves.count("<polygon") == 3 and 'aria-label="loss"' in curves
+    assert "giraffe-&gt;zebra step 4: " in curves and "at steps 2, 4" in html and "exported step 2" in html
+    for row in _rows(run / "eval_log.jsonl"):
+        m = row["metrics"]["preservation"]
+        assert f"preservation step {row['step']}: {m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]" in curves
+    assert main(["compare", str(run), str(run), "--html", str(tmp_path / "c.html")]) == 0
+    page = (tmp_path / "c.html").read_text()
+    overlay = page[page.index('id="learning-curves"'):page.index('id="runs"')]
+    assert overlay.count("<polygon") == 2 * 3  # both runs, both directions and preservation
+    assert len(set(re.findall(r'<polyline fill="none" stroke="(#[0-9a-f]+)"', overlay))) == 2  # one colour per run
+
+
+def test_resume_drops_eval_rows_and_a_selection_from_after_the_checkpoint(tmp_path):
+    from swapbench.io import append_jsonl
+    from swapbench.rundir import RunDir
+    from swapbench.train import in_loop
+
+    run = RunDir(tmp_path)
+    for step in (2, 4, 6):
+        append_jsonl(run.eval_log, {"step": step, "wall_s": 1.0, "metrics": {}})
+    unet = torch.nn.Linear(2, 2)
+    in_loop.save_selection(run, 6, unet)
+    in_loop.on_resume(run, 4)
+    assert [r["step"] for r in run.eval_rows()] == [2, 4] and in_loop.selected_step(run) is None
+    in_loop.save_selection(run, 4, unet)
+    in_loop.on_resume(run, 4)
+    assert in_loop.selected_step(run) == 4
+    with torch.no_grad():
+        unet.weight.zero_()
+    assert in_loop.restore_selection(run, unet) == 4 and unet.weight.abs().sum() > 0

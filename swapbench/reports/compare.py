@@ -43,6 +43,8 @@ class RunRecord:
     """Flattened config keys (``train.lr``) plus the eval settings recorded in results.json."""
     report: Path | None
     summary: dict[str, Any] | None
+    run_root: Path | None = None
+    """The run directory (where eval_log.jsonl lives)."""
 
     def metric(self, name: str) -> dict | None:
         return self.results["metrics"].get(name)
@@ -70,7 +72,8 @@ def load_run(path_or_run: str | Path) -> RunRecord:
     report = results_file.parent / "report.html"
     summary_file = run_root / "train_summary.json"
     return RunRecord(str(results.get("run") or run_root.name), results_file, results, settings,
-                     report if report.is_file() else None, read_json(summary_file) if summary_file.is_file() else None)
+                     report if report.is_file() else None, read_json(summary_file) if summary_file.is_file() else None,
+                     run_root)
 
 
 def load_runs(paths: list[str | Path]) -> list[RunRecord]:
@@ -217,7 +220,10 @@ def write_html(runs: list[RunRecord], keys: list[str], metrics: list[str], path:
                      "wall_s": (run.summary or {}).get("wall_s")})
     plot = scatter(points, "preservation (controls keep their base label)", "swap success (both directions)",
                    targets=(_target(rules, "preservation"), _target(rules, "swap_success"))) if points else None
+    from swapbench.reports.curves import overlay_curves
+
+    curves = overlay_curves([(run.label, run.run_root, PALETTE[i % len(PALETTE)]) for i, run in enumerate(runs)])
     html = environment().get_template("compare.html.j2").render(
-        title=f"swapbench compare: {len(runs)} runs", keys=keys, metrics=metrics, rows=rows, plot=plot,
+        title=f"swapbench compare: {len(runs)} runs", keys=keys, metrics=metrics, rows=rows, plot=plot, curves=curves,
         descriptions={n: next((r.metric(n)["description"] for r in runs if r.metric(n)), "") for n in metrics})
     return atomic_write_text(path, html)

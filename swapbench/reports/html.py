@@ -13,6 +13,7 @@ from swapbench.assets import asset_path
 from swapbench.eval import schema
 from swapbench.eval.summary import ordered
 from swapbench.io import atomic_write_text, read_json, read_jsonl
+from swapbench.reports.curves import learning_curves
 from swapbench.reports.gate import Verdict, evaluate, load_results, load_rules
 from swapbench.reports.robust import PROBE_GROUPS, robust_sections
 from swapbench.reports.svg import ci_bar, fmt, line_chart
@@ -130,7 +131,8 @@ def _training(run_dir: Path | None) -> dict | None:
             "lr": line_chart(steps, [r.get("lr") for r in rows], "step", "learning rate", colour="#059669"),
             "grad_norm": line_chart(steps, [r.get("grad_norm") for r in rows], "step", "grad norm",
                                     colour="#9333ea"),
-            "summary": _read_optional(run_dir / "train_summary.json") or {}}
+            "summary": _read_optional(run_dir / "train_summary.json") or {},
+            "curves": learning_curves(run_dir)}
 
 
 def _flat_rows(data: Any, prefix: str = "") -> list[tuple[str, str]]:

@@ -30,26 +30,16 @@ from safetensors.torch import load_file, save_file
 
 from swapbench.config import Config
 from swapbench.errors import UserError
-from swapbench.io import append_jsonl, atomic_write_json, read_json, read_jsonl, truncate_jsonl
+from swapbench.io import append_jsonl, atomic_write_json, read_json, truncate_jsonl
 from swapbench.progress import console
 from swapbench.rundir import RunDir
 
 SELECTED_FILE = "trainable.safetensors"
 
 
-def eval_log_path(run: RunDir) -> Path:
-    return run.root / "eval_log.jsonl"
-
-
 def selection_dir(run: RunDir) -> Path:
     """The weights ``first-passing`` chose; beside the rotated ``step-N`` checkpoints, never rotated."""
     return run.checkpoints / "first-passing"
-
-
-def read_eval_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The rows of ``RUN/eval_log.jsonl`` (a line torn by a kill is dropped), in step order."""
-    rows = [r for r in read_jsonl(Path(run_dir) / "eval_log.jsonl") if isinstance(r, dict) and "step" in r]
-    return sorted(rows, key=lambda r: r["step"])
 
 
 def gate_check(results: dict, rules_path: str | None) -> dict[str, Any]:
@@ -118,7 +108,7 @@ class InLoopEval:
         row = {"step": step, "wall_s": round(seconds, 3), "elapsed_s": round(elapsed, 3), "suite": self.suite.name,
                "metrics": results["metrics"], "gate": gate_check(results, self.cfg.train.select_rules),
                "tuned_sampled": results["timing"]["tuned_sampled"], "base_sampled": results["timing"]["base_sampled"]}
-        append_jsonl(eval_log_path(self.run_dir), row)
+        append_jsonl(self.run_dir.eval_log, row)
         self.rows.append(row)
         row_images = dict(row, images=images)
         return row_images
@@ -179,7 +169,7 @@ def restore_selection(run: RunDir, unet: torch.nn.Module) -> int:
 def on_resume(run: RunDir, step: int) -> None:
     """Main process, resuming at ``step``: eval rows and a selection from after the checkpoint belong to
     steps that will run again."""
-    truncate_jsonl(eval_log_path(run), lambda row: row["step"] <= step)
+    truncate_jsonl(run.eval_log, lambda row: row["step"] <= step)
     chosen = selected_step(run)
     if chosen is not None and chosen > step:
         shutil.rmtree(selection_dir(run))

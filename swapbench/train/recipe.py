@@ -289,7 +289,7 @@ class SwapRecipe:
 
     def apply_selection(self) -> dict:
         """Before export: put the weights ``train.select`` chose into the model; returns the summary's ``selected``."""
-        chosen = in_loop.selection_summary(self.cfg, self.run, self.step, in_loop.read_eval_log(self.run.root))
+        chosen = in_loop.selection_summary(self.cfg, self.run, self.step, self.run.eval_rows())
         self.selected = chosen
         if self.accelerator.is_main_process and not chosen.get("fallback", True) and chosen["step"] != self.step:
             in_loop.restore_selection(self.run, self.accelerator.unwrap_model(self.unet))

@@ -30,7 +30,7 @@ def log_with(cfg: Config) -> str | None:
     from accelerate.tracking import get_available_trackers
 
     if name not in {str(t) for t in get_available_trackers()}:
-        extra = " (pip install 'swapbench[tracking]')" if name == "tensorboard" else ""
+        extra = f" (or pip install 'swapbench[{name}]')" if name in ("tensorboard", "wandb") else ""
         raise UserError(f"train.report_to={name} needs the {PACKAGES[name]} package, which is not installed; "
                         f"pip install {PACKAGES[name]}{extra}, or set train.report_to=none")
     return name
