@@ -121,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
     recipe = method.recipe(cfg, run_dir, changes)
     if recipe is None:  # loop-free methods (closed-form edit, token control): no loop, no checkpoints
         if state.is_main_process:
+            if cfg.train.eval_every or cfg.train.select != "last" or cfg.train.report_to != "none":
+                console.print(f"method {method.name} has no training loop: train.eval_every, train.select and "
+                              "train.report_to do not apply (evaluate the model with swapbench eval)")
             run_edit(method, cfg, run_dir, STARTED)
             if cfg.export.push_to_hub:
                 _push(run_dir.model, cfg.export.push_to_hub, cfg.export.private)
