@@ -13,10 +13,19 @@ from swapbench.world import SHIPPED_WORLD
 
 shipped = pytest.mark.skipif(not (SHIPPED_WORLD / "manifest.json").is_file(), reason="world not built yet")
 
-# A short savanna run: 4 steps, evaluated at 2 and 4 on the quick suite with cheap sampler settings.
+# A short savanna run: 4 steps, evaluated at 2 and 4 with cheap sampler settings on a small suite (16 images:
+# the quick suite's shape with fewer prompts; 8 control pairs, the fewest KID reports a value for).
 SHORT = ["--set", "train.max_steps=4", "--set", "train.batch_size=8", "--set", "data.subset_size=300",
          "--set", "train.log_every=1", "--set", "train.checkpoint_every=2", "--set", "train.eval_every=2",
-         "--set", "eval.steps=4", "--set", "eval.seeds=1"]
+         "--set", "eval.steps=4"]
+SMALL_SUITE = """
+labels: [giraffe, zebra, elephant, horse, lion, cow, donkey, deer, okapi]
+judge_templates: ["a photo of a {}.", "a {}.", "a picture of a {} in the wild."]
+keep_samples: 1
+groups:
+  swap: {concepts: swapped, prompts: ["a photo of a {a}", "a {a} standing in a field"], seeds: 2}
+  control: {concepts: [giraffe, zebra, elephant, horse, lion, cow], prompts: ["a photo of a {a}"], seeds: 2}
+"""
 
 
 def _rows(path):
@@ -28,13 +37,16 @@ def evaluated_run(tmp_path_factory):
     """One savanna run with in-loop evaluation, first-passing on a preservation-only rule (which the
     barely-trained model passes at its first evaluation), TensorBoard, then ``swapbench eval`` of it."""
     root = tmp_path_factory.mktemp("in-loop")
+    suite = root / "small.yaml"
+    suite.write_text(SMALL_SUITE)
     rules = root / "rules.yaml"
     rules.write_text("rules:\n  - metric: preservation\n    min: 0.5\n")
     assert main(["train", "--out", str(root), "--name", "r", *SHORT, "--set", "train.select=first-passing",
-                 "--set", f"train.select_rules={rules}", "--set", "train.report_to=tensorboard"]) == 0
+                 "--set", f"train.select_rules={rules}", "--set", "train.report_to=tensorboard",
+                 "--set", f"train.eval_suite={suite}"]) == 0
     run = root / "r"
     card_before = (run / "model/README.md").read_text()
-    assert main(["eval", str(run), "--suite", "quick"]) == 0
+    assert main(["eval", str(run), "--suite", str(suite)]) == 0
     return run, card_before
 
 
@@ -45,16 +57,16 @@ def test_eval_log_rows_equal_swapbench_eval_of_that_steps_weights(evaluated_run)
     assert [r["step"] for r in rows] == [2, 4]
     assert rows[0]["base_sampled"] > 0 and rows[1]["base_sampled"] == 0  # the second eval sampled only the tuned half
     for r in rows:
-        assert r["wall_s"] > 0 and r["suite"] == "quick"
+        assert r["wall_s"] > 0 and r["suite"] == "small"
         for m in r["metrics"].values():
             assert m["n"] > 0 and m["ci95"][0] <= m["value"] + 1e-9 <= m["ci95"][1] + 1e-9
     # model/ holds the weights of step 2 (first-passing), and `swapbench eval` of it scores exactly the row of step 2.
     results = json.loads((run / "eval/results.json").read_text())
-    assert results["suite"] == "quick"
+    assert results["suite"] == "small"
     assert results["metrics"] == rows[0]["metrics"]
     summary = json.loads((run / "train_summary.json").read_text())
     share = summary["in_loop_eval"]
-    assert share["evaluations"] == 2 and share["suite"] == "quick" and 0 < share["share_of_wall"] < 1
+    assert share["evaluations"] == 2 and share["suite"].endswith("small.yaml") and 0 < share["share_of_wall"] < 1
     assert share["seconds"] == pytest.approx(sum(r["wall_s"] for r in rows), abs=0.05)
 
 
@@ -113,18 +125,20 @@ def test_model_card_names_the_base_model_and_after_eval_carries_swap_success(eva
     by_metric = {r.metric_type: r for r in card.data.eval_results}
     swap = by_metric["swap_success"]
     assert swap.metric_value == results["metrics"]["swap_success"]["value"]
-    assert swap.dataset_name == "swapbench quick suite" and swap.metric_args["judge"] == results["provenance"]["judge"]
+    assert swap.dataset_name == "swapbench small suite" and swap.metric_args["judge"] == results["provenance"]["judge"]
     assert swap.metric_args["ci95"] == results["metrics"]["swap_success"]["ci95"]
     assert {"swap_success/giraffe->zebra", "swap_success/zebra->giraffe", "preservation"} <= set(by_metric)
     assert "model-index" in (run / "model/README.md").read_text()
 
 
 def test_first_passing_without_a_pass_exports_the_last_step_and_says_so(tmp_path, tiny_pipeline, coco_root, capsys):
+    suite = tmp_path / "small.yaml"
+    suite.write_text(SMALL_SUITE)
     args = ["train", "--preset", "sd15-coco", "--model", str(tiny_pipeline), "--data", str(coco_root),
             "--out", str(tmp_path), "--set", "train.batch_size=4", "--set", "data.resolution=32",
             "--set", "data.subset_size=90", "--set", "train.warmup_steps=1", "--set", "train.cache_views=2",
-            "--set", "eval.judge=world:savanna", "--set", "eval.steps=2", "--set", "eval.seeds=1",
-            "--set", "train.eval_suite=quick", "--set", "train.checkpoint_every=0", "--set", "train.max_steps=3"]
+            "--set", "eval.judge=world:savanna", "--set", "eval.steps=2", "--set", f"train.eval_suite={suite}",
+            "--set", "train.checkpoint_every=0", "--set", "train.max_steps=3"]
     assert_one_line_error(capsys, main([*args, "--name", "no-eval", "--set", "train.select=first-passing"]),
                           "train.select=first-passing", "train.eval_every")
     if importlib.util.find_spec("wandb") is None:
