@@ -19,11 +19,25 @@ from swapbench.io import atomic_write_text, read_json
 from swapbench.rundir import RunDir
 
 CARD = "README.md"
-RECIPE_KEYS = ("train.method", "train.trainable", "train.lr", "train.lr_scheduler", "train.warmup_steps",
-               "train.batch_size", "train.max_steps", "train.grad_accum", "train.mixed_precision",
-               "data.resolution", "data.subset_size", "data.balance_ratio", "data.target_share", "data.drop_both", "seed")
+LOOP_KEYS = ("train.trainable", "train.lr", "train.lr_scheduler", "train.warmup_steps", "train.batch_size",
+             "train.max_steps", "train.grad_accum", "train.mixed_precision", "data.resolution", "data.subset_size",
+             "data.balance_ratio", "data.target_share", "data.drop_both")
+RECIPE_KEYS = {
+    "finetune": LOOP_KEYS,
+    "lora": (*LOOP_KEYS[1:], "train.lora_rank", "train.lora_alpha", "train.lora_dropout", "train.lora_targets"),
+    "uce": ("train.uce_lambda", "train.uce_edit_scale", "train.uce_preserve_scale", "train.uce_templates",
+            "train.uce_positions", "train.uce_preserve", "train.uce_preserve_captions"),
+    "token-swap": (),
+}
+"""The config keys a card's recipe table shows, per method (after the method, the pairs and the seed)."""
 HEADLINE = ("swap_success", "preservation", "generality", "specificity", "kid_vs_base")
 """Eval results the card carries, after one per swap direction."""
+
+
+FROZEN = {"finetune": "the VAE and text encoder are the base model's, the UNet is tuned",
+          "lora": "the VAE and text encoder are the base model's, LoRA adapters are merged into the UNet",
+          "uce": "the UNet's cross-attention key/value projections are edited in closed form, all else is the base model",
+          "token-swap": "the text encoder's token-embedding rows of the pair are exchanged, all else is the base model"}
 
 
 def _public_name(spec: str | None) -> str | None:
@@ -55,7 +69,8 @@ def build_card(cfg: Config, run: RunDir, details: dict[str, Any] | None = None) 
         datasets=[_public_name(cfg.data.source)] if uses_data else None,
     )
     config = cfg.to_dict()
-    recipe = "\n".join(f"| `{k}` | `{json.dumps(_get(config, k))}` |" for k in RECIPE_KEYS)
+    keys = ("train.method", "data.swap_pairs", *RECIPE_KEYS.get(method, LOOP_KEYS), "seed")
+    recipe = "\n".join(f"| `{k}` | `{json.dumps(_get(config, k))}` |" for k in keys)
     swap = ", ".join(f"{a} <-> {b}" for a, b in pairs)
     audit = read_json(run.data_audit) if uses_data and run.data_audit.is_file() else None
     audit_text = ""
@@ -70,7 +85,7 @@ def build_card(cfg: Config, run: RunDir, details: dict[str, Any] | None = None) 
 
 A concept swap of `{base}` made with swapbench {__version__}:
 the prompts naming {swap} draw each other's concept; every other concept should draw as before.
-Method `{method}`; the VAE and text encoder are the base model's{'' if method != 'token-swap' else ' (token rows exchanged)'}.
+Method `{method}`; {FROZEN.get(method, FROZEN['finetune'])}.
 {selected_text}
 ## Use
 
