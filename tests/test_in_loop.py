@@ -193,3 +193,21 @@ def test_resume_drops_eval_rows_and_a_selection_from_after_the_checkpoint(tmp_pa
     with torch.no_grad():
         unet.weight.zero_()
     assert in_loop.restore_selection(run, unet) == 4 and unet.weight.abs().sum() > 0
+
+
+def test_model_card_recipe_follows_the_method(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from swapbench.config import load_config
+    from swapbench.rundir import RunDir
+    from swapbench.train.model_card import build_card
+
+    run = RunDir(tmp_path / "r")
+    for method, shown, absent in (("uce", "train.uce_lambda", "train.lr"), ("lora", "train.lora_rank", "train.trainable"),
+                                  ("token-swap", "data.swap_pairs", "train.lr")):
+        cfg = load_config("savanna", None, [f"train.method={method}", "data.swap_pairs=[[horse,cow]]"])
+        card = ModelCard(str(build_card(cfg, run)))  # what is written parses back
+        assert f"| `{shown}` |" in card.text and f"| `{absent}` |" not in card.text, method
+        assert card.data.base_model == "world:savanna" and f"swapbench-{method}" in card.data.tags
+        assert "swap-horse-cow" in card.data.tags and "horse <-> cow" in card.text
+        assert (card.data.datasets == ["world:savanna"]) is (method == "lora")
