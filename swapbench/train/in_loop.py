@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from diffusers import DiffusionPipeline
 from PIL import Image
 from safetensors.torch import load_file, save_file
@@ -110,8 +109,7 @@ class InLoopEval:
                "tuned_sampled": results["timing"]["tuned_sampled"], "base_sampled": results["timing"]["base_sampled"]}
         append_jsonl(self.run_dir.eval_log, row)
         self.rows.append(row)
-        row_images = dict(row, images=images)
-        return row_images
+        return dict(row, images=images)  # the images go to trackers, not into the log
 
 
 def _swap_images(results: dict, out_dir: Path) -> dict[str, np.ndarray]:
@@ -190,10 +188,6 @@ def selection_summary(cfg: Config, run: RunDir, last_step: int, rows: list[dict]
     return {"policy": policy, "step": last_step, "fallback": True, "rules": rules,
             "reason": f"no evaluated step passed the {rules} (last evaluation failed {', '.join(failed) or '-'}); "
                       "exported the last step"}
-
-
-def is_main() -> bool:
-    return PartialState().is_main_process
 
 
 def announce(summary: dict) -> None:
