@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{summary['processes']} process(es): start-up and imports "
                   f"{summary['startup_s']:.0f} s, data + feature cache {summary['setup_s']:.0f} s, "
                   f"loop {summary['train_loop_s']:.0f} s ({summary['img_per_s']:.0f} img/s); "
-                  f"final loss {summary['final_loss']:.4f}")
+                  f"final loss {summary['final_loss']:.4f}", soft_wrap=True)  # a log line is never cut mid-phrase
     print(run_dir.root)
     return 0
 
