@@ -95,3 +95,26 @@ def test_report_has_what_moved_and_a_validity_banner(tmp_path):
     assert "swap_success/giraffe->zebra" in moved  # the intended move is listed too
     assert 'id="validity"' in html and "base fidelity on giraffe is 0.50" in html
     assert catalog.validity_warnings(results) and not catalog.validity_warnings(_results(_rows()))
+
+
+def test_power_command_sizes_the_suite(tmp_path, capsys):
+    from swapbench.cli import main
+
+    rows = _rows()
+    for r in rows[:5]:  # one giraffe prompt fails for every seed: clustered outcomes
+        r.update(success=False, tuned_label="giraffe")
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(_results(rows)))
+    assert main(["power", str(path), "--diff", "0.3", "--json"]) == 0
+    table = {r["metric"]: r for r in json.loads(capsys.readouterr().out)}
+    g2z = table["swap_success/giraffe->zebra"]
+    assert (g2z["prompts"], g2z["seeds_per_prompt"]) == (2, 5) and g2z["icc"] > 0.5
+    assert main(["power", str(path), "--seeds", "50", "--json"]) == 0
+    more = {r["metric"]: r for r in json.loads(capsys.readouterr().out)}
+    z2g = table["swap_success/zebra->giraffe"]  # no spread between prompts: seeds help all the way
+    assert more["swap_success/zebra->giraffe"]["detectable_diff"] < z2g["detectable_diff"] / 3
+    assert z2g["seeds_for_diff"] is not None and z2g["icc"] == 0
+    # a prompt that decides its seeds' outcomes (icc 1): more seeds buy nothing
+    assert more["swap_success/giraffe->zebra"]["detectable_diff"] == g2z["detectable_diff"]
+    assert g2z["seeds_for_diff"] is None  # two prompts that disagree this much: no number of seeds is enough
+    assert main(["power", str(path), "--diff", "3"]) == 2
