@@ -232,6 +232,10 @@ def print_paired(runs: list[RunRecord], metrics: list[str], table_data: dict[str
             cells.append(f"[bold]{text}[/]" if d["p_holm"] < 0.05 else text)
         table.add_row(label, *cells)
     console.print(table)
+    for label, row in table_data.items():
+        moved = [f"{name} {d['diff']:+.3f}" for name, d in row.items() if d["p_holm"] < 0.05 and d["diff"] != 0]
+        console.print(f"{label} vs {runs[0].label}: " + ("; ".join(moved) if moved else "no significant difference"),
+                      soft_wrap=True)
 
 
 def to_json(runs: list[RunRecord], keys: list[str], table_data: dict[str, dict[str, dict]]) -> dict:
