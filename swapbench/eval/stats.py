@@ -210,17 +210,22 @@ def detectable_difference(p: float, n_clusters: int, per_cluster: int, icc: floa
     return (Z95 + z_power) * math.sqrt(max(var, 0.0))
 
 
-def seeds_needed(diff: float, p: float, n_clusters: int, icc: float, power: float = 0.8,
-                 max_seeds: int = 100_000) -> int | None:
+def seeds_needed(diff: float, p: float, n_clusters: int, icc: float, power: float = 0.8) -> int | None:
     """Seeds per prompt for ``detectable_difference`` to reach ``diff``; None when no number of seeds
-    can (the prompts' own spread, icc / G, is the floor: then the suite needs more prompts)."""
-    floor = (Z95 + float(sps.norm.ppf(power))) * math.sqrt(2 * p * (1 - p) * icc / n_clusters)
-    if floor >= diff:
+    can (the prompts' own spread, icc / G, is the floor: then the suite needs more prompts).
+
+    Solves z^2 2 p (1 - p) ((1 - icc) / m + icc) / G <= diff^2 for the smallest whole m."""
+    z = Z95 + float(sps.norm.ppf(power))
+    var_unit = 2 * p * (1 - p)
+    if var_unit <= 0:
+        return 1
+    room = diff * diff * n_clusters / (z * z * var_unit) - icc
+    if room <= 0:
         return None
-    for m in range(1, max_seeds + 1):
-        if detectable_difference(p, n_clusters, m, icc, power) <= diff:
-            return m
-    return None
+    m = max(1, math.ceil((1 - icc) / room - 1e-9))
+    while m > 1 and detectable_difference(p, n_clusters, m - 1, icc, power) <= diff:
+        m -= 1  # guard against rounding in the closed form
+    return m
 
 
 def icc_from_design_effect(deff: float, per_cluster: float) -> float:
