@@ -42,3 +42,10 @@ def metric_entry(fam: Family, rows: Sequence[Row], reps: int, seed: int) -> dict
     else:
         est = stats.clustered_mean(values, clusters, reps, seed)
     return M.estimate_entry(est, fam.higher_is_better, fam.definition, fam.interval)
+
+
+def share_entry(outcomes: Sequence[bool], prompts: Sequence[str], reps: int, seed: int, higher_is_better: bool | None,
+                description: str) -> dict[str, Any]:
+    """A share outside the table (a probe's own metric) with the same clustered interval as the table's."""
+    est = stats.clustered_proportion(outcomes, prompts, reps, seed)
+    return M.estimate_entry(est, higher_is_better, description, catalog.PROPORTION_INTERVAL)
