@@ -174,7 +174,8 @@ def paired(first: Sequence[float], second: Sequence[float], clusters: Sequence[H
     diff = float(d.mean())
     se = max(cluster_se(d, clusters, reps, seed), iid_se(d))
     ci = (diff - Z95 * se, diff + Z95 * se)
-    if binary:
+    if binary:  # a difference of two shares lies in [-1, 1]
+        ci = (max(ci[0], -1.0), min(ci[1], 1.0))
         p, nb, nc = mcnemar(a.astype(bool), b.astype(bool))
         return Paired(diff, ci, se, p, n, g, (nb, nc))
     p = 1.0 if se == 0 and diff == 0 else (0.0 if se == 0 else float(2 * sps.norm.sf(abs(diff) / se)))
