@@ -17,6 +17,7 @@ COMMANDS = {
     "eval": "swapbench.eval.cli",
     "compare": "swapbench.reports.compare_cli",
     "gate": "swapbench.reports.gate_cli",
+    "power": "swapbench.eval.power_cli",
     "sweep": "swapbench.reports.sweep_cli",
     "world": "swapbench.world.cli",
     "fetch": "swapbench.fetch_cli",

@@ -42,3 +42,15 @@ def test_data_scale_memory_is_flat_in_dataset_rows(tmp_path):
     assert "| 2,400 | 200 |" in out
     ratio = json.loads(out.strip().splitlines()[-1])["peak_rss_ratio_largest_vs_smallest"]["200"]
     assert ratio < 1.1, out
+
+
+@pytest.mark.slow
+def test_gate_calibration_simulation_measures_level_and_power(monkeypatch):
+    """The simulated calibration drives the real scorer and gate: null pairs pass, a large drop fails."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from gate_calibration import simulate
+
+    rows = {label: (n, paired, overlap) for label, n, paired, overlap in simulate(3, seed=0)}
+    assert rows["null: same model twice (false alarms)"] == (3, 0, 0)
+    assert rows["swap -1.5 probit"][1] >= 2 and rows["swap -1.5 probit"][1] >= rows["swap -0.8 probit"][1]
+    assert simulate(1, seed=5) == simulate(1, seed=5)  # seeded

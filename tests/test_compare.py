@@ -21,7 +21,8 @@ def runs(tmp_path_factory):
 
 
 def _table_lines(out):
-    return [line for line in out.splitlines() if line.startswith("│")]
+    """Rows of the runs table (the paired table follows it)."""
+    return [line for line in out.split("paired vs")[0].splitlines() if line.startswith("│")]
 
 
 def test_three_learning_rates_show_the_differing_key_and_metrics(runs, tmp_path, capsys):
@@ -66,7 +67,7 @@ def test_runs_of_different_methods_show_the_method_column_and_one_point_each(tmp
         runs.append(run)
     assert main(["compare", *map(str, runs), "--csv", str(tmp_path / "c.csv"), "--html", str(tmp_path / "c.html")]) == 0
     out = capsys.readouterr().out
-    assert "all settings equal" in out  # the method is a column of its own, not a "setting that differs"
+    assert "settings that differ: train.method" in out  # not "all settings equal": the method differs
     cells = [[c.strip() for c in row.split("│")[1:-1]] for row in _table_lines(out)]
     assert [c[:2] for c in cells if c[0]] == [["finetune", "finetune"], ["uce", "uce"], ["token-swap", "token-swap"]]
     assert [r["method"] for r in csv.DictReader(open(tmp_path / "c.csv"))] == ["finetune", "uce", "token-swap"]
@@ -107,3 +108,41 @@ def test_unknown_metric_is_a_one_line_error(runs, capsys, args, needle):
 def test_missing_run_is_a_one_line_error(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "nope")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_paired_json_against_the_first_run(runs, capsys):
+    assert main(["compare", str(runs[1]), str(runs[0]), str(runs[1]), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)  # stdout holds only the JSON
+    assert [r["run"] for r in out["runs"]] == ["lr0.0003", "lr0.0001", "lr0.0003 (2)"]
+    assert set(out["paired"]) == {"lr0.0001", "lr0.0003 (2)"}
+    itself = out["paired"]["lr0.0003 (2)"]
+    assert itself["preservation"] == {"diff": 0.0, "ci95": [0.0, 0.0], "p": 1.0, "p_holm": 1.0, "n_pairs": 20,
+                                      "n_clusters": 4, "discordant": [0, 0]}
+    lower = out["paired"]["lr0.0001"]
+    # lr 3e-4 -> 1e-4: swap 0.9 -> 0.5 (10 rows per direction: 18 -> 10 successes), preservation 0.95 -> 1.0
+    swap = lower["swap_success"]
+    assert swap["diff"] == pytest.approx(-0.4) and swap["discordant"] == [8, 0] and swap["n_pairs"] == 20
+    assert swap["p"] == pytest.approx(2 * 0.5 ** 8, rel=1e-4)  # stored to 6 significant digits
+    # the failures sit in one prompt per direction: the clustered interval is wide, McNemar ignores that
+    assert swap["ci95"][0] < -0.4 < swap["ci95"][1] and swap["p_holm"] <= 6 * 2 * 0.5 ** 8 + 1e-6
+    assert lower["preservation"]["diff"] == pytest.approx(0.05) and lower["preservation"]["discordant"] == [0, 1]
+    assert "kid_vs_base" not in lower  # no per-prompt rows: not paired
+
+
+def test_paired_table_and_html(runs, tmp_path, capsys):
+    assert main(["compare", str(runs[1]), str(runs[0]), "--html", str(tmp_path / "c.html")]) == 0
+    out = capsys.readouterr().out
+    assert "paired vs lr0.0003" in out and "-0.400" in out
+    html = (tmp_path / "c.html").read_text()
+    assert "Paired differences against lr0.0003" in html and "lr0.0001" in table_rows(html, "data-paired")
+
+
+def test_runs_evaluated_differently_cannot_be_compared(tmp_path, capsys):
+    a = make_run(tmp_path, "a")
+    b = make_run(tmp_path, "b")
+    results = json.loads((b / "eval" / "results.json").read_text())
+    results["sampler"]["steps"] = 50
+    (b / "eval" / "results.json").write_text(json.dumps(results))
+    assert main(["compare", str(a), str(b)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different sampler settings" in err[0]

@@ -92,7 +92,8 @@ def test_run_directories_and_baseline_drop_in_preservation(tmp_path, capsys):
     capsys.readouterr()
     worse = make_run(tmp_path, "worse", swap=1.0, preservation=0.5)
     rules = tmp_path / "baseline-only.yaml"
-    rules.write_text("rules:\n  - baseline: all\n")
+    # The old disjoint-intervals rule, kept as an option (one prompt per control here: too few for the paired test)
+    rules.write_text("rules:\n  - baseline: all\n    test: ci-overlap\n")
     assert main(["gate", str(worse), "--baseline", str(good), "--rules", str(rules), "--json"]) == 1
     failed = {v["metric"] for v in json.loads(capsys.readouterr().out)["verdicts"] if not v["passed"]}
     assert failed == {"preservation", "preservation/lion", "preservation/cow"}  # elephant, horse kept
@@ -180,3 +181,49 @@ def test_default_rules_gate_every_direction_of_the_pairs_the_run_swapped(write, 
     results["metrics"].pop("swap_success/elephant->lion")  # a recorded direction without its metric: cannot judge
     assert main(["gate", write("b.json", results)]) == 2
     assert "swap_success/elephant->lion" in capsys.readouterr().err
+
+
+def _scored(run, control_fail=(), swap_fail=(), seeds=6):
+    """Results scored by the real scorer from rows: 8 control prompts x ``seeds`` seeds, 8 swap prompts
+    x 10 seeds; ``control_fail``/``swap_fail``: (prompt index, seed) rows that fail."""
+    from swapbench.eval.scoring import score_rows
+
+    rows = []
+    controls = [(c, t) for c in ("elephant", "horse", "lion", "cow") for t in ("a photo of a {}", "a {} in a field")]
+    for k, (concept, template) in enumerate(controls):
+        for seed in range(seeds):
+            ok = (k, seed) not in control_fail
+            rows.append({"group": "control", "kind": "control", "concept": concept, "prompt": template.format(concept),
+                         "seed": seed, "base_label": concept, "tuned_label": concept if ok else "deer", "success": ok})
+    swaps = [(c, t) for c in ("giraffe", "zebra") for t in ("a {}", "a photo of a {}", "there is a {}", "one {}")]
+    for k, (concept, template) in enumerate(swaps):
+        partner = "zebra" if concept == "giraffe" else "giraffe"
+        for seed in range(10):
+            ok = (k, seed) not in swap_fail
+            rows.append({"group": "swap", "kind": "swap", "concept": concept, "prompt": template.format(concept),
+                         "seed": seed, "base_label": concept, "tuned_label": partner if ok else concept, "success": ok})
+    return {"schema_version": 1, "run": run, "suite": "default", "swap_pairs": [["giraffe", "zebra"]],
+            "metrics": score_rows(rows, [["giraffe", "zebra"]], 500, 0), "per_prompt": rows,
+            "sampler": {"steps": 20}, "provenance": {"seeds": {"per_prompt": [6, 10]}}}
+
+
+def test_paired_noninferiority_gate_fails_a_real_drop_and_passes_noise(write, capsys):
+    rules = "rules:\n  - baseline: all\n    margins: {'preservation*': 0.05}\n"
+    base = write("base.json", _scored("base"))
+    rule_file = write("rules.yaml", rules)
+    # a few rows of noise, spread over prompts: not worse beyond the margin with 95% confidence
+    noise = _scored("noise", control_fail={(0, 1), (5, 3)}, swap_fail={(2, 4), (6, 0)})
+    assert main(["gate", write("noise.json", noise), "--baseline", base, "--rules", rule_file]) == 0
+    capsys.readouterr()
+    # preservation 1.0 -> 0.625: 6 of 8 control prompts lose half their seeds
+    drop = _scored("drop", control_fail={(k, s) for k in range(6) for s in range(3)})
+    assert main(["gate", write("drop.json", drop), "--baseline", base, "--rules", rule_file, "--json"]) == 1
+    verdicts = {v["metric"]: v for v in json.loads(capsys.readouterr().out)["verdicts"]}
+    assert not verdicts["preservation"]["passed"] and verdicts["preservation"]["rule"] == "vs baseline (paired)"
+    assert "diff -0.375" in verdicts["preservation"]["reference"] and "margin 0.05" in verdicts["preservation"]["reference"]
+    assert verdicts["swap_success"]["passed"]
+    # the same drop within a margin wider than it passes
+    wide = write("wide.yaml", "rules:\n  - baseline: all\n    margins: {'preservation*': 0.5}\n")
+    assert main(["gate", write("drop2.json", drop), "--baseline", base, "--rules", wide]) == 0
+    # run against itself: differences of 0, nothing fails
+    assert main(["gate", base, "--baseline", base, "--rules", rule_file]) == 0

@@ -43,8 +43,8 @@ def test_report_holds_every_metric_with_ci_and_n(run, report):
 
 def test_report_shows_gate_verdicts_against_default_rules(report):
     rows = table_rows(report.read_text(), "data-metric")
-    assert rows["preservation"][5] == ">= 0.95 FAIL"
-    assert rows["swap_success/giraffe->zebra"][5] == ">= 0.9 pass"
+    assert rows["preservation"][6] == ">= 0.95 FAIL"
+    assert rows["swap_success/giraffe->zebra"][6] == ">= 0.9 pass"
     assert re.search(r'class="v fail">FAIL<', report.read_text())
 
 

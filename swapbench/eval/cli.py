@@ -38,6 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", default="runs", help="where to look for the latest run (default: runs)")
     p.add_argument("--json", action="store_true", help="print the metrics of results.json as JSON instead of "
                    "the table; stdout then holds only that JSON (the report path goes to stderr)")
+    p.add_argument("--all", action="store_true", help="print every metric (default: the headline metrics, the gate "
+                   "verdict and what moved from the base)")
     add_config_arguments(p, default_preset=None)
     p.set_defaults(func=run)
 
@@ -142,11 +144,15 @@ def run(args: argparse.Namespace) -> int:
         from swapbench.train.model_card import add_eval_results
 
         add_eval_results(run.model, results)
+    from swapbench.eval.catalog import validity_warnings
+
+    for warning in validity_warnings(results):
+        print(f"swapbench eval: warning: {warning}", file=sys.stderr)
     if args.json:
         # stdout holds the JSON alone, so `swapbench eval --json | jq` works; the report path is a note.
         print(json.dumps(results["metrics"], indent=2))
         print(f"report: {report}", file=sys.stderr)
     else:
-        print_summary(results)
+        print_summary(results, show_all=args.all)
         print(report)
     return 0

@@ -24,8 +24,8 @@ from PIL import Image
 
 from swapbench import __version__
 from swapbench.config import Config
+from swapbench.eval import catalog, probes, schema, scoring
 from swapbench.eval import metrics as M
-from swapbench.eval import probes, schema
 from swapbench.eval.inception import InceptionFeatures
 from swapbench.eval.judge import ZeroShotJudge
 from swapbench.eval.samplers import build_scheduler
@@ -214,14 +214,17 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
 
 def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge,
            distance=None) -> tuple[dict, list]:
+    """Per-prompt rows (what each image was judged and whether it counts as a success), then every
+    metric from those rows (``scoring.score_rows``) plus the feature distances of the controls."""
     reps, seed = cfg.eval.bootstrap, cfg.seed
-    direction = {c: M.swap_success() for c in suite.swapped}
-    retained = {c: M.Proportion("tuned label == the prompt's own (swapped) concept", higher_is_better=False)
-                for c in suite.swapped}
-    fidelity: dict[str, M.Proportion] = {}
-    groups: dict[str, dict[str, M.Proportion]] = {"control": {}, "specificity": {}, "generality": {}, "custom": {}}
-    tuned_is_concept: dict[str, M.Proportion] = {}
     label_index = {c: i for i, c in enumerate(suite.labels)}
+    control = [i for i, (it, _) in enumerate(jobs) if it.group == "control"]
+    clip: dict[int, tuple[float, float]] = {}
+    if len(control) >= 4:
+        text = judge.text_features([jobs[i][0].prompt for i in control])
+        tuned_clip = (100 * (tuned_f[control] * text).sum(-1)).clamp(min=0).tolist()
+        base_clip = (100 * (base_f[control] * text).sum(-1)).clamp(min=0).tolist()
+        clip = {i: (t, b) for i, t, b in zip(control, tuned_clip, base_clip, strict=True)}
     per_prompt = []
     for i, (item, s) in enumerate(jobs):
         partner = suite.partner(item.concept)
@@ -234,66 +237,21 @@ def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned
             success = tuned_lab[i] == item.concept
         else:
             success = tuned_lab[i] == base_lab[i]
-        if item.group == "swap":
-            direction[item.concept].update(success)
-            retained[item.concept].update(tuned_lab[i] == item.concept)
-        elif item.group in groups:
-            key = item.kind if item.group == "generality" else item.concept
-            groups[item.group].setdefault(key, M.Proportion(
-                "judged as the partner concept" if item.group == "generality" else "same-seed tuned label == base label"
-            )).update(success)
-            if item.group == "control":
-                tuned_is_concept.setdefault(item.concept, M.Proportion("tuned label == the prompted concept")).update(
-                    tuned_lab[i] == item.concept)
-        if item.group in ("swap", "control", "specificity"):
-            fidelity.setdefault(item.concept, M.Proportion("base label == the prompted concept")).update(
-                base_lab[i] == item.concept)
-        per_prompt.append({"group": item.group, "kind": item.kind, "concept": item.concept, "prompt": item.prompt,
-                           "seed": s, "base_label": base_lab[i], "tuned_label": tuned_lab[i], "success": success,
-                           "scores": {c: round(float(tuned_p[i, j]), 4) for j, c in enumerate(suite.labels)}})
+        row = {"group": item.group, "kind": item.kind, "concept": item.concept, "prompt": item.prompt,
+               "seed": s, "base_label": base_lab[i], "tuned_label": tuned_lab[i], "success": success,
+               "scores": {c: round(float(tuned_p[i, j]), 4) for j, c in enumerate(suite.labels)}}
+        if i in clip:
+            row["clip"], row["clip_base"] = (M.stable(v) for v in clip[i])
+        per_prompt.append(row)
 
-    out: dict[str, dict] = {}
-    dirs = {f"{c}->{suite.partner(c)}": direction[c] for c in suite.swapped}
-    # Every swapped concept gets the same prompts and seeds, so pooling is the mean over directions.
-    all_swap = M.swap_success("all directions pooled (equal n each: their mean)")
-    for p in dirs.values():
-        all_swap.update(p.outcomes)
-    out["swap_success"] = all_swap.compute()
-    for name, p in dirs.items():
-        out[f"swap_success/{name}"] = p.compute()
-    for c, p in retained.items():
-        out[f"source_retained/{c}"] = p.compute()
-    pooled = M.preservation("all control pairs pooled")
-    for p in groups["control"].values():
-        pooled.update(p.outcomes)
-    if pooled.outcomes:
-        out["preservation"] = pooled.compute()
-    for c, p in groups["control"].items():
-        out[f"preservation/{c}"] = p.compute()
-    for c, p in tuned_is_concept.items():
-        out[f"preservation_as_prompted/{c}"] = p.compute()
-    for c, p in fidelity.items():
-        out[f"base_fidelity/{c}"] = p.compute()
-    for group in ("generality", "specificity", "custom"):
-        if groups[group]:
-            pooled = M.Proportion(f"{group}: all items pooled")
-            for p in groups[group].values():
-                pooled.update(p.outcomes)
-            out[group] = pooled.compute()
-            for key, p in groups[group].items():
-                out[f"{group}/{key}"] = p.compute()
-    control = [i for i, (it, _) in enumerate(jobs) if it.group == "control"]
+    out = scoring.score_rows(per_prompt, suite.swap_pairs, reps, seed)
     if len(control) >= 4:
         # distance: (tuned, base, name) control-sample features of another extractor (eval.fid_features)
         d_tuned, d_base, what = distance or (tuned_f[control], base_f[control], "judge features")
-        out["kid_vs_base"] = M.kid_vs_base(d_tuned, d_base, seed, what)
-        out["fid_vs_base"] = M.fid_vs_base(d_tuned, d_base, seed, max(50, reps // 10), what)
-        text = judge.text_features([jobs[i][0].prompt for i in control])
-        clip = (100 * (tuned_f[control] * text).sum(-1)).clamp(min=0).tolist()
-        clip_base = (100 * (base_f[control] * text).sum(-1)).clamp(min=0).tolist()
-        out["clip_score/control"] = M.mean_with_ci(clip, reps, seed, True, "100 x cos(tuned image, prompt) in judge space")
-        out["clip_score_base/control"] = M.mean_with_ci(clip_base, reps, seed, True, "100 x cos(base image, prompt)")
-    return out, per_prompt
+        prompts = [jobs[i][0].prompt for i in control]
+        out["kid_vs_base"] = M.kid_vs_base(d_tuned, d_base, seed, what, prompts)
+        out["fid_vs_base"] = M.fid_vs_base(d_tuned, d_base, seed, max(50, reps // 10), what, prompts)
+    return {name: out[name] for name in catalog.ordered(out)}, per_prompt
 
 
 def _spec(base: str, cfg: Config) -> ModelSpec | str:

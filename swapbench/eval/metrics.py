@@ -1,7 +1,9 @@
-"""Metrics of a swap evaluation. Each states its definition; each reports value, 95% CI and n.
+"""Metric estimators of a swap evaluation; each reports value, 95% CI, n and n_clusters.
 
-Proportions use the Wilson score interval; distances (KID, FID) and means use a seeded
-percentile bootstrap over samples. ``higher_is_better`` tells the gate which way is worse.
+Which metrics exist, their definitions and directions are in ``swapbench.eval.catalog``; the
+intervals treat prompts as clusters (``swapbench.eval.stats``): proportions the Wilson interval at
+the cluster bootstrap's effective n, means a cluster-bootstrap SE, KID a delete-one-prompt
+jackknife, FID a cluster bootstrap. Without cluster labels each sample is its own cluster.
 """
 
 from __future__ import annotations
@@ -14,16 +16,8 @@ import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import poly_kernel
 
-
-def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (well behaved at 0 and 1, unlike the normal one)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+from swapbench.eval import stats
+from swapbench.eval.stats import wilson  # noqa: F401  (the public name predates stats.py)
 
 
 def stable(x: float) -> float:
@@ -32,25 +26,49 @@ def stable(x: float) -> float:
     return float(f"{round(float(x), 6):.6g}") + 0.0
 
 
-def entry(value: float, ci: tuple[float, float], n: int, higher_is_better: bool | None, description: str) -> dict:
-    return {"value": stable(value), "ci95": [stable(ci[0]), stable(ci[1])], "n": int(n),
-            "higher_is_better": higher_is_better, "description": description}
+def entry(value: float, ci: tuple[float, float], n: int, higher_is_better: bool | None, description: str,
+          n_clusters: int | None = None, interval: str | None = None, design_effect: float | None = None) -> dict:
+    out = {"value": stable(value), "ci95": [stable(ci[0]), stable(ci[1])], "n": int(n),
+           "n_clusters": int(n if n_clusters is None else n_clusters),
+           "higher_is_better": higher_is_better, "description": description}
+    if interval:
+        out["interval"] = interval
+    if design_effect is not None:
+        # 3 digits: a ratio of two variances amplifies the last-bit noise of CPU kernels
+        out["design_effect"] = float(f"{design_effect:.3g}")
+    return out
+
+
+def estimate_entry(est: stats.Estimate, higher_is_better: bool | None, description: str, interval: str) -> dict:
+    return entry(est.value, est.ci95, est.n, higher_is_better, description, est.n_clusters, interval,
+                 est.design_effect)
 
 
 @dataclass
 class Proportion:
-    """Share of trials that succeeded; the Wilson 95% interval."""
+    """Share of trials that succeeded; the clustered Wilson 95% interval (``stats.clustered_proportion``).
+
+    ``update(success, cluster)``: trials without a cluster label are clusters of their own."""
 
     description: str
     higher_is_better: bool = True
     outcomes: list[bool] = field(default_factory=list)
+    clusters: list = field(default_factory=list)
+    reps: int = 1000
+    seed: int = 0
 
-    def update(self, success: bool | list[bool]) -> None:
-        self.outcomes += success if isinstance(success, list) else [success]
+    def update(self, success: bool | list[bool], cluster=None) -> None:
+        new = success if isinstance(success, list) else [success]
+        start = len(self.outcomes)
+        self.outcomes += new
+        self.clusters += [(None, start + i) if cluster is None else cluster for i in range(len(new))]
 
     def compute(self) -> dict:
-        k, n = sum(self.outcomes), len(self.outcomes)
-        return entry(k / n if n else float("nan"), wilson(k, n), n, self.higher_is_better, self.description)
+        clusters = self.clusters if len(self.clusters) == len(self.outcomes) else list(range(len(self.outcomes)))
+        est = stats.clustered_proportion(self.outcomes, clusters, self.reps, self.seed)
+        from swapbench.eval.catalog import PROPORTION_INTERVAL
+
+        return estimate_entry(est, self.higher_is_better, self.description, PROPORTION_INTERVAL)
 
 
 def swap_success(description: str = "") -> Proportion:
@@ -122,21 +140,26 @@ def _kid(tuned: torch.Tensor, base: torch.Tensor, halves: torch.Tensor) -> float
     return 0.5 * (mmd2(tuned[a], base[b]) + mmd2(tuned[b], base[a]))
 
 
-def bootstrap(stat, tuned: torch.Tensor, base: torch.Tensor, reps: int, seed: int) -> tuple[float, float]:
-    """Percentile bootstrap: resample the (tuned, base) pairs with replacement ``reps`` times."""
-    rng = np.random.default_rng(seed)
+def bootstrap(stat, tuned: torch.Tensor, base: torch.Tensor, reps: int, seed: int,
+              clusters: list | None = None) -> tuple[float, float]:
+    """Percentile bootstrap of ``stat(tuned, base)``: whole prompts (clusters of same-seed pairs)
+    resampled with replacement ``reps`` times; without clusters, single pairs."""
+    index, g = stats.cluster_index(clusters if clusters is not None else range(len(tuned)))
+    members = [np.flatnonzero(index == k) for k in range(g)]
     values = []
-    for _ in range(reps):
-        idx = torch.from_numpy(rng.integers(0, len(tuned), len(tuned)))
+    for draw in stats.bootstrap_draws(g, reps, seed):
+        idx = torch.from_numpy(np.concatenate([members[k] for k in draw]))
         values.append(stat(tuned[idx], base[idx]))
     return (float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5)))
 
 
-def kid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int, features: str = "judge features") -> dict:
+def kid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int, features: str = "judge features",
+                clusters: list | None = None) -> dict:
     """KID vs base: unbiased MMD^2 (KID's cubic polynomial kernel) between tuned and base control-sample
     features, taken across a seeded random half split of the same-seed pairs (tuned of one half vs
     base of the other, averaged both ways) so the two sets are independent; its expectation is 0 when
-    nothing drifted. 95% CI: value +- 1.96 delete-one-pair jackknife standard errors."""
+    nothing drifted. 95% CI: value +- 1.96 jackknife standard errors, deleting one prompt (all its
+    seeds) at a time, or one pair at a time without ``clusters``."""
     n = min(len(tuned), len(base))
     if n < 8:
         return entry(float("nan"), (float("nan"), float("nan")), n, False, "KID needs at least 8 control pairs")
@@ -145,32 +168,36 @@ def kid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int, features: st
     halves[order[: n // 2]] = True
     tuned, base = tuned[:n], base[:n]
     value = _kid(tuned, base, halves)
-    keep = torch.ones(n, dtype=torch.bool)
+    index, g = stats.cluster_index(clusters[:n] if clusters is not None else range(n))
+    if g < 3:  # too few prompts to delete one at a time: pairs
+        index, g = np.arange(n), n
     leave_one_out = []
-    for i in range(n):
-        keep[i] = False
+    for k in range(g):
+        keep = torch.from_numpy(index != k)
         leave_one_out.append(_kid(tuned[keep], base[keep], halves[keep]))
-        keep[i] = True
     jack = np.asarray(leave_one_out)
-    se = math.sqrt((n - 1) / n * float(((jack - jack.mean()) ** 2).sum()))
+    se = math.sqrt((g - 1) / g * float(((jack - jack.mean()) ** 2).sum()))
     return entry(value, (value - 1.96 * se, value + 1.96 * se), n, False,
-                 f"KID between tuned and base control samples ({features}, independent halves)")
+                 f"KID between tuned and base control samples ({features}, independent halves)", g)
 
 
-def fid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int, reps: int, features: str = "judge features") -> dict:
+def fid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int, reps: int, features: str = "judge features",
+                clusters: list | None = None) -> dict:
     """FID vs base: Frechet distance between Gaussians fitted to tuned and base control-sample features."""
     value = _fid(tuned, base)
-    ci = bootstrap(_fid, tuned, base, reps, seed)
-    return entry(value, ci, len(tuned), False, f"FID between tuned and base control samples ({features}; biased at small n)")
+    ci = bootstrap(_fid, tuned, base, reps, seed, clusters)
+    g = stats.cluster_index(clusters)[1] if clusters is not None else len(tuned)
+    return entry(value, ci, len(tuned), False,
+                 f"FID between tuned and base control samples ({features}; biased at small n)", g)
 
 
-def mean_with_ci(values: list[float], reps: int, seed: int, higher_is_better: bool, description: str) -> dict:
-    """Mean with a percentile-bootstrap 95% interval."""
-    arr = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    boots = [arr[rng.integers(0, len(arr), len(arr))].mean() for _ in range(reps)] if len(arr) else [float("nan")]
-    return entry(arr.mean() if len(arr) else float("nan"), (np.percentile(boots, 2.5), np.percentile(boots, 97.5)),
-                 len(arr), higher_is_better, description)
+def mean_with_ci(values: list[float], reps: int, seed: int, higher_is_better: bool, description: str,
+                 clusters: list | None = None) -> dict:
+    """Mean +- 1.96 cluster-bootstrap standard errors (``stats.clustered_mean``)."""
+    from swapbench.eval.catalog import MEAN_INTERVAL
+
+    est = stats.clustered_mean(values, clusters if clusters is not None else list(range(len(values))), reps, seed)
+    return estimate_entry(est, higher_is_better, description, MEAN_INTERVAL)
 
 
 def confusion(rows: list[tuple[str, str]], labels: list[str]) -> dict[str, dict[str, int]]:

@@ -418,12 +418,12 @@ class Trajectory:
 # --- scoring ------------------------------------------------------------------------------------------
 
 
-def _proportion(description: str, outcomes: list[bool], higher_is_better: bool = True) -> dict:
-    from swapbench.eval import metrics as M
+def _share(description: str, rows: list[tuple[bool, str]], reps: int, seed: int,
+           higher_is_better: bool = True) -> dict:
+    """A probe's share with the clustered interval every share gets: prompts are the clusters."""
+    from swapbench.eval.scoring import share_entry
 
-    metric = M.Proportion(description, higher_is_better)
-    metric.update(outcomes)
-    return metric.compute()
+    return share_entry([o for o, _ in rows], [p for _, p in rows], reps, seed, higher_is_better, description)
 
 
 def total_variation(pairs: list[tuple[str, str]]) -> float:
@@ -455,36 +455,36 @@ def tv_with_ci(clusters: dict[str, list[tuple[str, str]]], reps: int, seed: int)
 def score(per_prompt: list[dict], suite, reps: int, seed: int) -> dict[str, dict]:
     """The ``robust/...`` metrics from per-prompt rows (groups forms, trajectory, unnamed)."""
     out: dict[str, dict] = {}
-    families: dict[str, list[bool]] = {}
-    trajectory: dict[tuple[str, float], list[bool]] = {}
+    families: dict[str, list[tuple[bool, str]]] = {}
+    trajectory: dict[tuple[str, float], list[tuple[bool, str]]] = {}
     unnamed: dict[str, list[tuple[str, str]]] = {}
     for row in per_prompt:
         valid = row["base_label"] == row["concept"]
         if row["group"] == "forms":
             families.setdefault(row["kind"], [])
             if valid:
-                families[row["kind"]].append(bool(row["success"]))
+                families[row["kind"]].append((bool(row["success"]), row["prompt"]))
         elif row["group"] == "trajectory":
             trajectory.setdefault((row["probe"], row["level"]), [])
             if valid:
-                trajectory[(row["probe"], row["level"])].append(bool(row["success"]))
+                trajectory[(row["probe"], row["level"])].append((bool(row["success"]), row["prompt"]))
         elif row["group"] == "unnamed":
             unnamed.setdefault(row["prompt"], []).append((row["base_label"], row["tuned_label"]))
     for family, outcomes in families.items():
-        out[f"robust/forms/{family}"] = _proportion(
+        out[f"robust/forms/{family}"] = _share(
             f"{family} forms judged as the partner, over the pairs whose base image shows the prompted concept"
-            + ("" if outcomes else " (the base drew the prompted concept for none: no value)"), outcomes)
+            + ("" if outcomes else " (the base drew the prompted concept for none: no value)"), outcomes, reps, seed)
     for (kind, level), outcomes in sorted(trajectory.items(), key=lambda kv: (kv[0][0] == "handover", kv[0][1])):
         if kind == "img2img":
             name, what = f"robust/trajectory/{level:g}", f"img2img of the base image of A at strength {level:g}"
         else:
             name, what = f"robust/trajectory/handover/{level:g}", f"base model runs the first {level:g} of the steps, tuned the rest"
-        out[name] = _proportion(f"{what}, prompt naming A: judged as the partner (valid starts only)", outcomes)
+        out[name] = _share(f"{what}, prompt naming A: judged as the partner (valid starts only)", outcomes, reps, seed)
     if unnamed:
         out["robust/unnamed/tv"] = tv_with_ci(unnamed, reps, seed)
-        out["robust/unnamed/changed"] = _proportion("same-seed pairs of prompts naming no label whose judged label "
-                                                    "changed", [b != t for pairs in unnamed.values() for b, t in pairs],
-                                                    higher_is_better=False)
+        out["robust/unnamed/changed"] = _share("same-seed pairs of prompts naming no label whose judged label changed",
+                                               [(b != t, prompt) for prompt, pairs in unnamed.items() for b, t in pairs],
+                                               reps, seed, higher_is_better=False)
     return out
 
 

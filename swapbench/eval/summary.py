@@ -1,35 +1,56 @@
-"""The terminal summary of an evaluation."""
+"""The terminal summary of an evaluation: headline metrics and the gate verdict first, the rest on request."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
-HEADLINE_ORDER = ("swap_success", "source_retained", "preservation", "generality", "specificity",
-                  "kid_vs_base", "fid_vs_base", "clip_score", "base_fidelity", "custom")
+from swapbench.eval import catalog
 
 
 def ordered(metrics: dict) -> list[str]:
-    def rank(name: str) -> tuple[int, str]:
-        head = name.split("/")[0]
-        head = "clip_score" if head.startswith("clip_score") else head
-        head = "preservation" if head.startswith("preservation") else head
-        return (HEADLINE_ORDER.index(head) if head in HEADLINE_ORDER else len(HEADLINE_ORDER), name)
-
-    return sorted(metrics, key=rank)
+    """Metric names in the metric table's order (``catalog.ordered``)."""
+    return catalog.ordered(metrics)
 
 
-def print_summary(results: dict, console: Console | None = None) -> None:
+def print_summary(results: dict, console: Console | None = None, show_all: bool = False) -> None:
+    from swapbench.reports.gate import evaluate, load_rules
+
     console = console or Console()
-    table = Table(title=f"{results['run']} — suite {results['suite']}", title_justify="left")
-    for col, justify in (("metric", "left"), ("value", "right"), ("95% CI", "right"), ("n", "right")):
+    if not console.is_terminal:  # logs are read later, in full: do not wrap rows at 80 columns
+        console.width = max(console.width, 160)
+    metrics = results["metrics"]
+    head = catalog.headline(metrics)
+    names = ordered(metrics) if show_all else head
+    table = Table(title=f"{results['run']} — suite {results['suite']}"
+                  + ("" if show_all else f" (headline; {len(metrics) - len(head)} more with --all)"),
+                  title_justify="left", caption="95% CI: prompts as clusters (Wilson at the cluster-bootstrap "
+                  "effective n for shares; cluster-bootstrap SE for means; prompt jackknife for KID)",
+                  caption_justify="left")
+    for col, justify in (("metric", "left"), ("value", "right"), ("95% CI", "right"), ("n", "right"),
+                         ("prompts", "right")):
         table.add_column(col, justify=justify)
-    for name in ordered(results["metrics"]):
-        m = results["metrics"][name]
-        style = "bold" if "/" not in name else ""
+    for name in names:
+        m = metrics[name]
         lo, hi = m["ci95"]
-        table.add_row(name, f"{m['value']:.3f}", f"[{lo:.3f}, {hi:.3f}]", str(m["n"]), style=style)
+        table.add_row(name, f"{m['value']:.3f}", f"[{lo:.3f}, {hi:.3f}]", str(m["n"]), str(m.get("n_clusters", "")),
+                      style="bold" if name in head else "")
     console.print(table)
-    t = results["timing"]
-    console.print(f"sampled {t['base_sampled']} base (+{t['base_cached']} cached) and {t['tuned_sampled']} tuned images "
-                  f"in {t['sampling_s']:.0f} s; total {t['total_s']:.0f} s")
+    verdicts = evaluate(results, None, load_rules())
+    failed = [v for v in verdicts if not v.passed]
+    console.print(f"gate (default rules): {'[green]PASS[/]' if not failed else '[bold red]FAIL[/]'}"
+                  + "".join(f"; {v.metric} {fmt_value(v.value)} not {v.reference}" for v in failed), soft_wrap=True)
+    from swapbench.eval.paired import what_moved
+
+    moved = what_moved(results)
+    if moved:
+        console.print("moved from the base (paired, Holm p < 0.05): " + "; ".join(
+            f"{m['metric']} {m['diff']:+.3f} [{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}]" for m in moved), soft_wrap=True)
+    t = results.get("timing") or {}
+    if "base_sampled" in t:
+        console.print(f"sampled {t['base_sampled']} base (+{t['base_cached']} cached) and {t['tuned_sampled']} tuned "
+                      f"images in {t['sampling_s']:.0f} s; total {t['total_s']:.0f} s", soft_wrap=True)
+
+
+def fmt_value(value: float | None) -> str:
+    return "missing" if value is None else f"{value:.3f}"

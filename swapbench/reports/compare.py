@@ -168,8 +168,7 @@ def print_table(runs: list[RunRecord], keys: list[str], metrics: list[str], cons
     console = console or Console()
     if not console.is_terminal:  # logs and pipes are read later, in full: do not squeeze them to 80 columns
         console.width = max(console.width, 200)
-    table = Table(title=f"{len(runs)} runs" + (f"; settings that differ: {', '.join(keys)}" if keys else
-                                               "; all settings equal"), title_justify="left")
+    table = Table(title=f"{len(runs)} runs; {settings_title(runs, keys)}", title_justify="left")
     table.add_column("run", overflow="fold")
     table.add_column("method")
     for key in keys:
@@ -182,6 +181,71 @@ def print_table(runs: list[RunRecord], keys: list[str], metrics: list[str], cons
         table.add_row(run.label, run.method, *[setting_text(run.settings.get(k)) for k in keys],
                       *[_two_line(run.metric(n)) for n in metrics], "[green]pass[/]" if passed else "[red]fail[/]")
     console.print(table)
+
+
+def settings_title(runs: list[RunRecord], keys: list[str]) -> str:
+    """What differs between the runs: the method (its own column) counts as a setting here too."""
+    differ = ([METHOD_KEY] if len({run.method for run in runs}) > 1 else []) + keys
+    if differ:
+        return f"settings that differ: {', '.join(differ)}"
+    return "all settings equal"
+
+
+def check_pairable(runs: list[RunRecord]) -> None:
+    """Every run against the first: same suite, seeds, sampler and prompts, or one line (exit 2)."""
+    from swapbench.eval.paired import check_pairable as check
+
+    for run in runs[1:]:
+        check(runs[0].results, run.results)
+
+
+def paired_against_first(runs: list[RunRecord], metrics: list[str]) -> dict[str, dict[str, dict]]:
+    """``{run: {metric: {diff, ci95, p, p_holm, n_pairs, discordant}}}``: each later run minus the first,
+    row by row on (prompt, seed), Holm across ``metrics`` (those with per-prompt rows)."""
+    from swapbench.eval import paired
+
+    return {run.label: paired.compare(runs[0].results, run.results, metrics) for run in runs[1:]}
+
+
+def print_paired(runs: list[RunRecord], metrics: list[str], table_data: dict[str, dict[str, dict]],
+                 console: Any = None) -> None:
+    """Differences against the first run: diff, 95% interval, Holm p; significant ones in bold."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 200)
+    shown = [m for m in metrics if any(m in row for row in table_data.values())]
+    if not shown:
+        return
+    table = Table(title=f"paired vs {runs[0].label}: difference [95% CI], Holm p (bold: p_holm < 0.05)",
+                  title_justify="left")
+    table.add_column("run", overflow="fold")
+    for name in shown:
+        table.add_column(name, justify="right", overflow="fold")
+    for label, row in table_data.items():
+        cells = []
+        for name in shown:
+            d = row.get(name)
+            if d is None:
+                cells.append("—")
+                continue
+            text = f"{d['diff']:+.3f}\n[dim][{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}][/]\np={d['p_holm']:.2g}"
+            cells.append(f"[bold]{text}[/]" if d["p_holm"] < 0.05 else text)
+        table.add_row(label, *cells)
+    console.print(table)
+    for label, row in table_data.items():
+        moved = [f"{name} {d['diff']:+.3f}" for name, d in row.items() if d["p_holm"] < 0.05 and d["diff"] != 0]
+        console.print(f"{label} vs {runs[0].label}: " + ("; ".join(moved) if moved else "no significant difference"),
+                      soft_wrap=True)
+
+
+def to_json(runs: list[RunRecord], keys: list[str], table_data: dict[str, dict[str, dict]]) -> dict:
+    return {"runs": [{"run": run.label, "method": run.method, "results": str(run.results_file),
+                      "settings": {k: run.settings.get(k) for k in keys}, "metrics": run.results["metrics"]}
+                     for run in runs],
+            "paired": table_data}
 
 
 def _two_line(metric: dict | None) -> str:
@@ -198,11 +262,14 @@ def _target(rules: list[dict], prefix: str) -> float | None:
     return max(floors) if floors else None
 
 
-def write_html(runs: list[RunRecord], keys: list[str], metrics: list[str], path: str | Path) -> Path:
-    """compare.html: the table, a swap-success vs preservation scatter, links to each run's report."""
+def write_html(runs: list[RunRecord], keys: list[str], metrics: list[str], path: str | Path,
+               paired: dict[str, dict[str, dict]] | None = None) -> Path:
+    """compare.html: the table, the paired differences against the first run, a swap-success vs
+    preservation scatter, links to each run's report."""
     from swapbench.reports.html import environment
 
     path = Path(path)
+    paired = paired if paired is not None else paired_against_first(runs, metrics)
     rules = load_rules()
     points, rows = [], []
     for i, run in enumerate(runs):
@@ -225,5 +292,7 @@ def write_html(runs: list[RunRecord], keys: list[str], metrics: list[str], path:
     curves = overlay_curves([(run.label, run.run_root, PALETTE[i % len(PALETTE)]) for i, run in enumerate(runs)])
     html = environment().get_template("compare.html.j2").render(
         title=f"swapbench compare: {len(runs)} runs", keys=keys, metrics=metrics, rows=rows, plot=plot, curves=curves,
+        settings_title=settings_title(runs, keys), first=runs[0].label,
+        paired=paired, shown=[m for m in metrics if any(m in row for row in paired.values())],
         descriptions={n: next((r.metric(n)["description"] for r in runs if r.metric(n)), "") for n in metrics})
     return atomic_write_text(path, html)

@@ -9,10 +9,18 @@ Rules live in YAML (``eval/gates/default.yaml``)::
         min: 0.95
       - baseline: all                         # or a list of metric name patterns (fnmatch)
         exclude: ["base_fidelity/*"]          # optional patterns to leave out
+        test: paired                          # the default; ci-overlap: the old disjoint-intervals rule
+        margins: {"preservation*": 0.05}      # largest tolerated drop per pattern (first match; else 0)
 
-A metric's direction comes from its ``higher_is_better`` field in results.json (metrics with
-``null`` have no direction and are not compared). A baseline regression needs the two 95%
-intervals to be disjoint on the worse side, so sampling noise alone does not fail a build.
+A metric's direction comes from the metric table (``swapbench.eval.catalog``; a metric outside it
+keeps its results.json ``higher_is_better``; ``null``: no direction, not compared).
+
+``test: paired`` is a paired non-inferiority test on the (prompt, seed) rows both evaluations share:
+a metric fails when it is worse than the baseline by more than its margin with 95% confidence,
+Holm-adjusted across the metrics the rule compares so that one build's many metrics do not add up to
+a false alarm (``stats.noninferiority_p``). Metrics without per-prompt rows (KID, FID) or results
+files without rows fall back to ``ci-overlap``: a regression needs the two 95% intervals to be
+disjoint on the worse side.
 """
 
 from __future__ import annotations
@@ -31,7 +39,9 @@ from swapbench.assets import asset_path
 from swapbench.errors import UserError
 from swapbench.eval import schema
 
-RULE_KEYS = {"metric", "min", "max", "baseline", "exclude", "description"}
+RULE_KEYS = {"metric", "min", "max", "baseline", "exclude", "description", "test", "margins"}
+TESTS = ("paired", "ci-overlap")
+ALPHA = 0.05
 
 
 @dataclass
@@ -135,6 +145,12 @@ def _rule_problem(rule: Any) -> str | None:
         patterns = rule["baseline"]
         if patterns != "all" and not (isinstance(patterns, list) and all(isinstance(p, str) for p in patterns)):
             return "needs baseline: all or a list of metric patterns"
+        if rule.get("test", "paired") not in TESTS:
+            return f"has test {rule.get('test')!r}; use one of {', '.join(TESTS)}"
+        margins = rule.get("margins", {})
+        if not isinstance(margins, dict) or not all(isinstance(k, str) and _is_number(v) and v >= 0
+                                                    for k, v in margins.items()):
+            return "needs margins as a mapping of metric pattern -> non-negative number"
         return None
     if not isinstance(rule.get("metric"), str):
         return "names no metric"
@@ -151,7 +167,7 @@ def evaluate(results: dict, baseline: dict | None = None, rules: list | None = N
     for rule in rules:
         if "baseline" in rule:
             if baseline is not None:
-                verdicts += _versus_baseline(results["metrics"], baseline["metrics"], rule)
+                verdicts += _versus_baseline(results, baseline, rule)
         else:
             verdicts += [_threshold(results["metrics"], rule, name) for name in rule_metrics(rule["metric"], results)]
     return verdicts
@@ -176,28 +192,55 @@ def _threshold(metrics: dict, rule: dict, name: str) -> Verdict:
     return Verdict("threshold", name, value, reference, ok)
 
 
-def _versus_baseline(metrics: dict, base: dict, rule: dict) -> list[Verdict]:
+def _versus_baseline(results: dict, baseline: dict, rule: dict) -> list[Verdict]:
+    from swapbench.eval import catalog, paired, stats
+
+    metrics, base = results["metrics"], baseline["metrics"]
     patterns = ["*"] if rule["baseline"] == "all" else rule["baseline"]
     exclude = rule.get("exclude", [])
+    use_paired = rule.get("test", "paired") == "paired"
 
     def selected(name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, p) for p in patterns) and not any(
             fnmatch.fnmatchcase(name, p) for p in exclude)
 
-    verdicts = []
+    verdicts: list[Verdict] = []
+    tests: list[tuple[int, float]] = []  # (verdict index, one-sided p) of the paired tests, for Holm
     for name, b in base.items():
-        if not selected(name) or b.get("higher_is_better") is None:
+        up = catalog.higher_is_better(name, b)
+        if not selected(name) or up is None:
             continue
         blo, bhi = b["ci95"]
-        reference = f"baseline {b['value']:.4g} [{blo:.4g}, {bhi:.4g}]"
         m = metrics.get(name)
         if m is None:
-            verdicts.append(Verdict("vs baseline", name, None, f"{reference} (metric missing)", False))
+            verdicts.append(Verdict("vs baseline", name, None, f"baseline {b['value']:.4g} (metric missing)", False))
+            continue
+        x, y, clusters = paired.matched(name, baseline, results) if use_paired and paired.pairable(name) else ([], [], [])
+        if x:
+            margin = margin_for(name, rule)
+            result = stats.paired(x, y, clusters, paired.REPS, paired.SEED, binary=catalog.family(name).binary)
+            tests.append((len(verdicts), stats.noninferiority_p(result, margin, bool(up))))
+            lo, hi = result.ci95
+            verdicts.append(Verdict("vs baseline (paired)", name, m["value"],
+                                    f"diff {result.diff:+.4g} [{lo:+.4g}, {hi:+.4g}] vs baseline {b['value']:.4g}, "
+                                    f"margin {margin:g}", True))
             continue
         lo, hi = m["ci95"]
-        worse = hi < blo if b["higher_is_better"] else lo > bhi
-        verdicts.append(Verdict("vs baseline", name, m["value"], reference, not worse))
+        worse = hi < blo if up else lo > bhi
+        verdicts.append(Verdict("vs baseline", name, m["value"], f"baseline {b['value']:.4g} [{blo:.4g}, {bhi:.4g}]",
+                                not worse))
+    for (i, _), p in zip(tests, stats.holm([p for _, p in tests]), strict=True):
+        verdicts[i].passed = p >= ALPHA
+        verdicts[i].reference += f", p_holm {p:.3g}"
     return verdicts
+
+
+def margin_for(name: str, rule: dict) -> float:
+    """The first ``margins`` pattern that matches ``name``; 0 when none does."""
+    for pattern, margin in (rule.get("margins") or {}).items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return float(margin)
+    return 0.0
 
 
 def missing_metrics(verdicts: list[Verdict], results: dict) -> str | None:
@@ -212,8 +255,7 @@ def missing_metrics(verdicts: list[Verdict], results: dict) -> str | None:
 
 
 def check_comparable(results: dict, baseline: dict) -> None:
-    """Runs evaluated on different suites or samplers cannot be compared metric by metric."""
-    for key in ("suite", "sampler"):
-        if key in results and key in baseline and results[key] != baseline[key]:
-            raise UserError(f"run {results.get('run')!r} and baseline {baseline.get('run')!r} were evaluated with "
-                            f"different {key} ({results[key]!r} vs {baseline[key]!r}); evaluate both the same way")
+    """Runs evaluated on different suites, seeds, samplers or prompts cannot be compared metric by metric."""
+    from swapbench.eval.paired import check_pairable
+
+    check_pairable(results, baseline)

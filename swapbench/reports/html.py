@@ -10,7 +10,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from swapbench.assets import asset_path
-from swapbench.eval import schema
+from swapbench.eval import catalog, schema
+from swapbench.eval.paired import what_moved
 from swapbench.eval.summary import ordered
 from swapbench.io import atomic_write_text, read_json, read_jsonl
 from swapbench.reports.curves import learning_curves
@@ -24,8 +25,6 @@ GROUP_TITLES = {"swap": "Swap: prompts naming a swapped concept", "control": "Co
 # The pooled metric that summarises each prompt group.
 GROUP_METRIC = {"swap": "swap_success", "control": "preservation", "generality": "generality",
                 "specificity": "specificity", "custom": "custom"}
-HEADLINE = ("preservation", "generality", "specificity", "kid_vs_base")
-"""Headline cards after one card per swap direction of the results' own pairs."""
 
 
 def environment() -> Environment:
@@ -51,8 +50,11 @@ def write_report(eval_dir: str | Path, run_dir: str | Path | None = None) -> Pat
     html = environment().get_template("report.html.j2").render(
         title=f"swapbench report: {results.get('run', eval_dir.name)}",
         r=results,
-        headline=[n for n in [*(f"swap_success/{d}" for d in schema.swap_directions(results)), *HEADLINE]
-                  if n in metrics],
+        headline=catalog.headline(metrics),
+        moved=what_moved(results),
+        validity=catalog.validity_warnings(results),
+        definitions={n: catalog.definition(n, metrics[n]) for n in metrics},
+        directions={n: catalog.higher_is_better(n, metrics[n]) for n in metrics},
         swap_pairs=schema.swap_pairs(results),
         names=ordered(metrics),
         verdicts=verdicts,

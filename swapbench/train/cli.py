@@ -163,11 +163,11 @@ def run(args: argparse.Namespace) -> int:
                   f"{summary['processes']} process(es): start-up and imports "
                   f"{summary['startup_s']:.0f} s, data + feature cache {summary['setup_s']:.0f} s, "
                   f"loop {summary['train_loop_s']:.0f} s ({summary['img_per_s']:.0f} img/s); "
-                  f"final loss {summary['final_loss']:.4f}")
+                  f"final loss {summary['final_loss']:.4f}", soft_wrap=True)  # a log line is never cut mid-phrase
     if summary["in_loop_eval"]:
         e = summary["in_loop_eval"]
         console.print(f"in-loop evaluation: {e['evaluations']} x suite {e['suite']}, {e['seconds']:.0f} s "
-                      f"({100 * e['share_of_wall']:.0f}% of the wall time); eval_log.jsonl")
+                      f"({100 * e['share_of_wall']:.0f}% of the wall time); eval_log.jsonl", soft_wrap=True)
     from swapbench.train.in_loop import announce
 
     announce(selected)

@@ -1,0 +1,205 @@
+"""The metric table: every metric family of results.json defined once.
+
+A family names its pattern, definition, direction (``higher_is_better``), estimator and interval
+method, and which per-prompt rows it counts and how (``outcome``), plus what the base model scores
+on the same row (``base_outcome``, for "what moved" against the base). The scorer
+(``swapbench.eval.scoring``), the terminal summary, the report, ``compare`` and the gate all read
+this table, so a metric's name, order, direction and rows cannot drift apart between them.
+
+Metrics outside the table (another module's ``robust/...``) keep the ``higher_is_better`` and
+``description`` of their own results.json entry and are listed after the known families.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Row = dict[str, Any]
+PROPORTION_INTERVAL = "Wilson at the cluster-bootstrap effective n (prompts as clusters)"
+MEAN_INTERVAL = "mean +- 1.96 cluster-bootstrap SE (prompts as clusters)"
+
+
+@dataclass(frozen=True)
+class Family:
+    head: str
+    pattern: str
+    definition: str
+    higher_is_better: bool | None
+    estimator: str
+    """``share`` of binary row outcomes, ``mean`` of real row values, or ``distance`` between sample sets."""
+    interval: str
+    headline: bool = False
+    pooled: bool = False
+    """Also reported without a suffix, over every row of the family."""
+    groups: tuple[str, ...] = ()
+    by: str = "concept"
+    """What the name's suffix selects: ``concept``, ``kind``, ``group`` or ``direction`` (``A->B``: concept A)."""
+    outcome: Callable[[Row], float] | None = None
+    base_outcome: Callable[[Row, dict[str, str]], float] | None = None
+    keep: Callable[[Row], bool] | None = None
+
+    @property
+    def binary(self) -> bool:
+        return self.estimator == "share"
+
+    def select(self, row: Row, suffix: str | None) -> bool:
+        if row.get("group") not in self.groups or (self.keep and not self.keep(row)):
+            return False
+        if suffix is None:
+            return True
+        key = suffix.partition("->")[0] if self.by == "direction" else suffix
+        return row.get(self.by if self.by != "direction" else "concept") == key
+
+    def suffix_of(self, row: Row, partner: dict[str, str]) -> str:
+        if self.by == "direction":
+            return f"{row['concept']}->{partner.get(row['concept'], '?')}"
+        return str(row[self.by])
+
+
+def _success(row: Row) -> float:
+    return float(bool(row["success"]))
+
+
+def _base_is_partner(row: Row, partner: dict[str, str]) -> float:
+    return float(row["base_label"] == partner.get(row["concept"]))
+
+
+def _base_is_concept(row: Row, partner: dict[str, str]) -> float:
+    return float(row["base_label"] == row["concept"])
+
+
+def _unchanged(row: Row, partner: dict[str, str]) -> float:
+    return 1.0  # the base's label equals itself: any change of label is the tuned model's
+
+
+def _custom_base(row: Row, partner: dict[str, str]) -> float:
+    return _base_is_partner(row, partner) if row["concept"] in partner else _base_is_concept(row, partner)
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("swap_success", "swap_success[/A->B]", "share of images from prompts naming A that the judge labels B "
+           "(pooled: all directions, equal n each)", True, "share", PROPORTION_INTERVAL, headline=True, pooled=True,
+           groups=("swap",), by="direction", outcome=_success, base_outcome=_base_is_partner),
+    Family("swap_success_valid", "swap_success_valid/A->B", "swap success over the (prompt, seed) pairs whose base "
+           "image the judge labelled A (the base drew the source concept)", True, "share", PROPORTION_INTERVAL,
+           headline=True, groups=("swap",), by="direction", outcome=_success, base_outcome=_base_is_partner,
+           keep=lambda row: row["base_label"] == row["concept"]),
+    Family("source_retained", "source_retained/A", "share of images from prompts naming swapped concept A that the "
+           "tuned model still draws as A", False, "share", PROPORTION_INTERVAL, groups=("swap",),
+           outcome=lambda row: float(row["tuned_label"] == row["concept"]), base_outcome=_base_is_concept),
+    Family("preservation", "preservation[/C]", "share of same-seed control pairs whose tuned label equals the base "
+           "label", True, "share", PROPORTION_INTERVAL, headline=True, pooled=True, groups=("control",),
+           outcome=_success, base_outcome=_unchanged),
+    Family("preservation_as_prompted", "preservation_as_prompted/C", "share of control images the tuned model draws "
+           "as the prompted concept C", True, "share", PROPORTION_INTERVAL, groups=("control",),
+           outcome=lambda row: float(row["tuned_label"] == row["concept"]), base_outcome=_base_is_concept),
+    Family("generality", "generality[/kind]", "share of plurals, contexts, paraphrases and compositions of a swapped "
+           "concept judged as its partner (compositions: partner preferred over the named concept)", True, "share",
+           PROPORTION_INTERVAL, headline=True, pooled=True, groups=("generality",), by="kind", outcome=_success,
+           base_outcome=_base_is_partner),
+    Family("specificity", "specificity[/C]", "share of same-seed near-neighbour pairs whose tuned label equals the "
+           "base label", True, "share", PROPORTION_INTERVAL, headline=True, pooled=True, groups=("specificity",),
+           outcome=_success, base_outcome=_unchanged),
+    Family("custom", "custom[/C]", "custom prompts: a swapped concept judged as its partner, any other as itself",
+           True, "share", PROPORTION_INTERVAL, pooled=True, groups=("custom",), outcome=_success,
+           base_outcome=_custom_base),
+    Family("kid_vs_base", "kid_vs_base", "KID (unbiased MMD^2, cubic kernel) between tuned and base control samples, "
+           "independent halves of the same-seed pairs", False, "distance",
+           "value +- 1.96 delete-one-prompt jackknife SE", headline=True),
+    Family("fid_vs_base", "fid_vs_base", "Frechet distance between Gaussians fitted to tuned and base control "
+           "features (biased at small n)", False, "distance", "percentile cluster bootstrap over prompts"),
+    Family("clip_score", "clip_score/control", "100 x cos(tuned image, prompt) in the judge's space, control prompts",
+           True, "mean", MEAN_INTERVAL, groups=("control",), by="group", outcome=lambda row: float(row["clip"]),
+           base_outcome=lambda row, partner: float(row["clip_base"]), keep=lambda row: "clip" in row),
+    Family("clip_score_base", "clip_score_base/control", "100 x cos(base image, prompt) in the judge's space, control "
+           "prompts", True, "mean", MEAN_INTERVAL, groups=("control",), by="group",
+           outcome=lambda row: float(row["clip_base"]), keep=lambda row: "clip_base" in row),
+    Family("base_fidelity", "base_fidelity/C", "share of base images of prompts naming C that the judge labels C "
+           "(the base model and the judge can draw and see C)", None, "share", PROPORTION_INTERVAL,
+           groups=("swap", "control", "specificity"), outcome=lambda row: float(row["base_label"] == row["concept"])),
+)
+BY_HEAD = {f.head: f for f in FAMILIES}
+VALIDITY_FLOOR = 0.8
+"""Base fidelity on a swapped concept below this: the swap numbers do not mean what they say."""
+
+
+def split(name: str) -> tuple[Family | None, str | None]:
+    """The family of a metric name and its suffix (``swap_success/giraffe->zebra`` -> family, ``giraffe->zebra``)."""
+    head, _, suffix = name.partition("/")
+    return BY_HEAD.get(head), (suffix or None)
+
+
+def family(name: str) -> Family | None:
+    return split(name)[0]
+
+
+def higher_is_better(name: str, entry: dict | None = None) -> bool | None:
+    """The table's direction; a metric outside the table keeps its entry's own."""
+    fam = family(name)
+    if fam is not None:
+        return fam.higher_is_better
+    return (entry or {}).get("higher_is_better")
+
+
+def definition(name: str, entry: dict | None = None) -> str:
+    fam = family(name)
+    return fam.definition if fam is not None else str((entry or {}).get("description", ""))
+
+
+def rank(name: str) -> tuple[int, int]:
+    """Sort key: table order, the pooled metric before its parts (a stable sort keeps the parts' order)."""
+    fam, suffix = split(name)
+    index = FAMILIES.index(fam) if fam is not None else len(FAMILIES)
+    return (index, 0 if suffix is None else 1)
+
+
+def ordered(names: Any) -> list[str]:
+    return sorted(names, key=rank)
+
+
+def headline(metrics: dict) -> list[str]:
+    """Names shown first (summary, report cards): each swap direction, its base-valid share, then the
+    pooled preservation, generality, specificity and KID."""
+    out = []
+    for name in ordered(metrics):
+        fam, suffix = split(name)
+        if fam is None or not fam.headline:
+            continue
+        if fam.by == "direction" and suffix is None:
+            continue  # its directions are the headline; the pooled mean hides an asymmetric swap
+        if fam.by != "direction" and suffix is not None:
+            continue
+        out.append(name)
+    return out
+
+
+def rows_for(name: str, per_prompt: list[Row]) -> list[Row]:
+    fam, suffix = split(name)
+    if fam is None or fam.outcome is None:
+        return []
+    return [row for row in per_prompt if fam.select(row, suffix)]
+
+
+def row_key(row: Row) -> tuple:
+    """What pairs a row with its twin in another evaluation on the same suite, seeds and sampler."""
+    return (row.get("group"), row.get("kind"), row.get("prompt"), row.get("seed"))
+
+
+def partners(swap_pairs: list[tuple[str, str]] | list[list[str]]) -> dict[str, str]:
+    return {c: p for a, b in swap_pairs for c, p in ((a, b), (b, a))}
+
+
+def validity_warnings(results: dict) -> list[str]:
+    """One sentence per swapped concept whose base fidelity is below ``VALIDITY_FLOOR``."""
+    from swapbench.eval import schema
+
+    out = []
+    for concept in dict.fromkeys(c for pair in schema.swap_pairs(results) for c in pair):
+        m = results.get("metrics", {}).get(f"base_fidelity/{concept}")
+        if m is not None and m["value"] == m["value"] and m["value"] < VALIDITY_FLOOR:
+            out.append(f"base fidelity on {concept} is {m['value']:.2f} (n={m['n']}), below {VALIDITY_FLOOR}: the base "
+                       f"model or the judge cannot draw or see {concept}, so swap numbers from {concept} do not mean "
+                       f"what they say; read swap_success_valid/{concept}->...")
+    return out

@@ -1,0 +1,103 @@
+"""Paired comparisons on the per-prompt rows: run against run (compare, gate) and tuned against base.
+
+Two evaluations on the same suite, seeds and sampler score the same (prompt, seed) rows, so a
+difference is measured row by row: ``stats.paired`` gives the mean difference, its paired
+cluster-bootstrap interval and an exact McNemar p for binary outcomes; Holm adjusts across the
+metrics compared. Which rows a metric counts and how comes from the metric table (``catalog``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from swapbench.errors import UserError
+from swapbench.eval import catalog, stats
+
+REPS = 2000
+SEED = 0
+ALPHA = 0.05
+
+
+def pairable(name: str) -> bool:
+    """Row-based metrics of a model under test (the base-only families compare the same model twice)."""
+    fam = catalog.family(name)
+    return fam is not None and fam.outcome is not None and fam.higher_is_better is not None and fam.head != "clip_score_base"
+
+
+def matched(name: str, first: dict, second: dict) -> tuple[list[float], list[float], list[str]]:
+    """Outcomes of ``name`` in both results on the rows they share, with the rows' prompts."""
+    fam = catalog.family(name)
+    if fam is None or fam.outcome is None:
+        return [], [], []
+    a = {catalog.row_key(r): r for r in catalog.rows_for(name, first.get("per_prompt") or [])}
+    b = {catalog.row_key(r): r for r in catalog.rows_for(name, second.get("per_prompt") or [])}
+    keys = [k for k in a if k in b]
+    return [fam.outcome(a[k]) for k in keys], [fam.outcome(b[k]) for k in keys], [a[k]["prompt"] for k in keys]
+
+
+def compare(first: dict, second: dict, names: Sequence[str], reps: int = REPS, seed: int = SEED) -> dict[str, dict]:
+    """``second - first`` for every pairable metric of ``names`` both results can pair, with Holm over them."""
+    results: dict[str, stats.Paired] = {}
+    for name in names:
+        if not pairable(name):
+            continue
+        x, y, clusters = matched(name, first, second)
+        if x:
+            results[name] = stats.paired(x, y, clusters, reps, seed, binary=catalog.family(name).binary)
+    adjusted = stats.holm([r.p for r in results.values()])
+    return {name: r.to_dict(p) for (name, r), p in zip(results.items(), adjusted, strict=True)}
+
+
+def check_pairable(first: dict, second: dict) -> None:
+    """Runs evaluated on different suites, seeds, sampler settings or prompts cannot be paired: one line."""
+    def seeds(r: dict):
+        return (r.get("provenance") or {}).get("seeds")
+
+    for what, get in (("suite", lambda r: r.get("suite")), ("sampler settings", lambda r: r.get("sampler")),
+                      ("seeds", seeds), ("swap pairs", lambda r: r.get("swap_pairs"))):
+        va, vb = get(first), get(second)
+        if va is not None and vb is not None and va != vb:
+            raise UserError(f"runs {first.get('run')!r} and {second.get('run')!r} were evaluated with different {what} "
+                            f"({_short(va)} vs {_short(vb)}); evaluate both the same way (swapbench eval RUN --suite S "
+                            "--set eval.seeds=...) to compare them")
+    ka = {catalog.row_key(r) for r in first.get("per_prompt") or []}
+    kb = {catalog.row_key(r) for r in second.get("per_prompt") or []}
+    if ka and kb and ka != kb:
+        raise UserError(f"runs {first.get('run')!r} and {second.get('run')!r} were scored on different prompts or seeds "
+                        f"({len(ka ^ kb)} (prompt, seed) rows in only one); evaluate both with the same suite, seeds "
+                        "and --prompts file")
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def base_comparison(results: dict, reps: int = REPS, seed: int = SEED) -> dict[str, dict]:
+    """Tuned against base on the same rows, for every metric whose family says what the base scores
+    there; Holm across them."""
+    partner = catalog.partners(results.get("swap_pairs") or [])
+    rows = results.get("per_prompt") or []
+    found: dict[str, stats.Paired] = {}
+    for name in results.get("metrics", {}):
+        fam = catalog.family(name)
+        if fam is None or fam.base_outcome is None or not pairable(name):
+            continue
+        selected = catalog.rows_for(name, rows)
+        if not selected:
+            continue
+        found[name] = stats.paired([fam.base_outcome(r, partner) for r in selected], [fam.outcome(r) for r in selected],
+                                   [r["prompt"] for r in selected], reps, seed, binary=fam.binary)
+    adjusted = stats.holm([r.p for r in found.values()])
+    return {name: r.to_dict(p) for (name, r), p in zip(found.items(), adjusted, strict=True)}
+
+
+def what_moved(results: dict, reps: int = REPS, seed: int = SEED) -> list[dict]:
+    """Metrics whose paired difference from the base is significant after Holm, largest first, with
+    whether the move is the intended one (``good``)."""
+    out = []
+    for name, d in base_comparison(results, reps, seed).items():
+        if d["p_holm"] is not None and d["p_holm"] < ALPHA and d["diff"] != 0:
+            up = catalog.higher_is_better(name)
+            out.append({"metric": name, **d, "good": (d["diff"] > 0) == bool(up)})
+    return sorted(out, key=lambda m: (catalog.rank(m["metric"])))

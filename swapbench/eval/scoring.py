@@ -1,0 +1,51 @@
+"""Scoring: per-prompt rows -> metric entries, through the metric table (``catalog.FAMILIES``).
+
+``score_rows`` is a plain function of the rows results.json stores, so anything that writes rows
+of the same shape (a rescoring, an in-loop evaluation, a new probe) gets the same metrics and the
+same clustered intervals. Each row: ``group``, ``kind``, ``concept``, ``prompt``, ``seed``,
+``base_label``, ``tuned_label``, ``success`` and, for control rows, ``clip``/``clip_base``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from swapbench.eval import catalog, stats
+from swapbench.eval import metrics as M
+from swapbench.eval.catalog import Family, Row
+
+
+def score_rows(rows: Sequence[Row], swap_pairs: Sequence[Sequence[str]], reps: int, seed: int) -> dict[str, dict]:
+    """Every row-based metric of the table that the rows support: pooled first, then one per suffix."""
+    partner = catalog.partners(swap_pairs)
+    out: dict[str, dict] = {}
+    for fam in catalog.FAMILIES:
+        if fam.outcome is None:
+            continue
+        selected = [r for r in rows if fam.select(r, None)]
+        if not selected:
+            continue
+        if fam.pooled:
+            out[fam.head] = metric_entry(fam, selected, reps, seed)
+        for suffix in dict.fromkeys(fam.suffix_of(r, partner) for r in selected):
+            out[f"{fam.head}/{suffix}"] = metric_entry(fam, [r for r in selected if fam.select(r, suffix)], reps, seed)
+    return out
+
+
+def metric_entry(fam: Family, rows: Sequence[Row], reps: int, seed: int) -> dict[str, Any]:
+    """One metric over ``rows``: the family's estimator, clustered by prompt."""
+    values = [fam.outcome(r) for r in rows]
+    clusters = [r["prompt"] for r in rows]
+    if fam.binary:
+        est = stats.clustered_proportion([v > 0.5 for v in values], clusters, reps, seed)
+    else:
+        est = stats.clustered_mean(values, clusters, reps, seed)
+    return M.estimate_entry(est, fam.higher_is_better, fam.definition, fam.interval)
+
+
+def share_entry(outcomes: Sequence[bool], prompts: Sequence[str], reps: int, seed: int, higher_is_better: bool | None,
+                description: str) -> dict[str, Any]:
+    """A share outside the table (a probe's own metric) with the same clustered interval as the table's."""
+    est = stats.clustered_proportion(outcomes, prompts, reps, seed)
+    return M.estimate_entry(est, higher_is_better, description, catalog.PROPORTION_INTERVAL)

@@ -1,0 +1,234 @@
+"""Statistics for clustered outcomes: intervals, paired comparisons, multiplicity and power.
+
+Images come in clusters: one prompt drawn with several seeds. A prompt the model cannot draw fails
+for every seed, so outcomes inside a prompt are correlated and an interval that counts images as
+independent is too narrow exactly where runs differ. Everything here resamples prompts (clusters)
+with their seeds inside, from a seeded generator, so the same inputs give the same numbers.
+
+- proportions: the Wilson score interval at the cluster bootstrap's effective sample size
+  ``n / deff`` (Kish's design effect: bootstrap variance of the share over prompts / binomial
+  variance, never below 1). Wilson keeps its good behaviour at 0 and 1; the design effect carries
+  the clustering. With one row per cluster it is the plain Wilson interval.
+- means: mean +- 1.96 cluster-bootstrap standard errors.
+- paired differences (two runs or tuned vs base, row by row on (prompt, seed)): mean difference,
+  standard error from a paired cluster bootstrap (never below the independent-rows one), normal
+  95% interval; an exact McNemar p-value for binary outcomes (``scipy.stats.binomtest`` on the
+  discordant pairs) and a normal p-value for means; Holm across the metrics compared.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+Z95 = 1.959964
+Z80 = 0.841621
+
+
+def wilson(successes: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (well behaved at 0 and 1, unlike the normal one);
+    ``n`` may be an effective (non-integer) sample size."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(max(p * (1 - p), 0.0) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def cluster_index(clusters: Sequence[Hashable]) -> tuple[np.ndarray, int]:
+    """Cluster ids 0..G-1 in order of first appearance, and G."""
+    ids: dict[Hashable, int] = {}
+    index = np.array([ids.setdefault(c, len(ids)) for c in clusters], dtype=np.int64)
+    return index, len(ids)
+
+
+def bootstrap_draws(n_clusters: int, reps: int, seed: int) -> np.ndarray:
+    """(reps, G) cluster indices drawn with replacement: replicate r takes clusters draws[r] whole."""
+    return np.random.default_rng(seed).integers(0, n_clusters, size=(reps, n_clusters))
+
+
+def cluster_bootstrap_means(values: Sequence[float], clusters: Sequence[Hashable], reps: int, seed: int) -> np.ndarray:
+    """The mean over rows of each cluster-bootstrap replicate (prompts resampled, their seeds inside).
+
+    A replicate's mean is sum of the drawn clusters' sums / sum of their sizes (a ratio estimator,
+    right also when clusters differ in size)."""
+    x = np.asarray(values, dtype=float)
+    index, g = cluster_index(clusters)
+    sums, sizes = np.bincount(index, x, g), np.bincount(index, None, g)
+    draws = bootstrap_draws(g, reps, seed)
+    return sums[draws].sum(1) / sizes[draws].sum(1)
+
+
+def cluster_se(values: Sequence[float], clusters: Sequence[Hashable], reps: int, seed: int) -> float:
+    """Cluster-bootstrap standard error of the mean, times sqrt(G / (G - 1)): the bootstrap's plug-in
+    variance over G clusters is (G - 1) / G of the unbiased one, which matters at the few prompts
+    per metric a suite has. 0 for a single cluster (no between-prompt spread can be seen)."""
+    index, g = cluster_index(clusters)
+    if g < 2:
+        return 0.0
+    boots = cluster_bootstrap_means(values, clusters, reps, seed)
+    return float(boots.std(ddof=0)) * math.sqrt(g / (g - 1))
+
+
+def iid_se(values: Sequence[float]) -> float:
+    x = np.asarray(values, dtype=float)
+    return float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    ci95: tuple[float, float]
+    n: int
+    n_clusters: int
+    design_effect: float
+
+
+def clustered_proportion(outcomes: Sequence[bool], clusters: Sequence[Hashable], reps: int, seed: int) -> Estimate:
+    """Share of successes with the Wilson interval at the effective sample size n / deff."""
+    x = np.asarray(outcomes, dtype=float)
+    n = len(x)
+    _, g = cluster_index(clusters)
+    if n == 0:
+        return Estimate(float("nan"), (0.0, 1.0), 0, 0, 1.0)
+    p = float(x.mean())
+    deff = 1.0
+    if g < n and 0 < p < 1:  # singleton clusters or a share of 0/1 have nothing to correct
+        binomial_var = p * (1 - p) / n
+        deff = max(1.0, cluster_se(x, clusters, reps, seed) ** 2 / binomial_var)
+    n_eff = n / deff
+    return Estimate(p, wilson(p * n_eff, n_eff), n, g, deff)
+
+
+def clustered_mean(values: Sequence[float], clusters: Sequence[Hashable], reps: int, seed: int) -> Estimate:
+    """Mean +- 1.96 standard errors, the larger of the cluster-bootstrap and the independent-rows one."""
+    x = np.asarray(values, dtype=float)
+    _, g = cluster_index(clusters)
+    if len(x) == 0:
+        return Estimate(float("nan"), (float("nan"), float("nan")), 0, 0, 1.0)
+    se_iid = iid_se(x)
+    se = max(cluster_se(x, clusters, reps, seed), se_iid)
+    mean = float(x.mean())
+    return Estimate(mean, (mean - Z95 * se, mean + Z95 * se), len(x), g, (se / se_iid) ** 2 if se_iid else 1.0)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control, any dependence)."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def mcnemar(first: Sequence[bool], second: Sequence[bool]) -> tuple[float, int, int]:
+    """Exact McNemar test: two-sided binomial test of the discordant pairs against 1/2.
+
+    Returns (p, b, c) with b = pairs where only ``first`` succeeded and c = only ``second``."""
+    a, b_ = np.asarray(first, dtype=bool), np.asarray(second, dtype=bool)
+    b, c = int((a & ~b_).sum()), int((~a & b_).sum())
+    p = 1.0 if b + c == 0 else float(sps.binomtest(c, b + c, 0.5).pvalue)
+    return p, b, c
+
+
+@dataclass(frozen=True)
+class Paired:
+    """``second - first`` row by row: the mean difference, its 95% interval and a two-sided p-value."""
+
+    diff: float
+    ci95: tuple[float, float]
+    se: float
+    p: float
+    n_pairs: int
+    n_clusters: int
+    discordant: tuple[int, int] | None
+
+    def to_dict(self, p_holm: float | None = None) -> dict:
+        out = {"diff": _r(self.diff), "ci95": [_r(self.ci95[0]), _r(self.ci95[1])], "p": _r(self.p),
+               "p_holm": None if p_holm is None else _r(p_holm), "n_pairs": self.n_pairs,
+               "n_clusters": self.n_clusters, "discordant": list(self.discordant) if self.discordant else None}
+        return out
+
+
+def _r(x: float) -> float:
+    return float(f"{round(float(x), 6):.6g}") + 0.0
+
+
+def paired(first: Sequence[float], second: Sequence[float], clusters: Sequence[Hashable], reps: int, seed: int,
+           binary: bool) -> Paired:
+    """Paired comparison of two outcome vectors on the same rows, clusters = prompts."""
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    d = b - a
+    n = len(d)
+    _, g = cluster_index(clusters)
+    if n == 0:
+        return Paired(float("nan"), (float("nan"), float("nan")), float("nan"), 1.0, 0, 0, (0, 0) if binary else None)
+    diff = float(d.mean())
+    se = max(cluster_se(d, clusters, reps, seed), iid_se(d))
+    ci = (diff - Z95 * se, diff + Z95 * se)
+    if binary:  # a difference of two shares lies in [-1, 1]
+        ci = (max(ci[0], -1.0), min(ci[1], 1.0))
+        p, nb, nc = mcnemar(a.astype(bool), b.astype(bool))
+        return Paired(diff, ci, se, p, n, g, (nb, nc))
+    p = 1.0 if se == 0 and diff == 0 else (0.0 if se == 0 else float(2 * sps.norm.sf(abs(diff) / se)))
+    return Paired(diff, ci, se, p, n, g, None)
+
+
+def noninferiority_p(result: Paired, margin: float, higher_is_better: bool) -> float:
+    """One-sided p-value of "worse than the reference by more than ``margin``" (H0: not that much worse).
+
+    Normal test on the paired difference with its clustered standard error; for binary outcomes it
+    is also bounded below by the exact one-sided McNemar p of "worse at all", so a handful of rows
+    whose standard error reads 0 cannot fail a gate on their own."""
+    better = result.diff if higher_is_better else -result.diff
+    if result.se > 0:
+        p = float(sps.norm.cdf((better + margin) / result.se))
+    else:
+        p = 0.0 if better < -margin else 1.0
+    if result.discordant is not None:
+        b, c = result.discordant
+        worse_count = b if higher_is_better else c  # b: only the reference succeeded
+        p = max(p, 1.0 if b + c == 0 else float(sps.binomtest(worse_count, b + c, 0.5, alternative="greater").pvalue))
+    return p
+
+
+def detectable_difference(p: float, n_clusters: int, per_cluster: int, icc: float, power: float = 0.8) -> float:
+    """Smallest paired difference in a share that a two-sided 5% test detects with ``power``.
+
+    Two runs whose rows are independent given the prompt have Var(d) <= 2 p (1 - p) per row; the
+    design effect 1 + (m - 1) icc carries the prompts' clustering."""
+    z_power = float(sps.norm.ppf(power))
+    n = n_clusters * per_cluster
+    var = 2 * p * (1 - p) * (1 + (per_cluster - 1) * icc) / n
+    return (Z95 + z_power) * math.sqrt(max(var, 0.0))
+
+
+def seeds_needed(diff: float, p: float, n_clusters: int, icc: float, power: float = 0.8) -> int | None:
+    """Seeds per prompt for ``detectable_difference`` to reach ``diff``; None when no number of seeds
+    can (the prompts' own spread, icc / G, is the floor: then the suite needs more prompts).
+
+    Solves z^2 2 p (1 - p) ((1 - icc) / m + icc) / G <= diff^2 for the smallest whole m."""
+    z = Z95 + float(sps.norm.ppf(power))
+    var_unit = 2 * p * (1 - p)
+    if var_unit <= 0:
+        return 1
+    room = diff * diff * n_clusters / (z * z * var_unit) - icc
+    if room <= 0:
+        return None
+    m = max(1, math.ceil((1 - icc) / room - 1e-9))
+    while m > 1 and detectable_difference(p, n_clusters, m - 1, icc, power) <= diff:
+        m -= 1  # guard against rounding in the closed form
+    return m
+
+
+def icc_from_design_effect(deff: float, per_cluster: float) -> float:
+    """Intra-prompt correlation from Kish's deff = 1 + (m - 1) icc."""
+    return 0.0 if per_cluster <= 1 else min(1.0, max(0.0, (deff - 1) / (per_cluster - 1)))
