@@ -241,7 +241,9 @@ def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned
                "seed": s, "base_label": base_lab[i], "tuned_label": tuned_lab[i], "success": success,
                "scores": {c: round(float(tuned_p[i, j]), 4) for j, c in enumerate(suite.labels)}}
         if i in clip:
-            row["clip"], row["clip_base"] = (M.stable(v) for v in clip[i])
+            # two decimals: the image and text features carry float noise from batch composition and thread
+            # count in the 4th decimal of a 0-100 score, and one- and multi-process runs must write equal rows
+            row["clip"], row["clip_base"] = (round(v, 2) for v in clip[i])
         per_prompt.append(row)
 
     out = scoring.score_rows(per_prompt, suite.swap_pairs, reps, seed)
