@@ -29,7 +29,6 @@ COMMANDS = {
 
 # Crossings that are known and not yet removed: (importer, imported). Shrinks, never grows.
 ALLOWED: set[tuple[str, str]] = {
-    ("swapbench.config", "swapbench.eval.samplers"),
     ("swapbench.eval.summary", "swapbench.reports.gate"),
     ("swapbench.train.in_loop", "swapbench.eval.evaluate"),
     ("swapbench.train.in_loop", "swapbench.eval.judge"),

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(cfg.seed)
     from accelerate import PartialState
 
-    from swapbench.train.export import is_cpu, resolve_device
+    from swapbench.devices import is_cpu, resolve_device
 
     # Joins the process group under accelerate launch / torchrun (sampling is split); a no-op otherwise.
     state = PartialState(cpu=is_cpu(cfg.device))

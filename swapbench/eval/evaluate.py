@@ -28,13 +28,13 @@ from swapbench.eval import catalog, probes, schema, scoring
 from swapbench.eval import metrics as M
 from swapbench.eval.inception import InceptionFeatures
 from swapbench.eval.judge import ZeroShotJudge
-from swapbench.eval.samplers import build_scheduler
 from swapbench.eval.sampling import sample
 from swapbench.eval.suite import PromptItem, Suite
 from swapbench.io import atomic_write, atomic_write_json
 from swapbench.loading import ModelSpec, SafetyChecker, load_pipeline, resolve_model
 from swapbench.paths import cache_dir
 from swapbench.progress import progress_bar
+from swapbench.samplers import build_scheduler
 from swapbench.weights import weights_hash
 
 

@@ -72,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
+    from swapbench.devices import is_cpu
     from swapbench.io import append_jsonl, atomic_write_json
     from swapbench.rundir import RunDir
-    from swapbench.train.export import is_cpu
 
     changes: dict = {}
     if args.resume:

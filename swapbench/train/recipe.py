@@ -31,13 +31,14 @@ from safetensors.torch import load_file, save_file
 from swapbench.config import Config
 from swapbench.data.prepare import prepare
 from swapbench.data.sources import load_records
+from swapbench.devices import is_cpu, peak_rss_mb, version_info
 from swapbench.errors import UserError
 from swapbench.io import append_jsonl, atomic_write_json, read_json, truncate_jsonl
 from swapbench.loading import ModelSpec, load_pipeline, pipeline_folder, resolve_model
 from swapbench.progress import console, progress_bar
 from swapbench.rundir import RunDir
 from swapbench.train import in_loop, trackers
-from swapbench.train.export import is_cpu, peak_rss_mb, save_pipeline, version_info
+from swapbench.train.export import save_pipeline
 from swapbench.train.features import (
     Encoders,
     FeatureCache,
