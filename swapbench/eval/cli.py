@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from swapbench.eval.evaluate import evaluate
     from swapbench.eval.judge import ZeroShotJudge
     from swapbench.eval.suite import custom_items, load_suite
-    from swapbench.eval.summary import print_summary
+    from swapbench.reports.summary import print_summary
 
     suite = load_suite(cfg.eval.suite, cfg.eval.seeds, cfg.data.swap_pairs)
     items = list(suite.items)
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         from swapbench.train.model_card import add_eval_results
 
         add_eval_results(run.model, results)
-    from swapbench.eval.catalog import validity_warnings
+    from swapbench.catalog import validity_warnings
 
     for warning in validity_warnings(results):
         print(f"swapbench eval: warning: {warning}", file=sys.stderr)

@@ -22,10 +22,10 @@ from accelerate.utils import gather_object
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from swapbench import __version__
+from swapbench import __version__, catalog, schema
 from swapbench.config import Config
-from swapbench.eval import catalog, probes, schema, scoring
 from swapbench.eval import metrics as M
+from swapbench.eval import probes, scoring
 from swapbench.eval.inception import InceptionFeatures
 from swapbench.eval.judge import ZeroShotJudge
 from swapbench.eval.sampling import sample

@@ -130,7 +130,12 @@ def run(args: argparse.Namespace) -> int:
             print(run_dir.root)
         state.wait_for_everyone()
         return 0
-    recipe.setup(resume=bool(args.resume))
+    from functools import partial
+
+    from swapbench.commands.in_loop_eval import InLoopEvaluator
+
+    # The loop gets the evaluation as a callable: training itself never imports eval or the gate.
+    recipe.setup(resume=bool(args.resume), make_evaluator=partial(InLoopEvaluator, cfg, run_dir))
     setup_s = time.perf_counter() - setup_started
     if changes and state.is_main_process:
         # Recorded once the checkpoint has loaded under the new values: a refused resume changes nothing.

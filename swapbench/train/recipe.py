@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,8 @@ class SwapRecipe:
         self.selected: dict | None = None
 
     # ---- setup -------------------------------------------------------------------------------
-    def setup(self, resume: bool = False) -> None:
+    def setup(self, resume: bool = False,
+              make_evaluator: Callable[[torch.device], in_loop.StepEvaluator] | None = None) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         cpu = is_cpu(cfg.device)
@@ -170,7 +172,10 @@ class SwapRecipe:
             if acc.is_main_process:
                 in_loop.on_resume(self.run, self.step)
         self.start_step = self.step
-        self.in_loop = in_loop.InLoopEval(cfg, self.run, self.device) if cfg.train.eval_every else None
+        if cfg.train.eval_every:
+            if make_evaluator is None:
+                raise ValueError("train.eval_every needs an evaluator: pass setup(make_evaluator=...)")
+            self.in_loop = in_loop.InLoopEval(cfg, self.run, make_evaluator(self.device))
         trackers.start(acc, cfg, self.run)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
