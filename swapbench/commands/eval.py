@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from swapbench.train.cli import add_config_arguments
+    from swapbench.commands.common import add_config_arguments
 
     p = sub.add_parser("eval", help="measure swap success, preservation and drift vs base; writes eval/",
                        description="Sample the base and tuned models with the same seeds, judge every image "

@@ -7,17 +7,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from swapbench.config import CHOICES, RESUMABLE, load_config, preset_names
+from swapbench.commands.common import add_config_arguments
+from swapbench.config import CHOICES, RESUMABLE, load_config
 from swapbench.errors import UserError
-
-
-def add_config_arguments(p: argparse.ArgumentParser, default_preset: str | None = "savanna") -> None:
-    p.add_argument("--preset", default=default_preset, help=f"recipe preset ({', '.join(preset_names())})")
-    p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config applied on top of the preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted override, e.g. --set train.lr=1e-4 (repeatable)")
-    p.add_argument("--seed", type=int, help="random seed (config key seed)")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
