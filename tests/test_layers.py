@@ -30,11 +30,8 @@ def layer_of(module: str) -> str:
     if module in COMMANDS or module == "swapbench.commands" or module.startswith("swapbench.commands."):
         return "commands"
     parts = module.split(".")
-    if len(parts) > 2 and parts[1] in ("world", "data", "train", "eval", "reports"):
-        return parts[1]
-    if len(parts) == 2 and parts[1] in ("world", "data", "train", "eval", "reports"):
-        return parts[1]
-    return "base"
+    # Anything else at the package's top level is base: a new top-level module may import only base.
+    return parts[1] if len(parts) > 1 and parts[1] in ("world", "data", "train", "eval", "reports") else "base"
 
 
 def module_name(path: Path) -> str:
