@@ -13,14 +13,14 @@ from swapbench.errors import GateFailure, UserError
 
 # Subcommand modules, imported lazily so `swapbench --help` stays fast.
 COMMANDS = {
-    "train": "swapbench.train.cli",
-    "eval": "swapbench.eval.cli",
-    "compare": "swapbench.reports.compare_cli",
-    "gate": "swapbench.reports.gate_cli",
-    "power": "swapbench.eval.power_cli",
-    "sweep": "swapbench.reports.sweep_cli",
-    "world": "swapbench.world.cli",
-    "fetch": "swapbench.fetch_cli",
+    "train": "swapbench.commands.train",
+    "eval": "swapbench.commands.eval",
+    "compare": "swapbench.commands.compare",
+    "gate": "swapbench.commands.gate",
+    "power": "swapbench.commands.power",
+    "sweep": "swapbench.commands.sweep",
+    "world": "swapbench.commands.world",
+    "fetch": "swapbench.commands.fetch",
 }
 
 

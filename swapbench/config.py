@@ -24,7 +24,7 @@ import yaml
 
 from swapbench.assets import asset_names, asset_path
 from swapbench.errors import UserError
-from swapbench.eval.samplers import SAMPLERS
+from swapbench.samplers import SAMPLERS
 
 WORLD = "world:savanna"
 
@@ -131,7 +131,7 @@ class EvalConfig:
     judge: str = WORLD
     """``world:savanna``, a local open_clip hub-layout folder, or ``ARCH/PRETRAINED_TAG``."""
     sampler: str = "dpmsolver++"
-    """One of ``swapbench.eval.samplers.SAMPLERS``: dpmsolver++, ddim, euler."""
+    """One of ``swapbench.samplers.SAMPLERS``: dpmsolver++, ddim, euler."""
     steps: int = 20
     guidance_scale: float = 4.0
     batch_size: int = 64

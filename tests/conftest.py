@@ -20,7 +20,7 @@ def _isolated_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def mini_world(tmp_path_factory):
     """A world built through the real build code with a few images and steps (untrained weights)."""
-    from swapbench.world.build import BuildSettings, build_world
+    from swapbench.commands.world_build import BuildSettings, build_world
 
     out = tmp_path_factory.mktemp("worlds") / "mini"
     build_world(out, BuildSettings.mini())

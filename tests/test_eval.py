@@ -187,7 +187,7 @@ def test_bad_inputs(tmp_path, capsys, tiny_pipeline):
 @shipped
 def test_writer_and_readers_share_one_schema_version(base_eval, tmp_path, monkeypatch, capsys):
     """results.json carries the version the gate checks: bumping the one constant moves both."""
-    from swapbench.eval import schema
+    from swapbench import schema
 
     monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
     assert main(["eval", "--model", "base", "--suite", "quick", "--out", str(tmp_path / "v2")]) == 0

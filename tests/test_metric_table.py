@@ -7,10 +7,10 @@ import pytest
 from _fixtures_reports import make_run, table_rows
 from rich.console import Console
 
-from swapbench.eval import catalog
+from swapbench import catalog
 from swapbench.eval.scoring import score_rows
-from swapbench.eval.summary import print_summary
 from swapbench.reports.html import write_report
+from swapbench.reports.summary import print_summary
 
 PAIRS = [["giraffe", "zebra"]]
 

@@ -183,7 +183,7 @@ def test_world_info_missing_world_is_one_line_error(tmp_path, monkeypatch, capsy
 @pytest.mark.slow
 def test_full_world_rebuild_matches_quality_bar(tmp_path):
     """Full rebuild (~40 min on 2 cores): the card must clear the same bar as the shipped world."""
-    from swapbench.world.build import build_world
+    from swapbench.commands.world_build import build_world
 
     q = build_world(tmp_path / "w")["quality"]
     for concept in MUST_DRAW:

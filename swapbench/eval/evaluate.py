@@ -22,19 +22,19 @@ from accelerate.utils import gather_object
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from swapbench import __version__
+from swapbench import __version__, catalog, schema
 from swapbench.config import Config
-from swapbench.eval import catalog, probes, schema, scoring
 from swapbench.eval import metrics as M
+from swapbench.eval import probes, scoring
 from swapbench.eval.inception import InceptionFeatures
 from swapbench.eval.judge import ZeroShotJudge
-from swapbench.eval.samplers import build_scheduler
 from swapbench.eval.sampling import sample
 from swapbench.eval.suite import PromptItem, Suite
 from swapbench.io import atomic_write, atomic_write_json
 from swapbench.loading import ModelSpec, SafetyChecker, load_pipeline, resolve_model
 from swapbench.paths import cache_dir
 from swapbench.progress import progress_bar
+from swapbench.samplers import build_scheduler
 from swapbench.weights import weights_hash
 
 

@@ -1,6 +1,6 @@
 """Metric estimators of a swap evaluation; each reports value, 95% CI, n and n_clusters.
 
-Which metrics exist, their definitions and directions are in ``swapbench.eval.catalog``; the
+Which metrics exist, their definitions and directions are in ``swapbench.catalog``; the
 intervals treat prompts as clusters (``swapbench.eval.stats``): proportions the Wilson interval at
 the cluster bootstrap's effective n, means a cluster-bootstrap SE, KID a delete-one-prompt
 jackknife, FID a cluster bootstrap. Without cluster labels each sample is its own cluster.
@@ -66,7 +66,7 @@ class Proportion:
     def compute(self) -> dict:
         clusters = self.clusters if len(self.clusters) == len(self.outcomes) else list(range(len(self.outcomes)))
         est = stats.clustered_proportion(self.outcomes, clusters, self.reps, self.seed)
-        from swapbench.eval.catalog import PROPORTION_INTERVAL
+        from swapbench.catalog import PROPORTION_INTERVAL
 
         return estimate_entry(est, self.higher_is_better, self.description, PROPORTION_INTERVAL)
 
@@ -194,7 +194,7 @@ def fid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int, reps: int, f
 def mean_with_ci(values: list[float], reps: int, seed: int, higher_is_better: bool, description: str,
                  clusters: list | None = None) -> dict:
     """Mean +- 1.96 cluster-bootstrap standard errors (``stats.clustered_mean``)."""
-    from swapbench.eval.catalog import MEAN_INTERVAL
+    from swapbench.catalog import MEAN_INTERVAL
 
     est = stats.clustered_mean(values, clusters if clusters is not None else list(range(len(values))), reps, seed)
     return estimate_entry(est, higher_is_better, description, MEAN_INTERVAL)

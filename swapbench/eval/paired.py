@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from swapbench import catalog
 from swapbench.errors import UserError
-from swapbench.eval import catalog, stats
+from swapbench.eval import stats
 
 REPS = 2000
 SEED = 0

@@ -11,7 +11,8 @@ more prompts, not more seeds.
 
 from __future__ import annotations
 
-from swapbench.eval import catalog, stats
+from swapbench import catalog
+from swapbench.eval import stats
 
 
 def power_table(results: dict, diff: float | None = None, seeds: int | None = None, power: float = 0.8) -> list[dict]:

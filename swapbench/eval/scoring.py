@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from swapbench.eval import catalog, stats
+from swapbench import catalog
+from swapbench.catalog import Family, Row
 from swapbench.eval import metrics as M
-from swapbench.eval.catalog import Family, Row
+from swapbench.eval import stats
 
 
 def score_rows(rows: Sequence[Row], swap_pairs: Sequence[Sequence[str]], reps: int, seed: int) -> dict[str, dict]:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from swapbench.assets import asset_names, asset_path
+from swapbench.concepts import suite_path
 from swapbench.data.swap import ConceptSwapper, plural
 from swapbench.errors import UserError
 
@@ -82,14 +82,7 @@ class Suite:
 def load_suite(name_or_path: str, seeds_override: int | None = None,
                swap_pairs: Sequence[Sequence[str]] = DEFAULT_PAIRS) -> Suite:
     """The suite's prompts for the run's ``swap_pairs`` (``data.swap_pairs``)."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        names = asset_names("eval/suites")
-        if name_or_path not in names:
-            raise UserError(f"unknown suite {name_or_path!r}; available: {', '.join(names)}, or pass a suite YAML path")
-        path = asset_path(f"eval/suites/{name_or_path}.yaml")
-    if not path.is_file():
-        raise UserError(f"suite file {path} not found; pass a suite name ({', '.join(asset_names('eval/suites'))}) or a YAML path")
+    path = suite_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         labels = [str(x) for x in raw["labels"]]

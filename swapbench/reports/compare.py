@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from swapbench import schema
 from swapbench.config import flatten
 from swapbench.errors import UserError
-from swapbench.eval import schema
-from swapbench.eval.summary import ordered
 from swapbench.io import atomic_write_text, read_json
 from swapbench.reports.gate import Verdict, evaluate, load_results, load_rules, results_path
+from swapbench.reports.summary import ordered
 from swapbench.reports.svg import ScatterPoint, fmt, scatter
 
 DEFAULT_METRICS = ("swap_success", "preservation", "generality", "specificity", "kid_vs_base")

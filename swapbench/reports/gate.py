@@ -12,7 +12,7 @@ Rules live in YAML (``eval/gates/default.yaml``)::
         test: paired                          # the default; ci-overlap: the old disjoint-intervals rule
         margins: {"preservation*": 0.05}      # largest tolerated drop per pattern (first match; else 0)
 
-A metric's direction comes from the metric table (``swapbench.eval.catalog``; a metric outside it
+A metric's direction comes from the metric table (``swapbench.catalog``; a metric outside it
 keeps its results.json ``higher_is_better``; ``null``: no direction, not compared).
 
 ``test: paired`` is a paired non-inferiority test on the (prompt, seed) rows both evaluations share:
@@ -35,9 +35,9 @@ from typing import Any
 
 import yaml
 
+from swapbench import schema
 from swapbench.assets import asset_path
 from swapbench.errors import UserError
-from swapbench.eval import schema
 
 RULE_KEYS = {"metric", "min", "max", "baseline", "exclude", "description", "test", "margins"}
 TESTS = ("paired", "ci-overlap")
@@ -193,7 +193,8 @@ def _threshold(metrics: dict, rule: dict, name: str) -> Verdict:
 
 
 def _versus_baseline(results: dict, baseline: dict, rule: dict) -> list[Verdict]:
-    from swapbench.eval import catalog, paired, stats
+    from swapbench import catalog
+    from swapbench.eval import paired, stats
 
     metrics, base = results["metrics"], baseline["metrics"]
     patterns = ["*"] if rule["baseline"] == "all" else rule["baseline"]

@@ -9,14 +9,14 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from swapbench import catalog, schema
 from swapbench.assets import asset_path
-from swapbench.eval import catalog, schema
 from swapbench.eval.paired import what_moved
-from swapbench.eval.summary import ordered
 from swapbench.io import atomic_write_text, read_json, read_jsonl
 from swapbench.reports.curves import learning_curves
 from swapbench.reports.gate import Verdict, evaluate, load_results, load_rules
 from swapbench.reports.robust import PROBE_GROUPS, robust_sections
+from swapbench.reports.summary import ordered
 from swapbench.reports.svg import ci_bar, fmt, line_chart
 
 GROUP_TITLES = {"swap": "Swap: prompts naming a swapped concept", "control": "Controls: must not change",

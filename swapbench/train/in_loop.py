@@ -1,7 +1,8 @@
 """Evaluation inside training (``train.eval_every``) and the checkpoint choice it allows (``train.select``).
 
 Every ``train.eval_every`` steps and at the last step, the weights in training are sampled and scored by
-:func:`swapbench.eval.evaluate.evaluate`, the function behind ``swapbench eval``: same suite items and
+a :class:`StepEvaluator` that ``swapbench train`` hands the loop (``swapbench.commands.in_loop_eval``:
+:func:`swapbench.eval.evaluate.evaluate`, the function behind ``swapbench eval``): same suite items and
 seeds, same sampler settings (``eval.*``), same judge, same base-sample cache. So a row of
 ``RUN/eval_log.jsonl`` holds the metrics ``swapbench eval --suite S`` gives for the weights of that step,
 and after the first evaluation only the tuned half is sampled. Under several processes the sampling
@@ -15,16 +16,13 @@ writes those instead of the last step's.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import numpy as np
 import torch
 from diffusers import DiffusionPipeline
-from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from swapbench.config import Config
@@ -41,43 +39,28 @@ def selection_dir(run: RunDir) -> Path:
     return run.checkpoints / "first-passing"
 
 
-def gate_check(results: dict, rules_path: str | None) -> dict[str, Any]:
-    """The gate's threshold rules applied to one evaluation (baseline rules need a baseline: skipped)."""
-    from swapbench.reports.gate import evaluate, load_rules
+class StepEvaluator(Protocol):
+    """What the loop needs from an evaluation. ``swapbench train`` builds it (the command layer joins eval
+    and the gate), so the training layer imports neither."""
 
-    verdicts = evaluate(results, None, load_rules(rules_path))
-    return {"passed": bool(verdicts) and all(v.passed for v in verdicts),
-            "failed": [v.metric for v in verdicts if not v.passed]}
+    suite_name: str
+
+    def __call__(self, pipe: DiffusionPipeline) -> dict[str, Any] | None:
+        """Evaluate ``pipe``. The main process returns ``metrics``, ``gate`` (``passed``, ``failed``),
+        ``tuned_sampled``, ``base_sampled`` and ``images`` (per swap concept); the others None."""
+        ...
 
 
 @dataclass
 class InLoopEval:
-    """One suite, judge and base-sample cache set up once; :meth:`run` evaluates the current weights."""
+    """Runs ``evaluator`` at the due steps and keeps the eval_log rows and the time it took."""
 
     cfg: Config
     run_dir: RunDir
-    device: torch.device
+    evaluator: StepEvaluator
     seconds: float = 0.0
     """Wall time spent evaluating in this command (the summary's eval share)."""
     rows: list[dict] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        from swapbench.eval.evaluate import Target
-        from swapbench.eval.judge import ZeroShotJudge
-        from swapbench.eval.suite import load_suite
-        from swapbench.loading import resolve_model
-
-        cfg = self.cfg
-        if cfg.train.select_rules is not None or cfg.train.select == "first-passing":
-            from swapbench.reports.gate import load_rules
-
-            load_rules(cfg.train.select_rules)  # a bad rules file fails before the first step, not at the first eval
-        self.suite = load_suite(cfg.train.eval_suite, cfg.eval.seeds, cfg.data.swap_pairs)
-        self.items = list(self.suite.items)
-        self.judge = ZeroShotJudge.load(cfg.eval.judge, self.suite.labels, self.suite.judge_templates, self.device)
-        base = resolve_model(cfg.model.pretrained)
-        self.target = Target(tuned=f"{self.run_dir.root} (in training)", base=base, name=self.run_dir.name,
-                             run_dir=self.run_dir.root)
 
     def due(self, step: int, last: int) -> bool:
         every = self.cfg.train.eval_every
@@ -87,39 +70,24 @@ class InLoopEval:
         """Evaluate ``unet`` (the unwrapped model in training) in ``pipe``'s other components.
 
         Every process samples its share; the main process scores, appends the eval_log row and returns it."""
-        from swapbench.eval.evaluate import evaluate
-
         started = time.perf_counter()
         was_training = unet.training
         unet.eval()
         tuned = type(pipe)(**{**pipe.components, "unet": unet})
         try:
-            with tempfile.TemporaryDirectory(prefix="swapbench-in-loop-") as tmp:
-                results = evaluate(self.cfg, self.target, self.suite, self.items, self.judge, Path(tmp), self.device,
-                                   tuned_pipe=tuned)
-                images = _swap_images(results, Path(tmp)) if results is not None else {}
+            out = self.evaluator(tuned)
         finally:
             unet.train(was_training)
         seconds = time.perf_counter() - started
         self.seconds += seconds
-        if results is None:
+        if out is None:
             return None
-        row = {"step": step, "wall_s": round(seconds, 3), "elapsed_s": round(elapsed, 3), "suite": self.suite.name,
-               "metrics": results["metrics"], "gate": gate_check(results, self.cfg.train.select_rules),
-               "tuned_sampled": results["timing"]["tuned_sampled"], "base_sampled": results["timing"]["base_sampled"]}
+        row = {"step": step, "wall_s": round(seconds, 3), "elapsed_s": round(elapsed, 3),
+               "suite": self.evaluator.suite_name, "metrics": out["metrics"], "gate": out["gate"],
+               "tuned_sampled": out["tuned_sampled"], "base_sampled": out["base_sampled"]}
         append_jsonl(self.run_dir.eval_log, row)
         self.rows.append(row)
-        return dict(row, images=images)  # the images go to trackers, not into the log
-
-
-def _swap_images(results: dict, out_dir: Path) -> dict[str, np.ndarray]:
-    """The kept tuned images of the swap prompts, per swap concept (N x H x W x 3 uint8), for trackers."""
-    by_concept: dict[str, list[np.ndarray]] = {}
-    for row in results.get("per_prompt", []):
-        if row.get("group") == "swap" and "images" in row:
-            by_concept.setdefault(row["concept"], []).append(
-                np.asarray(Image.open(out_dir / row["images"]["tuned"]).convert("RGB")))
-    return {c: np.stack(ims) for c, ims in by_concept.items()}
+        return dict(row, images=out["images"])  # the images go to trackers, not into the log
 
 
 def format_metrics(row: dict) -> str:

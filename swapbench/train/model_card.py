@@ -118,7 +118,7 @@ def write_card(folder: Path, card: ModelCard) -> Path:
 def add_eval_results(model_dir: Path, results: dict) -> Path | None:
     """Put the headline metrics of ``results`` into ``model_dir/README.md`` as model-index eval results;
     those of an earlier evaluation with the same suite are replaced. None when the model has no card."""
-    from swapbench.eval import schema
+    from swapbench import schema
 
     path = Path(model_dir) / CARD
     if not path.is_file():

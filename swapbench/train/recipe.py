@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,13 +32,14 @@ from safetensors.torch import load_file, save_file
 from swapbench.config import Config
 from swapbench.data.prepare import prepare
 from swapbench.data.sources import load_records
+from swapbench.devices import is_cpu, peak_rss_mb, version_info
 from swapbench.errors import UserError
 from swapbench.io import append_jsonl, atomic_write_json, read_json, truncate_jsonl
 from swapbench.loading import ModelSpec, load_pipeline, pipeline_folder, resolve_model
 from swapbench.progress import console, progress_bar
 from swapbench.rundir import RunDir
 from swapbench.train import in_loop, trackers
-from swapbench.train.export import is_cpu, peak_rss_mb, save_pipeline, version_info
+from swapbench.train.export import save_pipeline
 from swapbench.train.features import (
     Encoders,
     FeatureCache,
@@ -98,7 +100,8 @@ class SwapRecipe:
         self.selected: dict | None = None
 
     # ---- setup -------------------------------------------------------------------------------
-    def setup(self, resume: bool = False) -> None:
+    def setup(self, resume: bool = False,
+              make_evaluator: Callable[[torch.device], in_loop.StepEvaluator] | None = None) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         cpu = is_cpu(cfg.device)
@@ -169,7 +172,10 @@ class SwapRecipe:
             if acc.is_main_process:
                 in_loop.on_resume(self.run, self.step)
         self.start_step = self.step
-        self.in_loop = in_loop.InLoopEval(cfg, self.run, self.device) if cfg.train.eval_every else None
+        if cfg.train.eval_every:
+            if make_evaluator is None:
+                raise ValueError("train.eval_every needs an evaluator: pass setup(make_evaluator=...)")
+            self.in_loop = in_loop.InLoopEval(cfg, self.run, make_evaluator(self.device))
         trackers.start(acc, cfg, self.run)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:

@@ -54,10 +54,11 @@ def run_edit(method: Method, cfg: Config, run: RunDir, started: float) -> dict[s
     """
     import torch
 
+    from swapbench.devices import resolve_device, version_info
     from swapbench.io import atomic_write_json
     from swapbench.loading import load_base_pipeline
     from swapbench.progress import console
-    from swapbench.train.export import resolve_device, save_pipeline, version_info
+    from swapbench.train.export import save_pipeline
 
     setup_started = time.perf_counter()
     torch.manual_seed(cfg.seed)

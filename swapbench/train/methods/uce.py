@@ -138,9 +138,9 @@ def preserved_concepts(cfg: Config) -> list[str]:
             raise UserError(f"train.uce_preserve names the swapped word(s) {', '.join(clash)}; a concept cannot be "
                             "both swapped and preserved: remove them from train.uce_preserve")
         return list(cfg.train.uce_preserve)
-    from swapbench.eval.suite import load_suite
+    from swapbench.concepts import suite_labels
 
-    return [c for c in load_suite(cfg.eval.suite).labels if c.lower() not in swapped]
+    return [c for c in suite_labels(cfg.eval.suite) if c.lower() not in swapped]
 
 
 def data_captions(cfg: Config, run: RunDir) -> list[str]:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from swapbench.train.cli import add_config_arguments
+    from swapbench.commands.common import add_config_arguments
 
     p = sub.add_parser("eval", help="measure swap success, preservation and drift vs base; writes eval/",
                        description="Sample the base and tuned models with the same seeds, judge every image "
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from swapbench.eval.evaluate import evaluate
     from swapbench.eval.judge import ZeroShotJudge
     from swapbench.eval.suite import custom_items, load_suite
-    from swapbench.eval.summary import print_summary
+    from swapbench.reports.summary import print_summary
 
     suite = load_suite(cfg.eval.suite, cfg.eval.seeds, cfg.data.swap_pairs)
     items = list(suite.items)
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(cfg.seed)
     from accelerate import PartialState
 
-    from swapbench.train.export import is_cpu, resolve_device
+    from swapbench.devices import is_cpu, resolve_device
 
     # Joins the process group under accelerate launch / torchrun (sampling is split); a no-op otherwise.
     state = PartialState(cpu=is_cpu(cfg.device))
@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         from swapbench.train.model_card import add_eval_results
 
         add_eval_results(run.model, results)
-    from swapbench.eval.catalog import validity_warnings
+    from swapbench.catalog import validity_warnings
 
     for warning in validity_warnings(results):
         print(f"swapbench eval: warning: {warning}", file=sys.stderr)

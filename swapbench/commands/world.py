@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from swapbench.world.build import BuildSettings, build_world
+    from swapbench.commands.world_build import BuildSettings, build_world
 
     settings = BuildSettings.mini() if args.mini else BuildSettings()
     settings.seed = args.seed

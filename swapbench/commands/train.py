@@ -7,17 +7,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from swapbench.config import CHOICES, RESUMABLE, load_config, preset_names
+from swapbench.commands.common import add_config_arguments
+from swapbench.config import CHOICES, RESUMABLE, load_config
 from swapbench.errors import UserError
-
-
-def add_config_arguments(p: argparse.ArgumentParser, default_preset: str | None = "savanna") -> None:
-    p.add_argument("--preset", default=default_preset, help=f"recipe preset ({', '.join(preset_names())})")
-    p.add_argument("--config", metavar="FILE", help="YAML/TOML/JSON config applied on top of the preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted override, e.g. --set train.lr=1e-4 (repeatable)")
-    p.add_argument("--seed", type=int, help="random seed (config key seed)")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -72,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
+    from swapbench.devices import is_cpu
     from swapbench.io import append_jsonl, atomic_write_json
     from swapbench.rundir import RunDir
-    from swapbench.train.export import is_cpu
 
     changes: dict = {}
     if args.resume:
@@ -130,7 +122,12 @@ def run(args: argparse.Namespace) -> int:
             print(run_dir.root)
         state.wait_for_everyone()
         return 0
-    recipe.setup(resume=bool(args.resume))
+    from functools import partial
+
+    from swapbench.commands.in_loop_eval import InLoopEvaluator
+
+    # The loop gets the evaluation as a callable: training itself never imports eval or the gate.
+    recipe.setup(resume=bool(args.resume), make_evaluator=partial(InLoopEvaluator, cfg, run_dir))
     setup_s = time.perf_counter() - setup_started
     if changes and state.is_main_process:
         # Recorded once the checkpoint has loaded under the new values: a refused resume changes nothing.

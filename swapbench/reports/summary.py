@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from swapbench.eval import catalog
+from swapbench import catalog
 
 
 def ordered(metrics: dict) -> list[str]:

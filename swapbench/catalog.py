@@ -193,7 +193,7 @@ def partners(swap_pairs: list[tuple[str, str]] | list[list[str]]) -> dict[str, s
 
 def validity_warnings(results: dict) -> list[str]:
     """One sentence per swapped concept whose base fidelity is below ``VALIDITY_FLOOR``."""
-    from swapbench.eval import schema
+    from swapbench import schema
 
     out = []
     for concept in dict.fromkeys(c for pair in schema.swap_pairs(results) for c in pair):

@@ -7,7 +7,7 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from swapbench.train.cli import add_config_arguments
+    from swapbench.commands.common import add_config_arguments
 
     p = sub.add_parser("fetch", help="download (or --check) the pipeline, dataset, judge and Inception weights a preset needs",
                        description="Fill the standard caches (Hugging Face hub cache, datasets cache, TORCH_HOME) with "

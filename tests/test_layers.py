@@ -1,0 +1,116 @@
+"""Every module imports only its own layer or the ones below it (README, "Layout").
+
+Layers, low to high: base -> world -> data -> train | eval -> reports -> commands. ``train`` and
+``eval`` sit side by side and neither may import the other. Imports inside functions count: a lazy
+import is still a dependency, just one that fails later.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import swapbench
+
+PACKAGE = Path(swapbench.__file__).parent
+
+RANK = {"base": 0, "world": 1, "data": 2, "train": 3, "eval": 3, "reports": 4, "commands": 5}
+SIBLINGS = {("train", "eval"), ("eval", "train")}
+
+# The command layer: swapbench.commands (one module per subcommand) and the dispatcher above it.
+COMMANDS = {"swapbench.cli", "swapbench.__main__"}
+
+# Crossings that are known and not yet removed: (importer, imported). Shrinks, never grows.
+ALLOWED: set[tuple[str, str]] = set()
+
+
+def layer_of(module: str) -> str:
+    if module in COMMANDS or module == "swapbench.commands" or module.startswith("swapbench.commands."):
+        return "commands"
+    parts = module.split(".")
+    # Anything else at the package's top level is base: a new top-level module may import only base.
+    return parts[1] if len(parts) > 1 and parts[1] in ("world", "data", "train", "eval", "reports") else "base"
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """Every swapbench module `path` imports, at any depth of the tree (functions included)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "swapbench"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "swapbench":
+                continue
+            # `from swapbench.eval import schema` imports the submodule swapbench.eval.schema.
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                is_module = (PACKAGE.parent / Path(*sub.split("."))).with_suffix(".py").exists() or \
+                    (PACKAGE.parent / Path(*sub.split("."))).is_dir()
+                found.append((node.lineno, sub if is_module else target))
+    return found
+
+
+def crossings() -> set[tuple[str, str, str]]:
+    out = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        importer = module_name(path)
+        low = layer_of(importer)
+        for line, target in imported_modules(path):
+            high = layer_of(target)
+            if RANK[high] > RANK[low] or (low, high) in SIBLINGS:
+                out.add((importer, target,
+                         f"{path.relative_to(PACKAGE.parent)}:{line} {importer} ({low}) -> {target} ({high})"))
+    return out
+
+
+def test_no_module_imports_upward_or_across() -> None:
+    found = crossings()
+    new = sorted(where for importer, target, where in found if (importer, target) not in ALLOWED)
+    assert not new, "imports against the layering:\n" + "\n".join(new)
+
+
+def test_allow_list_has_no_stale_entries() -> None:
+    live = {(importer, target) for importer, target, _ in crossings()}
+    assert not sorted(ALLOWED - live), "remove these fixed crossings from ALLOWED"
+
+
+@pytest.mark.parametrize(("module", "layer"), [
+    ("swapbench.config", "base"), ("swapbench.loading", "base"), ("swapbench.world.generator", "world"),
+    ("swapbench.data.swap", "data"), ("swapbench.train.recipe", "train"), ("swapbench.eval.metrics", "eval"),
+    ("swapbench.reports.html", "reports"), ("swapbench.commands.world_build", "commands"), ("swapbench.cli", "commands"),
+])
+def test_layer_map(module: str, layer: str) -> None:
+    assert layer_of(module) == layer
+
+
+def test_detects_an_import_inside_a_function() -> None:
+    # The walker must see lazy imports, or the allow-list would hide real dependencies.
+    path = PACKAGE / "train" / "recipe.py"
+    lazy = [target for _, target in imported_modules(path)]
+    assert "swapbench.train.model_card" in lazy
+
+
+def test_every_subcommand_lives_in_the_command_layer() -> None:
+    from swapbench.cli import COMMANDS as SUBCOMMANDS
+
+    assert {layer_of(module) for module in SUBCOMMANDS.values()} == {"commands"}
+    for module in SUBCOMMANDS.values():
+        assert (PACKAGE.parent / Path(*module.split("."))).with_suffix(".py").is_file(), module
