@@ -145,14 +145,20 @@ def _check_dataset(a: Artifact, cfg: Config) -> Status:
     folder = _hub_snapshot(source, "dataset", None)
     if folder is not None and any(f.is_file() for f in folder.rglob("*")):
         return Status(a, True, str(folder), _du(folder))
-    # the folder `datasets` prepares a hub dataset into: <namespace>___<snake_case name>/<config>/<version>/<hash>/
-    from datasets.naming import camelcase_to_snakecase
-
-    namespace, _, name = source.partition("/")
-    prepared = _datasets_cache() / f"{namespace}___{camelcase_to_snakecase(name)}"
-    if any(p.is_file() for p in prepared.glob("*/*/*/dataset_info.json")):
+    prepared = prepared_dataset_dir(source, _datasets_cache())
+    if prepared is not None:
         return Status(a, True, str(prepared), _du(prepared))
     return Status(a, False, str(_repo_cache(source, "dataset")))
+
+
+def prepared_dataset_dir(name: str, cache: Path) -> Path | None:
+    """The folder ``datasets`` prepared hub dataset ``name`` into under ``cache``
+    (``<namespace>___<snake_case name>/<config>/<version>/<hash>/``), or None when it has not."""
+    from datasets.naming import camelcase_to_snakecase
+
+    namespace, _, dataset = name.partition("/")
+    folder = Path(cache) / f"{namespace}___{camelcase_to_snakecase(dataset)}"
+    return folder if any(p.is_file() for p in folder.glob("*/*/*/dataset_info.json")) else None
 
 
 def _check_folder(a: Artifact, cfg: Config) -> Status:

@@ -175,12 +175,9 @@ def describe_source(source: str, image_root: str | None = None) -> dict:
 
 
 def _in_datasets_cache(name: str) -> bool:
-    # the folder datasets prepares a hub dataset into: <cache>/<namespace>___<name>/<config>/<version>/<hash>/
-    from datasets.naming import camelcase_to_snakecase
+    from swapbench.artifacts import prepared_dataset_dir
 
-    namespace, _, dataset = name.partition("/")
-    folder = Path(datasets.config.HF_DATASETS_CACHE) / f"{namespace}___{camelcase_to_snakecase(dataset)}"
-    return any(p.is_file() for p in folder.glob("*/*/*/dataset_info.json"))
+    return prepared_dataset_dir(name, Path(datasets.config.HF_DATASETS_CACHE)) is not None
 
 
 def load_coco(root: Path, split: str) -> Records:
