@@ -46,15 +46,23 @@ REGRESSIONS = {"quarter-steps": lambda cfg: [f"train.max_steps={max(1, cfg.train
                "lr-div10": lambda cfg: [f"train.lr={cfg.train.lr / 10:g}"]}
 
 
-def train_and_eval(work: Path, name: str, seed: int, overrides: list[str], preset: str, suite: str) -> Path:
+def train(work: Path, name: str, seed: int, overrides: list[str], preset: str) -> Path:
     run = work / name
-    if not (run / "eval" / "results.json").is_file():
+    if not (run / "train_summary.json").is_file():
         sets = [x for o in overrides for x in ("--set", o)]
-        cmd = [sys.executable, "-m", "swapbench"]
-        subprocess.run([*cmd, "train", "--preset", preset, "--out", str(work), "--name", name, "--seed", str(seed),
-                        *sets], check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([*cmd, "eval", str(run), "--suite", suite], check=True, stdout=subprocess.DEVNULL)
-    return run / "eval" / "results.json"
+        subprocess.run([sys.executable, "-m", "swapbench", "train", "--preset", preset, "--out", str(work),
+                        "--name", name, "--seed", str(seed), *sets], check=True, stdout=subprocess.DEVNULL)
+    return run
+
+
+def evaluate_run(run: Path, suite: str) -> Path:
+    """The run's evaluation on ``suite``: RUN/eval for the default suite (what `swapbench eval` writes),
+    RUN/eval-SUITE for the others, so one set of trained runs is measured on several suites."""
+    out = run / ("eval" if suite == "default" else f"eval-{suite}")
+    if not (out / "results.json").is_file():
+        subprocess.run([sys.executable, "-m", "swapbench", "eval", str(run), "--suite", suite, "--out", str(out)],
+                       check=True, stdout=subprocess.DEVNULL)
+    return out / "results.json"
 
 
 def baseline_rules(test: str) -> list[dict]:
@@ -131,8 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--per-regression", type=int, default=2, help="runs per known regression")
     parser.add_argument("--regressions", default=",".join(REGRESSIONS), help="which: " + ", ".join(REGRESSIONS))
     parser.add_argument("--preset", default="savanna")
-    parser.add_argument("--suite", default="default")
-    parser.add_argument("--work", help="folder for the runs (kept, so a second call reuses them)")
+    parser.add_argument("--suites", default="default", help="comma-separated suites to evaluate every run on")
+    parser.add_argument("--work", help="folder for the runs and their evaluations (kept: a second call reuses them)")
     parser.add_argument("--train-only", choices=["seeds", "regressions"],
                         help="only train and evaluate that half, without gating (two calls can share a --work "
                         "folder; a last call without this flag gates everything)")
@@ -147,47 +155,65 @@ def main(argv: list[str] | None = None) -> dict:
         return {"simulated": rows}
     work = Path(args.work or tempfile.mkdtemp(prefix="gate-calibration-"))
     work.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(args.preset, None, [])
-    seeds = list(range(args.k))
-    runs = {} if args.train_only == "regressions" else {
-        f"seed{s}": train_and_eval(work, f"seed{s}", s, [], args.preset, args.suite) for s in seeds}
-    regressions = [r for r in args.regressions.split(",") if r] if args.train_only != "seeds" else []
-    for reg in regressions:
-        for i in range(args.per_regression):
-            seed = 100 + i
-            runs[f"{reg}-seed{seed}"] = train_and_eval(work, f"{reg}-seed{seed}", seed, REGRESSIONS[reg](cfg),
-                                                       args.preset, args.suite)
+    runs = train_runs(work, args)
     if args.train_only:
         return {"work": str(work), "trained": sorted(runs)}
-    baseline = load_results(runs["seed0"])
-    rows, verdicts = [], {}
-    groups = {"same recipe, other seed (false alarms)": [f"seed{s}" for s in seeds[1:]]}
-    groups.update({f"{reg} (detections)": [n for n in runs if n.startswith(reg + "-")] for reg in regressions})
+    summary = {"work": str(work), "k": args.k, "rules": yaml.safe_dump(baseline_rules("paired")), "suites": {}}
+    for suite in args.suites.split(","):
+        results = {name: load_results(evaluate_run(run, suite)) for name, run in runs.items()}
+        summary["suites"][suite] = calibration_table(results, suite, args)
+    print(json.dumps(summary))
+    return summary
+
+
+def train_runs(work: Path, args: argparse.Namespace) -> dict[str, Path]:
+    """seed0..seed{K-1} of the recipe, then per regression R runs with training seeds 100.."""
+    cfg = load_config(args.preset, None, [])
+    runs = {} if args.train_only == "regressions" else {
+        f"seed{s}": train(work, f"seed{s}", s, [], args.preset) for s in range(args.k)}
+    for reg in regressions(args):
+        for seed in range(100, 100 + args.per_regression):
+            runs[f"{reg}-seed{seed}"] = train(work, f"{reg}-seed{seed}", seed, REGRESSIONS[reg](cfg), args.preset)
+    if args.train_only:
+        for run in runs.values():
+            evaluate_run(run, args.suites.split(",")[0])
+    return runs
+
+
+def regressions(args: argparse.Namespace) -> list[str]:
+    return [r for r in args.regressions.split(",") if r] if args.train_only != "seeds" else []
+
+
+def calibration_table(results: dict[str, dict], suite: str, args: argparse.Namespace) -> dict:
+    """Print and return the false alarms (seed re-runs) and detections (each regression) of both tests."""
+    baseline = results["seed0"]
+    groups = {"same recipe, other seed (false alarms)": [f"seed{s}" for s in range(1, args.k)]}
+    groups.update({f"{reg} (detections)": [n for n in results if n.startswith(reg + "-")] for reg in regressions(args)})
+    verdicts, rows = {}, []
     for label, names in groups.items():
         counts = {}
         for test in ("paired", "ci-overlap"):
-            fails = 0
-            for name in names:
-                passed, failed = gate(load_results(runs[name]), baseline, test)
-                verdicts[f"{name}/{test}"] = failed
-                fails += not passed
-            counts[test] = fails
-        values = {n: load_results(runs[n])["metrics"] for n in names}
-        swap = [values[n]["swap_success"]["value"] for n in names]
-        pres = [values[n]["preservation"]["value"] for n in names]
+            failed = {name: gate(results[name], baseline, test)[1] for name in names}
+            verdicts.update({f"{name}/{test}": f for name, f in failed.items()})
+            counts[test] = sum(bool(f) for f in failed.values())
         rows.append((label, len(names), counts["paired"], counts["ci-overlap"],
-                     f"{min(swap):.3f}-{max(swap):.3f}", f"{min(pres):.3f}-{max(pres):.3f}"))
+                     *(_span([results[n]["metrics"][m]["value"] for n in names]) for m in HEADLINE)))
     base_m = baseline["metrics"]
-    print(f"baseline seed0: swap_success {base_m['swap_success']['value']:.3f}, preservation "
-          f"{base_m['preservation']['value']:.3f}; suite {args.suite}; preset {args.preset}")
-    print("| runs gated against seed0 | n | failed, paired rule | failed, ci-overlap rule | swap_success | preservation |")
-    print("| --- | ---: | ---: | ---: | --- | --- |")
-    for label, n, paired, overlap, swap, pres in rows:
-        print(f"| {label} | {n} | {paired}/{n} | {overlap}/{n} | {swap} | {pres} |")
-    summary = {"work": str(work), "k": args.k, "suite": args.suite, "rules": yaml.safe_dump(baseline_rules("paired")),
-               "verdicts": verdicts}
-    print(json.dumps(summary))
-    return summary
+    print(f"\nsuite {suite}, preset {args.preset}; baseline seed0: "
+          + ", ".join(f"{m} {base_m[m]['value']:.3f} (n = {base_m[m]['n']})" for m in HEADLINE))
+    print("| runs gated against seed0 | n | failed, paired rule | failed, ci-overlap rule | "
+          + " | ".join(HEADLINE) + " |")
+    print("| --- | ---: | ---: | ---: |" + " --- |" * len(HEADLINE))
+    for label, n, paired, overlap, *spans in rows:
+        print(f"| {label} | {n} | {paired}/{n} | {overlap}/{n} | " + " | ".join(spans) + " |")
+    return {"rows": rows, "verdicts": verdicts}
+
+
+HEADLINE = ("swap_success/giraffe->zebra", "swap_success/zebra->giraffe", "preservation")
+
+
+def _span(values: list[float]) -> str:
+    return f"{min(values):.3f}-{max(values):.3f}" if values else "-"
 
 
 if __name__ == "__main__":

@@ -39,8 +39,9 @@ from swapbench import schema
 from swapbench.assets import asset_path
 from swapbench.errors import UserError
 
-RULE_KEYS = {"metric", "min", "max", "baseline", "exclude", "description", "test", "margins"}
+RULE_KEYS = {"metric", "min", "max", "baseline", "exclude", "description", "test", "margins", "adjust"}
 TESTS = ("paired", "ci-overlap")
+ADJUSTMENTS = ("holm", "none")
 ALPHA = 0.05
 
 
@@ -147,6 +148,8 @@ def _rule_problem(rule: Any) -> str | None:
             return "needs baseline: all or a list of metric patterns"
         if rule.get("test", "paired") not in TESTS:
             return f"has test {rule.get('test')!r}; use one of {', '.join(TESTS)}"
+        if rule.get("adjust", "holm") not in ADJUSTMENTS:
+            return f"has adjust {rule.get('adjust')!r}; use one of {', '.join(ADJUSTMENTS)}"
         margins = rule.get("margins", {})
         if not isinstance(margins, dict) or not all(isinstance(k, str) and _is_number(v) and v >= 0
                                                     for k, v in margins.items()):
@@ -220,9 +223,11 @@ def _versus_baseline(results: dict, baseline: dict, rule: dict) -> list[Verdict]
         counted = f" (rows worse {rows[0] if up else rows[1]}, better {rows[1] if up else rows[0]})" if rows else ""
         verdicts.append(Verdict("vs baseline (paired)", name, m["value"],
                                 f"diff {diff:+.4g}{counted} vs baseline {b['value']:.4g}, margin {margin:g}", True))
-    for (i, _, beyond), p in zip(tests, stats.holm([p for _, p, _ in tests]), strict=True):
+    holm = rule.get("adjust", "holm") == "holm"
+    ps = [p for _, p, _ in tests]
+    for (i, _, beyond), p in zip(tests, stats.holm(ps) if holm else ps, strict=True):
         verdicts[i].passed = not (beyond and p < ALPHA)
-        verdicts[i].reference += f", p_worse {p:.3g} (Holm)"
+        verdicts[i].reference += f", p_worse {p:.3g}" + (" (Holm)" if holm else "")
     return verdicts
 
 
