@@ -55,6 +55,23 @@ def train(work: Path, name: str, seed: int, overrides: list[str], preset: str) -
     return run
 
 
+def subset(results: dict, suite: str) -> dict:
+    """The rows of ``results`` that ``suite`` scores (the same prompts with fewer seeds), re-scored: what
+    an evaluation on ``suite`` would have written, since an image depends only on its model, prompt, seed
+    and sampler. KID/FID need image features that results.json does not keep, so they are left out."""
+    from swapbench.eval.scoring import score_rows
+    from swapbench.eval.suite import load_suite
+
+    spec = load_suite(suite, swap_pairs=results["swap_pairs"])
+    keys = {(item.group, item.prompt, seed) for item in spec.items for seed in item.seeds}
+    rows = [r for r in results["per_prompt"] if (r["group"], r["prompt"], r["seed"]) in keys]
+    missing = len(keys) - len(rows)
+    if missing:
+        raise SystemExit(f"{missing} rows of suite {suite} are not in the evaluation of {results['run']}")
+    return {**results, "suite": suite, "per_prompt": rows, "provenance": {},
+            "metrics": score_rows(rows, results["swap_pairs"], 2000, 0)}
+
+
 def evaluate_run(run: Path, suite: str) -> Path:
     """The run's evaluation on ``suite``: RUN/eval for the default suite (what `swapbench eval` writes),
     RUN/eval-SUITE for the others, so one set of trained runs is measured on several suites."""
@@ -140,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--regressions", default=",".join(REGRESSIONS), help="which: " + ", ".join(REGRESSIONS))
     parser.add_argument("--preset", default="savanna")
     parser.add_argument("--suites", default="default", help="comma-separated suites to evaluate every run on")
+    parser.add_argument("--subsets", help="comma-separated suites whose rows are a subset of the last of --suites "
+                        "(the same prompts, fewer seeds): gated on those rows, re-scored, without sampling again")
     parser.add_argument("--work", help="folder for the runs and their evaluations (kept: a second call reuses them)")
     parser.add_argument("--train-only", choices=["seeds", "regressions"],
                         help="only train and evaluate that half, without gating (two calls can share a --work "
@@ -162,6 +181,10 @@ def main(argv: list[str] | None = None) -> dict:
     for suite in args.suites.split(","):
         results = {name: load_results(evaluate_run(run, suite)) for name, run in runs.items()}
         summary["suites"][suite] = calibration_table(results, suite, args)
+    for suite in filter(None, (args.subsets or "").split(",")):
+        results = {name: subset(load_results(evaluate_run(run, args.suites.split(",")[-1])), suite)
+                   for name, run in runs.items()}
+        summary["suites"][f"{suite} (rows of {args.suites.split(',')[-1]})"] = calibration_table(results, suite, args)
     print(json.dumps(summary))
     return summary
 
