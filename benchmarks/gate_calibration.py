@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-only", choices=["seeds", "regressions"],
                         help="only train and evaluate that half, without gating (two calls can share a --work "
                         "folder; a last call without this flag gates everything)")
+    parser.add_argument("--inject", type=float, metavar="DROP",
+                        help="also gate the seed re-runs with DROP injected into each headline endpoint (power)")
     parser.add_argument("--simulate", type=int, metavar="N", help="N synthetic pairs per case instead of training")
     args = parser.parse_args(argv)
     if args.simulate:
@@ -181,10 +183,15 @@ def main(argv: list[str] | None = None) -> dict:
     for suite in args.suites.split(","):
         results = {name: load_results(evaluate_run(run, suite)) for name, run in runs.items()}
         summary["suites"][suite] = calibration_table(results, suite, args)
+        if args.inject:
+            summary["suites"][suite]["injected"] = power_table(results, suite, args.inject, args)
     for suite in filter(None, (args.subsets or "").split(",")):
         results = {name: subset(load_results(evaluate_run(run, args.suites.split(",")[-1])), suite)
                    for name, run in runs.items()}
-        summary["suites"][f"{suite} (rows of {args.suites.split(',')[-1]})"] = calibration_table(results, suite, args)
+        name = f"{suite} (rows of {args.suites.split(',')[-1]})"
+        summary["suites"][name] = calibration_table(results, name, args)
+        if args.inject:
+            summary["suites"][name]["injected"] = power_table(results, name, args.inject, args)
     print(json.dumps(summary))
     return summary
 
@@ -230,6 +237,58 @@ def calibration_table(results: dict[str, dict], suite: str, args: argparse.Names
     for label, n, paired, overlap, *spans in rows:
         print(f"| {label} | {n} | {paired}/{n} | {overlap}/{n} | " + " | ".join(spans) + " |")
     return {"rows": rows, "verdicts": verdicts}
+
+
+def injected(results: dict, metric: str, drop: float, concentrated: bool, rng) -> dict:
+    """``results`` with a known drop in ``metric``: ``round(drop * n)`` of its successful rows made to
+    fail, either spread at random over its rows or whole prompts at a time (a regression that breaks a
+    few prompts). A swap row that fails keeps the prompted concept; a control row is drawn as another
+    label. The real seed-to-seed spread of the re-runs stays in every row left alone."""
+    import copy
+
+    from swapbench import catalog
+    from swapbench.eval.scoring import score_rows
+
+    out = copy.deepcopy(results)
+    rows = [r for r in catalog.rows_for(metric, out["per_prompt"]) if r["success"]]
+    if concentrated:
+        prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+        order = {p: i for i, p in enumerate(rng.permutation(prompts))}
+        rows.sort(key=lambda r: order[r["prompt"]])
+    else:
+        rows = [rows[i] for i in rng.permutation(len(rows))]
+    n = len(catalog.rows_for(metric, out["per_prompt"]))
+    for row in rows[:round(drop * n)]:
+        row["success"] = False
+        row["tuned_label"] = row["concept"] if row["group"] == "swap" else next(
+            label for label in out["labels"] if label != row["base_label"])
+    out["metrics"] = {**out["metrics"], **score_rows(out["per_prompt"], out["swap_pairs"], 2000, 0)}
+    return out
+
+
+DRAWS = 5  # injected drops per seed re-run: which rows or prompts break is drawn anew each time
+
+
+def power_table(results: dict[str, dict], suite: str, drop: float, args: argparse.Namespace) -> list[tuple]:
+    """Share of seed re-runs with ``drop`` injected into one headline endpoint that the paired rule fails
+    (``DRAWS`` draws of the broken rows per re-run)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    baseline, reruns = results["seed0"], [results[f"seed{s}"] for s in range(1, args.k)]
+    rows = []
+    for metric in HEADLINE:
+        for concentrated in (False, True):
+            caught = [not gate(injected(r, metric, drop, concentrated, rng), baseline, "paired")[0]
+                      for r in reruns for _ in range(DRAWS)]
+            rows.append((metric, "whole prompts" if concentrated else "spread", sum(caught), len(caught)))
+    print(f"\nsuite {suite}: {len(reruns)} seed re-runs x {DRAWS} draws with a drop of {drop:g} injected into one "
+          "endpoint, paired rule")
+    print("| endpoint | drop placed | caught |")
+    print("| --- | --- | ---: |")
+    for metric, how, caught, n in rows:
+        print(f"| {metric} | {how} | {caught}/{n} |")
+    return rows
 
 
 HEADLINE = ("swap_success/giraffe->zebra", "swap_success/zebra->giraffe", "preservation")
