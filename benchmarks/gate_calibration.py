@@ -9,14 +9,18 @@ training seed, gated the same way: a gate that fails them is a detection. Regres
 - ``quarter-steps``: ``train.max_steps`` a quarter of the recipe's;
 - ``lr-div10``: ``train.lr`` ten times lower.
 
-Both the paired non-inferiority test (``test: paired``) and the old disjoint-intervals rule
-(``test: ci-overlap``) are applied to the same pairs, so one run measures both. Each run is one
-``swapbench train`` + ``swapbench eval`` (base samples are cached after the first evaluation).
-On 2 CPU cores a savanna run is about 1.5-2 min idle; K = 5 and 2 runs per regression take ~20 min:
+Both the paired rule (``test: paired``) and the old disjoint-intervals rule (``test: ci-overlap``)
+are applied to the same pairs, so one run measures both. Each run is trained once and evaluated on
+every suite of ``--suites``; ``--subsets`` gates a smaller suite on the rows it shares with the last
+one (the default suite is the gate suite's prompts with fewer seeds), and ``--inject DROP`` measures
+the power for a drop of DROP placed in one endpoint of the real seed re-runs. With 1 thread per
+process a savanna run is ~1 min to train and ~1 min to evaluate on the gate suite on an idle 2-core
+machine; K = 8 and 4 runs per regression take ~40 minutes:
 
-    python benchmarks/gate_calibration.py --k 5 --per-regression 2 --suite default --work /tmp/calib
+    OMP_NUM_THREADS=1 python benchmarks/gate_calibration.py --k 8 --per-regression 4 --suites gate \
+        --subsets default --inject 0.1 --work /tmp/calib
 
-It prints a Markdown table (the one in docs/ci.md) and a JSON line with every verdict.
+It prints Markdown tables (those in docs/ci.md) and a JSON line with every verdict.
 
 ``--simulate N`` checks the same gate code on N synthetic pairs of evaluations in seconds, with
 no training: the default suite's groups, prompts and seeds, and each row's outcome from a probit
