@@ -9,14 +9,18 @@ training seed, gated the same way: a gate that fails them is a detection. Regres
 - ``quarter-steps``: ``train.max_steps`` a quarter of the recipe's;
 - ``lr-div10``: ``train.lr`` ten times lower.
 
-Both the paired non-inferiority test (``test: paired``) and the old disjoint-intervals rule
-(``test: ci-overlap``) are applied to the same pairs, so one run measures both. Each run is one
-``swapbench train`` + ``swapbench eval`` (base samples are cached after the first evaluation).
-On 2 CPU cores a savanna run is about 1.5-2 min idle; K = 5 and 2 runs per regression take ~20 min:
+Both the paired rule (``test: paired``) and the old disjoint-intervals rule (``test: ci-overlap``)
+are applied to the same pairs, so one run measures both. Each run is trained once and evaluated on
+every suite of ``--suites``; ``--subsets`` gates a smaller suite on the rows it shares with the last
+one (the default suite is the gate suite's prompts with fewer seeds), and ``--inject DROP`` measures
+the power for a drop of DROP placed in one endpoint of the real seed re-runs. With 1 thread per
+process a savanna run is ~1 min to train and ~1 min to evaluate on the gate suite on an idle 2-core
+machine; K = 8 and 4 runs per regression take ~40 minutes:
 
-    python benchmarks/gate_calibration.py --k 5 --per-regression 2 --suite default --work /tmp/calib
+    OMP_NUM_THREADS=1 python benchmarks/gate_calibration.py --k 8 --per-regression 4 --suites gate \
+        --subsets default --inject 0.1 --work /tmp/calib
 
-It prints a Markdown table (the one in docs/ci.md) and a JSON line with every verdict.
+It prints Markdown tables (those in docs/ci.md) and a JSON line with every verdict.
 
 ``--simulate N`` checks the same gate code on N synthetic pairs of evaluations in seconds, with
 no training: the default suite's groups, prompts and seeds, and each row's outcome from a probit
@@ -46,15 +50,40 @@ REGRESSIONS = {"quarter-steps": lambda cfg: [f"train.max_steps={max(1, cfg.train
                "lr-div10": lambda cfg: [f"train.lr={cfg.train.lr / 10:g}"]}
 
 
-def train_and_eval(work: Path, name: str, seed: int, overrides: list[str], preset: str, suite: str) -> Path:
+def train(work: Path, name: str, seed: int, overrides: list[str], preset: str) -> Path:
     run = work / name
-    if not (run / "eval" / "results.json").is_file():
+    if not (run / "train_summary.json").is_file():
         sets = [x for o in overrides for x in ("--set", o)]
-        cmd = [sys.executable, "-m", "swapbench"]
-        subprocess.run([*cmd, "train", "--preset", preset, "--out", str(work), "--name", name, "--seed", str(seed),
-                        *sets], check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([*cmd, "eval", str(run), "--suite", suite], check=True, stdout=subprocess.DEVNULL)
-    return run / "eval" / "results.json"
+        subprocess.run([sys.executable, "-m", "swapbench", "train", "--preset", preset, "--out", str(work),
+                        "--name", name, "--seed", str(seed), *sets], check=True, stdout=subprocess.DEVNULL)
+    return run
+
+
+def subset(results: dict, suite: str) -> dict:
+    """The rows of ``results`` that ``suite`` scores (the same prompts with fewer seeds), re-scored: what
+    an evaluation on ``suite`` would have written, since an image depends only on its model, prompt, seed
+    and sampler. KID/FID need image features that results.json does not keep, so they are left out."""
+    from swapbench.eval.scoring import score_rows
+    from swapbench.eval.suite import load_suite
+
+    spec = load_suite(suite, swap_pairs=results["swap_pairs"])
+    keys = {(item.group, item.prompt, seed) for item in spec.items for seed in item.seeds}
+    rows = [r for r in results["per_prompt"] if (r["group"], r["prompt"], r["seed"]) in keys]
+    missing = len(keys) - len(rows)
+    if missing:
+        raise SystemExit(f"{missing} rows of suite {suite} are not in the evaluation of {results['run']}")
+    return {**results, "suite": suite, "per_prompt": rows, "provenance": {},
+            "metrics": score_rows(rows, results["swap_pairs"], 2000, 0)}
+
+
+def evaluate_run(run: Path, suite: str) -> Path:
+    """The run's evaluation on ``suite``: RUN/eval for the default suite (what `swapbench eval` writes),
+    RUN/eval-SUITE for the others, so one set of trained runs is measured on several suites."""
+    out = run / ("eval" if suite == "default" else f"eval-{suite}")
+    if not (out / "results.json").is_file():
+        subprocess.run([sys.executable, "-m", "swapbench", "eval", str(run), "--suite", suite, "--out", str(out)],
+                       check=True, stdout=subprocess.DEVNULL)
+    return out / "results.json"
 
 
 def baseline_rules(test: str) -> list[dict]:
@@ -131,11 +160,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--per-regression", type=int, default=2, help="runs per known regression")
     parser.add_argument("--regressions", default=",".join(REGRESSIONS), help="which: " + ", ".join(REGRESSIONS))
     parser.add_argument("--preset", default="savanna")
-    parser.add_argument("--suite", default="default")
-    parser.add_argument("--work", help="folder for the runs (kept, so a second call reuses them)")
+    parser.add_argument("--suites", default="default", help="comma-separated suites to evaluate every run on")
+    parser.add_argument("--subsets", help="comma-separated suites whose rows are a subset of the last of --suites "
+                        "(the same prompts, fewer seeds): gated on those rows, re-scored, without sampling again")
+    parser.add_argument("--work", help="folder for the runs and their evaluations (kept: a second call reuses them)")
     parser.add_argument("--train-only", choices=["seeds", "regressions"],
                         help="only train and evaluate that half, without gating (two calls can share a --work "
                         "folder; a last call without this flag gates everything)")
+    parser.add_argument("--inject", type=float, metavar="DROP",
+                        help="also gate the seed re-runs with DROP injected into each headline endpoint (power)")
     parser.add_argument("--simulate", type=int, metavar="N", help="N synthetic pairs per case instead of training")
     args = parser.parse_args(argv)
     if args.simulate:
@@ -147,47 +180,126 @@ def main(argv: list[str] | None = None) -> dict:
         return {"simulated": rows}
     work = Path(args.work or tempfile.mkdtemp(prefix="gate-calibration-"))
     work.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(args.preset, None, [])
-    seeds = list(range(args.k))
-    runs = {} if args.train_only == "regressions" else {
-        f"seed{s}": train_and_eval(work, f"seed{s}", s, [], args.preset, args.suite) for s in seeds}
-    regressions = [r for r in args.regressions.split(",") if r] if args.train_only != "seeds" else []
-    for reg in regressions:
-        for i in range(args.per_regression):
-            seed = 100 + i
-            runs[f"{reg}-seed{seed}"] = train_and_eval(work, f"{reg}-seed{seed}", seed, REGRESSIONS[reg](cfg),
-                                                       args.preset, args.suite)
+    runs = train_runs(work, args)
     if args.train_only:
         return {"work": str(work), "trained": sorted(runs)}
-    baseline = load_results(runs["seed0"])
-    rows, verdicts = [], {}
-    groups = {"same recipe, other seed (false alarms)": [f"seed{s}" for s in seeds[1:]]}
-    groups.update({f"{reg} (detections)": [n for n in runs if n.startswith(reg + "-")] for reg in regressions})
+    summary = {"work": str(work), "k": args.k, "rules": yaml.safe_dump(baseline_rules("paired")), "suites": {}}
+    for suite in args.suites.split(","):
+        results = {name: load_results(evaluate_run(run, suite)) for name, run in runs.items()}
+        summary["suites"][suite] = calibration_table(results, suite, args)
+        if args.inject:
+            summary["suites"][suite]["injected"] = power_table(results, suite, args.inject, args)
+    for suite in filter(None, (args.subsets or "").split(",")):
+        results = {name: subset(load_results(evaluate_run(run, args.suites.split(",")[-1])), suite)
+                   for name, run in runs.items()}
+        name = f"{suite} (rows of {args.suites.split(',')[-1]})"
+        summary["suites"][name] = calibration_table(results, name, args)
+        if args.inject:
+            summary["suites"][name]["injected"] = power_table(results, name, args.inject, args)
+    print(json.dumps(summary))
+    return summary
+
+
+def train_runs(work: Path, args: argparse.Namespace) -> dict[str, Path]:
+    """seed0..seed{K-1} of the recipe, then per regression R runs with training seeds 100.."""
+    cfg = load_config(args.preset, None, [])
+    runs = {} if args.train_only == "regressions" else {
+        f"seed{s}": train(work, f"seed{s}", s, [], args.preset) for s in range(args.k)}
+    for reg in regressions(args):
+        for seed in range(100, 100 + args.per_regression):
+            runs[f"{reg}-seed{seed}"] = train(work, f"{reg}-seed{seed}", seed, REGRESSIONS[reg](cfg), args.preset)
+    if args.train_only:
+        for run in runs.values():
+            evaluate_run(run, args.suites.split(",")[0])
+    return runs
+
+
+def regressions(args: argparse.Namespace) -> list[str]:
+    return [r for r in args.regressions.split(",") if r] if args.train_only != "seeds" else []
+
+
+def calibration_table(results: dict[str, dict], suite: str, args: argparse.Namespace) -> dict:
+    """Print and return the false alarms (seed re-runs) and detections (each regression) of both tests."""
+    baseline = results["seed0"]
+    groups = {"same recipe, other seed (false alarms)": [f"seed{s}" for s in range(1, args.k)]}
+    groups.update({f"{reg} (detections)": [n for n in results if n.startswith(reg + "-")] for reg in regressions(args)})
+    verdicts, rows = {}, []
     for label, names in groups.items():
         counts = {}
         for test in ("paired", "ci-overlap"):
-            fails = 0
-            for name in names:
-                passed, failed = gate(load_results(runs[name]), baseline, test)
-                verdicts[f"{name}/{test}"] = failed
-                fails += not passed
-            counts[test] = fails
-        values = {n: load_results(runs[n])["metrics"] for n in names}
-        swap = [values[n]["swap_success"]["value"] for n in names]
-        pres = [values[n]["preservation"]["value"] for n in names]
+            failed = {name: gate(results[name], baseline, test)[1] for name in names}
+            verdicts.update({f"{name}/{test}": f for name, f in failed.items()})
+            counts[test] = sum(bool(f) for f in failed.values())
         rows.append((label, len(names), counts["paired"], counts["ci-overlap"],
-                     f"{min(swap):.3f}-{max(swap):.3f}", f"{min(pres):.3f}-{max(pres):.3f}"))
+                     *(_span([results[n]["metrics"][m]["value"] for n in names]) for m in HEADLINE)))
     base_m = baseline["metrics"]
-    print(f"baseline seed0: swap_success {base_m['swap_success']['value']:.3f}, preservation "
-          f"{base_m['preservation']['value']:.3f}; suite {args.suite}; preset {args.preset}")
-    print("| runs gated against seed0 | n | failed, paired rule | failed, ci-overlap rule | swap_success | preservation |")
-    print("| --- | ---: | ---: | ---: | --- | --- |")
-    for label, n, paired, overlap, swap, pres in rows:
-        print(f"| {label} | {n} | {paired}/{n} | {overlap}/{n} | {swap} | {pres} |")
-    summary = {"work": str(work), "k": args.k, "suite": args.suite, "rules": yaml.safe_dump(baseline_rules("paired")),
-               "verdicts": verdicts}
-    print(json.dumps(summary))
-    return summary
+    print(f"\nsuite {suite}, preset {args.preset}; baseline seed0: "
+          + ", ".join(f"{m} {base_m[m]['value']:.3f} (n = {base_m[m]['n']})" for m in HEADLINE))
+    print("| runs gated against seed0 | n | failed, paired rule | failed, ci-overlap rule | "
+          + " | ".join(HEADLINE) + " |")
+    print("| --- | ---: | ---: | ---: |" + " --- |" * len(HEADLINE))
+    for label, n, paired, overlap, *spans in rows:
+        print(f"| {label} | {n} | {paired}/{n} | {overlap}/{n} | " + " | ".join(spans) + " |")
+    return {"rows": rows, "verdicts": verdicts}
+
+
+def injected(results: dict, metric: str, drop: float, concentrated: bool, rng) -> dict:
+    """``results`` with a known drop in ``metric``: ``round(drop * n)`` of its successful rows made to
+    fail, either spread at random over its rows or whole prompts at a time (a regression that breaks a
+    few prompts). A swap row that fails keeps the prompted concept; a control row is drawn as another
+    label. The real seed-to-seed spread of the re-runs stays in every row left alone."""
+    import copy
+
+    from swapbench import catalog
+    from swapbench.eval.scoring import score_rows
+
+    out = copy.deepcopy(results)
+    rows = [r for r in catalog.rows_for(metric, out["per_prompt"]) if r["success"]]
+    if concentrated:
+        prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+        order = {p: i for i, p in enumerate(rng.permutation(prompts))}
+        rows.sort(key=lambda r: order[r["prompt"]])
+    else:
+        rows = [rows[i] for i in rng.permutation(len(rows))]
+    n = len(catalog.rows_for(metric, out["per_prompt"]))
+    for row in rows[:round(drop * n)]:
+        row["success"] = False
+        row["tuned_label"] = row["concept"] if row["group"] == "swap" else next(
+            label for label in out["labels"] if label != row["base_label"])
+    out["metrics"] = {**out["metrics"], **score_rows(out["per_prompt"], out["swap_pairs"], 2000, 0)}
+    return out
+
+
+DRAWS = 5  # injected drops per seed re-run: which rows or prompts break is drawn anew each time
+
+
+def power_table(results: dict[str, dict], suite: str, drop: float, args: argparse.Namespace) -> list[tuple]:
+    """Share of seed re-runs with ``drop`` injected into one headline endpoint that the paired rule fails
+    (``DRAWS`` draws of the broken rows per re-run)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    baseline, reruns = results["seed0"], [results[f"seed{s}"] for s in range(1, args.k)]
+    rows = []
+    for metric in HEADLINE:
+        for concentrated in (False, True):
+            caught = [not gate(injected(r, metric, drop, concentrated, rng), baseline, "paired")[0]
+                      for r in reruns for _ in range(DRAWS)]
+            rows.append((metric, "whole prompts" if concentrated else "spread", sum(caught), len(caught)))
+    print(f"\nsuite {suite}: {len(reruns)} seed re-runs x {DRAWS} draws with a drop of {drop:g} injected into one "
+          "endpoint, paired rule")
+    print("| endpoint | drop placed | caught |")
+    print("| --- | --- | ---: |")
+    for metric, how, caught, n in rows:
+        print(f"| {metric} | {how} | {caught}/{n} |")
+    return rows
+
+
+HEADLINE = ("swap_success/giraffe->zebra", "swap_success/zebra->giraffe", "preservation")
+
+
+def _span(values: list[float]) -> str:
+    return f"{min(values):.3f}-{max(values):.3f}" if values else "-"
 
 
 if __name__ == "__main__":

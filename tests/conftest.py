@@ -51,3 +51,14 @@ def coco_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("coco")
     generator.write_coco(root, seed=1, sizes={"train": 90, "val": 10})
     return root
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory):
+    """`swapbench train && swapbench eval` with every default: the product's headline run (seed 0)."""
+    from swapbench.cli import main
+
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", "--out", str(out), "--name", "default"]) == 0
+    assert main(["eval", str(out / "default")]) == 0
+    return out / "default"

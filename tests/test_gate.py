@@ -117,6 +117,25 @@ def test_baseline_must_be_evaluated_the_same_way(write, capsys):
     assert "different suite" in capsys.readouterr().err
 
 
+def test_pairing_ignores_the_bootstrap_seed_and_refuses_other_labels_or_templates(write, capsys):
+    """The bootstrap seed follows the training seed: re-runs with other seeds must still pair. What
+    changes a row's label (the label set, the judge's templates) or its seeds per prompt must not."""
+    def results(bootstrap_seed, labels, templates=("a {}.",)):
+        return {**_results(), "labels": labels,
+                "provenance": {"seeds": {"per_prompt": [6, 10], "bootstrap_seed": bootstrap_seed},
+                               "judge_templates": list(templates)}}
+
+    three = ["giraffe", "zebra", "horse"]
+    base = write("b.json", results(0, three))
+    assert main(["gate", write("a.json", results(7, three)), "--baseline", base]) == 0
+    capsys.readouterr()
+    assert main(["gate", write("c.json", results(0, three[:2])), "--baseline", base]) == 2
+    assert "different concept labels" in capsys.readouterr().err
+    other = results(0, three, templates=["a photo of a {}."])
+    assert main(["gate", write("d.json", other), "--baseline", base]) == 2
+    assert "different judge templates" in capsys.readouterr().err
+
+
 def test_metric_missing_from_run_but_in_baseline_never_passes(write, capsys):
     run = _results()
     run["metrics"].pop("kid_vs_base")

@@ -5,9 +5,11 @@ import signal
 
 import datasets
 import torch
+import yaml
 from _cli import assert_one_line_error
 from safetensors.torch import load_file
 
+from swapbench.assets import asset_path
 from swapbench.cli import main
 
 FAST = ["--set", "train.batch_size=4", "--set", "data.resolution=32", "--set", "data.subset_size=90",
@@ -166,18 +168,39 @@ def test_empty_after_filtering(tmp_path, tiny_pipeline, capsys):
     assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, tmp_path / "imgs", "e"), "no record names a swapped concept")
 
 
-def test_default_savanna_recipe_swaps_both_ways_and_preserves(tmp_path):
+def test_default_savanna_recipe_swaps_both_ways_and_preserves(default_run):
     """The product's headline: plain `swapbench train && swapbench eval` on the shipped world.
     Seeds 0-2 measured >= 0.925 each way and preservation 1.0; the old full-UNet recipe (0.975 / 0.825)
     or a broken plan or cache would fall below these bars."""
-    assert main(["train", "--out", str(tmp_path), "--name", "default"]) == 0
-    assert main(["eval", str(tmp_path / "default")]) == 0
-    metrics = json.loads((tmp_path / "default/eval/results.json").read_text())["metrics"]
+    metrics = json.loads((default_run / "eval/results.json").read_text())["metrics"]
     assert metrics["swap_success/giraffe->zebra"]["value"] >= 0.875
     assert metrics["swap_success/zebra->giraffe"]["value"] >= 0.875
     assert metrics["preservation"]["value"] >= 0.95
-    summary = json.loads((tmp_path / "default/train_summary.json").read_text())
+    summary = json.loads((default_run / "train_summary.json").read_text())
     assert summary["steps"] == 270 and summary["cache_entries_encoded"] > 0
+
+
+def test_seed_reruns_compare_and_gate_and_a_short_run_fails_the_baseline_rule(default_run, tmp_path, capsys):
+    """Runs that differ only in the training seed pair row by row (the bootstrap seed follows the
+    training seed and must not block that); the baseline rule alone passes the re-run and fails a run
+    with a tenth of the steps with exit 1, a regression, not exit 2."""
+    baseline_rule = tmp_path / "baseline-only.yaml"
+    rules = yaml.safe_load(asset_path("eval/gates/default.yaml").read_text())["rules"]
+    baseline_rule.write_text(yaml.safe_dump({"rules": [r for r in rules if "baseline" in r]}))
+    for name, extra in (("seed1", []), ("short", ["--set", "train.max_steps=27"])):
+        seed = "1" if name == "seed1" else "2"
+        assert main(["train", "--out", str(tmp_path), "--name", name, "--seed", seed, *extra]) == 0
+        assert main(["eval", str(tmp_path / name)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(default_run), str(tmp_path / "seed1"), "--json"]) == 0
+    paired = json.loads(capsys.readouterr().out)["paired"]["seed1"]
+    assert paired["preservation"]["n_pairs"] == 48 and paired["swap_success/giraffe->zebra"]["n_pairs"] == 40
+    gate = ["gate", "--baseline", str(default_run), "--rules", str(baseline_rule), "--json"]
+    assert main([*gate[:1], str(tmp_path / "seed1"), *gate[1:]]) == 0
+    capsys.readouterr()
+    assert main([*gate[:1], str(tmp_path / "short"), *gate[1:]]) == 1
+    failed = {v["metric"] for v in json.loads(capsys.readouterr().out)["verdicts"] if not v["passed"]}
+    assert failed & {"swap_success/giraffe->zebra", "swap_success/zebra->giraffe"}, failed
 
 
 def test_feature_cache_follows_an_edit_deep_in_the_token_embeddings(tmp_path, tiny_pipeline, coco_root, monkeypatch):

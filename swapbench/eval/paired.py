@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+from scipy import stats as sps
+
 from swapbench import catalog
 from swapbench.errors import UserError
 from swapbench.eval import stats
@@ -49,13 +52,34 @@ def compare(first: dict, second: dict, names: Sequence[str], reps: int = REPS, s
     return {name: r.to_dict(p) for (name, r), p in zip(results.items(), adjusted, strict=True)}
 
 
-def check_pairable(first: dict, second: dict) -> None:
-    """Runs evaluated on different suites, seeds, sampler settings or prompts cannot be paired: one line."""
-    def seeds(r: dict):
-        return (r.get("provenance") or {}).get("seeds")
+def worse_p(first: Sequence[float], second: Sequence[float], binary: bool, higher_is_better: bool) -> float:
+    """One-sided p-value of "``second`` is no worse than ``first``" on these rows, the suite's prompts
+    and seeds taken as fixed: the exact one-sided McNemar test on the discordant rows for shares, a
+    one-sided paired t-test on the rows for means.
 
-    for what, get in (("suite", lambda r: r.get("suite")), ("sampler settings", lambda r: r.get("sampler")),
-                      ("seeds", seeds), ("swap pairs", lambda r: r.get("swap_pairs"))):
+    A gate asks whether this model is worse than the baseline on this suite, not on prompts at large.
+    Given the two models and a prompt, every seed is its own noise, so the rows are independent pairs
+    and no cluster correction applies; the clustered interval (prompts as a sample) is what `compare`
+    reports for a claim about prompts beyond the suite."""
+    sign = 1.0 if higher_is_better else -1.0
+    d = sign * (np.asarray(second, dtype=float) - np.asarray(first, dtype=float))  # < 0: the row got worse
+    if binary:
+        worse, better = int((d < 0).sum()), int((d > 0).sum())
+        return 1.0 if worse + better == 0 else float(sps.binomtest(worse, worse + better, 0.5,
+                                                                   alternative="greater").pvalue)
+    if len(d) < 2 or not d.any():
+        return 1.0
+    if d.std() == 0:
+        return 0.0 if d[0] < 0 else 1.0
+    return float(sps.ttest_1samp(d, 0.0, alternative="less").pvalue)
+
+
+def check_pairable(first: dict, second: dict) -> None:
+    """Two evaluations pair row by row when they scored the same rows the same way: the suite, the
+    sampler, the judge, the edited concepts and every row's (prompt, seed). Anything else about the runs
+    (their training seed, the bootstrap seed of their own intervals, the method) is what a comparison
+    is for, so it never blocks one; paired statistics use their own fixed bootstrap seed."""
+    for what, get in PAIRING_SETTINGS.items():
         va, vb = get(first), get(second)
         if va is not None and vb is not None and va != vb:
             raise UserError(f"runs {first.get('run')!r} and {second.get('run')!r} were evaluated with different {what} "
@@ -67,6 +91,24 @@ def check_pairable(first: dict, second: dict) -> None:
         raise UserError(f"runs {first.get('run')!r} and {second.get('run')!r} were scored on different prompts or seeds "
                         f"({len(ka ^ kb)} (prompt, seed) rows in only one); evaluate both with the same suite, seeds "
                         "and --prompts file")
+
+
+def _provenance(key: str):
+    return lambda results: (results.get("provenance") or {}).get(key)
+
+
+def _seeds_per_prompt(seeds):
+    return seeds.get("per_prompt") if isinstance(seeds, dict) else seeds  # results before the bootstrap seed
+
+
+PAIRING_SETTINGS = {
+    "suite": lambda r: r.get("suite"),
+    "sampler settings": lambda r: r.get("sampler"),
+    "seeds per prompt": lambda r: _seeds_per_prompt(_provenance("seeds")(r)),
+    "judge templates": _provenance("judge_templates"),
+    "concept labels": lambda r: r.get("labels"),
+    "swap pairs": lambda r: r.get("swap_pairs"),
+}
 
 
 def _short(value) -> str:

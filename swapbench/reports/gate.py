@@ -39,8 +39,9 @@ from swapbench import schema
 from swapbench.assets import asset_path
 from swapbench.errors import UserError
 
-RULE_KEYS = {"metric", "min", "max", "baseline", "exclude", "description", "test", "margins"}
+RULE_KEYS = {"metric", "min", "max", "baseline", "exclude", "description", "test", "margins", "adjust"}
 TESTS = ("paired", "ci-overlap")
+ADJUSTMENTS = ("holm", "none")
 ALPHA = 0.05
 
 
@@ -147,6 +148,8 @@ def _rule_problem(rule: Any) -> str | None:
             return "needs baseline: all or a list of metric patterns"
         if rule.get("test", "paired") not in TESTS:
             return f"has test {rule.get('test')!r}; use one of {', '.join(TESTS)}"
+        if rule.get("adjust", "holm") not in ADJUSTMENTS:
+            return f"has adjust {rule.get('adjust')!r}; use one of {', '.join(ADJUSTMENTS)}"
         margins = rule.get("margins", {})
         if not isinstance(margins, dict) or not all(isinstance(k, str) and _is_number(v) and v >= 0
                                                     for k, v in margins.items()):
@@ -197,43 +200,49 @@ def _versus_baseline(results: dict, baseline: dict, rule: dict) -> list[Verdict]
     from swapbench.eval import paired, stats
 
     metrics, base = results["metrics"], baseline["metrics"]
-    patterns = ["*"] if rule["baseline"] == "all" else rule["baseline"]
-    exclude = rule.get("exclude", [])
     use_paired = rule.get("test", "paired") == "paired"
-
-    def selected(name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) for p in patterns) and not any(
-            fnmatch.fnmatchcase(name, p) for p in exclude)
-
     verdicts: list[Verdict] = []
-    tests: list[tuple[int, float]] = []  # (verdict index, one-sided p) of the paired tests, for Holm
+    tests: list[tuple[int, float, bool]] = []  # (verdict index, one-sided p, point drop beyond the margin)
     for name, b in base.items():
         up = catalog.higher_is_better(name, b)
-        if not selected(name) or up is None:
+        if not _selected(name, rule) or up is None:
             continue
-        blo, bhi = b["ci95"]
         m = metrics.get(name)
         if m is None:
             verdicts.append(Verdict("vs baseline", name, None, f"baseline {b['value']:.4g} (metric missing)", False))
             continue
-        x, y, clusters = paired.matched(name, baseline, results) if use_paired and paired.pairable(name) else ([], [], [])
-        if x:
-            margin = margin_for(name, rule)
-            result = stats.paired(x, y, clusters, paired.REPS, paired.SEED, binary=catalog.family(name).binary)
-            tests.append((len(verdicts), stats.noninferiority_p(result, margin, bool(up))))
-            lo, hi = result.ci95
-            verdicts.append(Verdict("vs baseline (paired)", name, m["value"],
-                                    f"diff {result.diff:+.4g} [{lo:+.4g}, {hi:+.4g}] vs baseline {b['value']:.4g}, "
-                                    f"margin {margin:g}", True))
+        x, y, _ = paired.matched(name, baseline, results) if use_paired and paired.pairable(name) else ([], [], [])
+        if not x:
+            verdicts.append(_ci_overlap(name, m, b, bool(up)))
             continue
-        lo, hi = m["ci95"]
-        worse = hi < blo if up else lo > bhi
-        verdicts.append(Verdict("vs baseline", name, m["value"], f"baseline {b['value']:.4g} [{blo:.4g}, {bhi:.4g}]",
-                                not worse))
-    for (i, _), p in zip(tests, stats.holm([p for _, p in tests]), strict=True):
-        verdicts[i].passed = p >= ALPHA
-        verdicts[i].reference += f", p_holm {p:.3g}"
+        binary, margin = catalog.family(name).binary, margin_for(name, rule)
+        diff = (sum(y) - sum(x)) / len(x)
+        drop = -diff if up else diff
+        tests.append((len(verdicts), paired.worse_p(x, y, binary, bool(up)), drop > margin))
+        rows = stats.mcnemar(x, y)[1:] if binary else None
+        counted = f" (rows worse {rows[0] if up else rows[1]}, better {rows[1] if up else rows[0]})" if rows else ""
+        verdicts.append(Verdict("vs baseline (paired)", name, m["value"],
+                                f"diff {diff:+.4g}{counted} vs baseline {b['value']:.4g}, margin {margin:g}", True))
+    holm = rule.get("adjust", "holm") == "holm"
+    ps = [p for _, p, _ in tests]
+    for (i, _, beyond), p in zip(tests, stats.holm(ps) if holm else ps, strict=True):
+        verdicts[i].passed = not (beyond and p < ALPHA)
+        verdicts[i].reference += f", p_worse {p:.3g}" + (" (Holm)" if holm else "")
     return verdicts
+
+
+def _selected(name: str, rule: dict) -> bool:
+    patterns = ["*"] if rule["baseline"] == "all" else rule["baseline"]
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns) and not any(
+        fnmatch.fnmatchcase(name, p) for p in rule.get("exclude", []))
+
+
+def _ci_overlap(name: str, metric: dict, base: dict, up: bool) -> Verdict:
+    """Without rows to pair: a regression only when the two 95% intervals are disjoint on the worse side."""
+    (lo, hi), (blo, bhi) = metric["ci95"], base["ci95"]
+    worse = hi < blo if up else lo > bhi
+    return Verdict("vs baseline", name, metric["value"], f"baseline {base['value']:.4g} [{blo:.4g}, {bhi:.4g}]",
+                   not worse)
 
 
 def margin_for(name: str, rule: dict) -> float:
