@@ -159,15 +159,21 @@ def ordered(names: Any) -> list[str]:
     return sorted(names, key=rank)
 
 
-def headline(metrics: dict) -> list[str]:
-    """Names shown first (summary, report cards): each swap direction, its base-valid share, then the
-    pooled preservation, generality, specificity and KID."""
+def headline(metrics: dict, pooled: bool = False) -> list[str]:
+    """The headline metrics of ``metrics``, in table order: each swap direction and its base-valid share,
+    then the pooled preservation, generality, specificity and KID (the terminal summary, the report).
+
+    ``pooled``: the view with one number per quantity (``compare``'s table of several runs, the model
+    card's eval results): a family's pooled number leads its directions, and a family without one (the
+    base-valid shares) is left out."""
     out = []
     for name in ordered(metrics):
         fam, suffix = split(name)
         if fam is None or not fam.headline:
             continue
-        if fam.by == "direction" and suffix is None:
+        if fam.by == "direction" and pooled and not fam.pooled:
+            continue
+        if fam.by == "direction" and suffix is None and not pooled:
             continue  # its directions are the headline; the pooled mean hides an asymmetric swap
         if fam.by != "direction" and suffix is not None:
             continue

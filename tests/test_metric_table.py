@@ -118,3 +118,24 @@ def test_power_command_sizes_the_suite(tmp_path, capsys):
     assert more["swap_success/giraffe->zebra"]["detectable_diff"] == g2z["detectable_diff"]
     assert g2z["seeds_for_diff"] is None  # two prompts that disagree this much: no number of seeds is enough
     assert main(["power", str(path), "--diff", "3"]) == 2
+
+
+def test_compare_and_the_model_card_show_the_headline_of_the_table(tmp_path):
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from swapbench.reports.compare import RunRecord, metric_names
+    from swapbench.train.model_card import add_eval_results
+
+    results = _results(_rows())
+    metrics = results["metrics"]
+    pooled = catalog.headline(metrics, pooled=True)
+    assert pooled == ["swap_success", "swap_success/giraffe->zebra", "swap_success/zebra->giraffe", "preservation"]
+    assert catalog.headline(metrics) == ["swap_success/giraffe->zebra", "swap_success/zebra->giraffe",
+                                         "swap_success_valid/giraffe->zebra", "swap_success_valid/zebra->giraffe",
+                                         "preservation"]
+    run = RunRecord("r", tmp_path / "results.json", results, {}, None, None)
+    assert metric_names([run]) == pooled
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model/README.md").write_text(str(ModelCard(f"---\n{ModelCardData().to_yaml()}\n---\n")))
+    card = ModelCard.load(add_eval_results(tmp_path / "model", results))
+    assert [r.metric_type for r in card.data.eval_results] == pooled

@@ -13,11 +13,14 @@ from swapbench.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from swapbench.config import TrainConfig
+    from swapbench.train.methods import all_methods
+
+    default = TrainConfig().method
+    methods = ", ".join(f"{m.name} ({'default; ' if m.name == default else ''}{m.summary})" for m in all_methods())
     p = sub.add_parser("train", help="fine-tune the concept swap; writes runs/<name>/",
                        description="Make the swapped model and write a run directory. Methods (--method, train.method): "
-                       "finetune (default; the UNet on captions with the swap pairs exchanged), lora (peft adapters, "
-                       "same loop), uce (closed-form cross-attention edit, seconds, no data pass), token-swap "
-                       "(exchanges the text encoder's token rows; a lexical control). Training methods run the same "
+                       f"{methods}. Training methods run the same "
                        "under `accelerate launch -m swapbench train ...` or `torchrun --nproc_per_node N "
                        "-m swapbench train ...`: train.batch_size is the global batch, split evenly over the processes, "
                        "so N processes train on the same samples as one.")
@@ -32,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue an interrupted run from its last checkpoint; --set may change "
                    f"{', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE)} (recorded in RUN_DIR/resumes.jsonl)")
     p.add_argument("--push-to-hub", metavar="REPO", help="also upload model/ to this hub repo")
+    p.add_argument("--no-eval-check", action="store_true",
+                   help="do not require the evaluation's judge (and Inception weights) here: train on a node "
+                   "without them and evaluate elsewhere (needs train.eval_every=0)")
     p.set_defaults(func=run)
 
 
@@ -60,6 +66,18 @@ def _resumed_config(args: argparse.Namespace):
     return cfg, run_dir, changes
 
 
+def _preflight(cfg, evaluate: bool) -> None:
+    """What this run (and, with ``evaluate``, its evaluation) reads must be there before any work: a missing
+    judge would otherwise surface only after training (offline compute nodes)."""
+    from swapbench.artifacts import require
+    from swapbench.train.methods import get_method
+
+    if not evaluate and cfg.train.eval_every:
+        raise UserError(f"--no-eval-check leaves out the judge, but train.eval_every={cfg.train.eval_every} "
+                        "evaluates with it during training; set --set train.eval_every=0 or drop --no-eval-check")
+    require(cfg, reads_data=get_method(cfg.train.method).reads_data(cfg), evaluate=evaluate, preset=cfg.preset)
+
+
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
@@ -79,11 +97,7 @@ def run(args: argparse.Namespace) -> int:
             if value is not None:
                 overrides.append(f"{key}={value}")
         cfg = load_config(args.preset, args.config, overrides)
-    from swapbench.artifacts import require
-
-    # What this run and its evaluation read must be there before any work: a missing judge would
-    # otherwise surface only after training (offline compute nodes).
-    require(cfg, preset=cfg.preset)
+    _preflight(cfg, evaluate=not args.no_eval_check)
     # Joins the process group under accelerate launch / torchrun; a no-op in one process.
     state = PartialState(cpu=is_cpu(cfg.device))
     if not args.resume:

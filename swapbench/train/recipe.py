@@ -34,12 +34,11 @@ from swapbench.data.prepare import prepare
 from swapbench.data.sources import load_records
 from swapbench.devices import is_cpu, peak_rss_mb, version_info
 from swapbench.errors import UserError
-from swapbench.io import append_jsonl, atomic_write_json, read_json, truncate_jsonl
-from swapbench.loading import ModelSpec, load_pipeline, pipeline_folder, resolve_model
+from swapbench.io import append_jsonl, atomic_write_json, read_json, replace_dir, staging_dir, truncate_jsonl
+from swapbench.loading import load_pipeline, pipeline_folder, resolve_model
 from swapbench.progress import console, progress_bar
 from swapbench.rundir import RunDir
 from swapbench.train import in_loop, trackers
-from swapbench.train.export import save_pipeline
 from swapbench.train.features import (
     Encoders,
     FeatureCache,
@@ -50,7 +49,7 @@ from swapbench.train.features import (
     load_image,
     to_model_input,
 )
-from swapbench.train.model import trainable_parameters
+from swapbench.train.methods import get_method
 from swapbench.train.plan import derived_seed, draw_plan
 from swapbench.weights import weights_hash
 
@@ -179,8 +178,8 @@ class SwapRecipe:
         trackers.start(acc, cfg, self.run)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        """What the optimiser updates. A method's recipe overrides this (LoRA injects its adapters here)."""
-        return trainable_parameters(self.unet, self.cfg.train.trainable)
+        """What the optimiser updates: the method decides (LoRA injects its adapters here)."""
+        return get_method(self.cfg.train.method).trainable_parameters(self.unet, self.cfg)
 
     # ---- data --------------------------------------------------------------------------------
     def next_batch(self, micro: int) -> Batch:
@@ -319,10 +318,7 @@ class SwapRecipe:
         step. Written to ``step-N.tmp`` by every process, then renamed by the main process."""
         acc = self.accelerator
         folder = self.run.checkpoints / f"step-{self.step:07d}"
-        tmp = folder.with_name(folder.name + ".tmp")
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+        tmp = staging_dir(folder, clear=acc.is_main_process)
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
         if acc.is_main_process:
@@ -331,8 +327,7 @@ class SwapRecipe:
             atomic_write_json(tmp / "config.json", self.cfg.to_dict())
         acc.wait_for_everyone()
         if acc.is_main_process:
-            shutil.rmtree(folder, ignore_errors=True)
-            tmp.rename(folder)
+            replace_dir(tmp, folder)
             for old in sorted(self.run.checkpoints.glob("step-???????"))[:-2]:
                 shutil.rmtree(old)
         acc.wait_for_everyone()
@@ -365,12 +360,10 @@ class SwapRecipe:
 
     # ---- export ------------------------------------------------------------------------------
     def export(self) -> Path:
-        """Main process: write ``model/`` (the base pipeline with the tuned UNet); the others wait."""
+        """Main process: the method writes ``model/`` (and its own extras); the others wait."""
         acc = self.accelerator
         if acc.is_main_process:
-            unet = acc.unwrap_model(self.unet).eval()
-            # The base's own layout (safety checker, feature extractor, revision, variant) around the tuned UNet.
-            save_pipeline(load_pipeline(ModelSpec.of(self.cfg.model), unet=unet), self.run.model, card=self.model_card())
+            get_method(self.cfg.train.method).export(acc.unwrap_model(self.unet), self.cfg, self.run, self.model_card())
         acc.wait_for_everyone()
         return self.run.model
 
