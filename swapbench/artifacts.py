@@ -22,6 +22,7 @@ from swapbench.loading import (
     INCEPTION_URL,
     WORLD_PREFIX,
     ModelSpec,
+    hub_snapshot,
     inception_weights_path,
     is_hub_name,
     offline,
@@ -91,7 +92,7 @@ def _check_pipeline(a: Artifact, cfg: Config) -> Status:
     if Path(location).is_dir():
         gaps = pipeline_gaps(Path(location), spec.variant)
         return Status(a, not gaps, _shown(location, spec.name), _du(Path(location)), gaps)
-    folder = _hub_snapshot(location, "model", spec.revision)
+    folder = hub_snapshot(location, "model", spec.revision)
     if folder is None:
         return Status(a, False, str(_repo_cache(location, "model")))
     gaps = pipeline_gaps(folder, spec.variant)
@@ -138,7 +139,7 @@ def _check_dataset(a: Artifact, cfg: Config) -> Status:
         return Status(a, True, _shown(path, source), _du(path))
     if not is_hub_name(source):
         return Status(a, False, source, missing=["not a local path or a hub dataset name"])
-    folder = _hub_snapshot(source, "dataset", None)
+    folder = hub_snapshot(source, "dataset")
     if folder is not None and any(f.is_file() for f in folder.rglob("*")):
         return Status(a, True, str(folder), _du(folder))
     prepared = prepared_dataset_dir(source, _datasets_cache())
@@ -296,16 +297,6 @@ def _repo_cache(repo: str, repo_type: str) -> Path:
     from huggingface_hub.file_download import repo_folder_name
 
     return _hub_cache() / repo_folder_name(repo_id=repo, repo_type=repo_type)
-
-
-def _hub_snapshot(repo: str, repo_type: str, revision: str | None) -> Path | None:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo, repo_type=repo_type, revision=revision, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
-        return None
 
 
 def _du(path: Path) -> int:
