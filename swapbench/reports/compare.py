@@ -21,7 +21,7 @@ from swapbench.errors import UserError
 from swapbench.io import atomic_write_text, read_json
 from swapbench.reports.gate import Verdict, evaluate, load_results, load_rules, results_path
 from swapbench.reports.summary import ordered
-from swapbench.reports.svg import ScatterPoint, fmt, scatter
+from swapbench.reports.svg import ScatterPoint, fmt, fmt_p, scatter
 
 """Columns without --metric; every run's own swap directions follow swap_success."""
 # Keys that differ between any two runs by construction and say nothing about the recipe.
@@ -228,7 +228,8 @@ def print_paired(runs: list[RunRecord], metrics: list[str], table_data: dict[str
             if d is None:
                 cells.append("—")
                 continue
-            text = f"{d['diff']:+.3f}\n[dim][{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}][/]\np={d['p_holm']:.2g}"
+            ci = f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+            text = f"{d['diff']:+.3f}\n[dim]{ci}[/]\np {fmt_p(d['p_holm'])}"
             cells.append(f"[bold]{text}[/]" if d["p_holm"] < 0.05 else text)
         table.add_row(label, *cells)
     console.print(table)
