@@ -2,7 +2,7 @@
 
 Precedence: dataclass defaults < preset file (``train/presets/<name>.yaml``) < ``--config`` file
 (TOML/YAML/JSON) < ``--set a.b=v`` overrides. Unknown keys are errors that suggest close names.
-The key names of DESIGN §3 are public: add keys freely, rename none.
+Key names are public (users write them in ``--set`` and config files): add keys freely, rename none.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``swapbench train``: fine-tune the swap and write a run directory (DESIGN §4)."""
+"""``swapbench train``: make the swapped model and write a run directory (``swapbench.rundir``)."""
 
 from __future__ import annotations
 
