@@ -22,6 +22,7 @@ from swapbench.loading import (
     INCEPTION_URL,
     WORLD_PREFIX,
     ModelSpec,
+    hub_snapshot,
     inception_weights_path,
     is_hub_name,
     offline,
@@ -51,11 +52,13 @@ class Status:
     """What is absent, when only part of it is there (component files of a pipeline)."""
 
 
-def needed(cfg: Config, train: bool = True, evaluate: bool = True) -> list[Artifact]:
-    """The artifacts ``swapbench train`` (``train``) and ``swapbench eval`` (``evaluate``) read for ``cfg``."""
+def needed(cfg: Config, *, reads_data: bool, train: bool = True, evaluate: bool = True) -> list[Artifact]:
+    """The artifacts ``swapbench train`` (``train``) and ``swapbench eval`` (``evaluate``) read for ``cfg``.
+    ``reads_data``: whether ``cfg``'s method reads the dataset (its ``Method.reads_data``; the command asks
+    the method, which sits above this module)."""
     users = tuple(u for u, on in (("train", train), ("eval", evaluate)) if on)
     out = [Artifact("pipeline", cfg.model.pretrained, "model.pretrained", users)]
-    if train and _reads_data(cfg):
+    if train and reads_data:
         out.append(Artifact("dataset", cfg.data.source, "data.source", ("train",)))
         image_root = getattr(cfg.data, "image_root", None)
         if image_root:
@@ -68,12 +71,6 @@ def needed(cfg: Config, train: bool = True, evaluate: bool = True) -> list[Artif
     return out
 
 
-def _reads_data(cfg: Config) -> bool:
-    # The loop-free methods read no data, unless UCE is asked to preserve data captions.
-    return cfg.train.method not in ("uce", "token-swap") or (cfg.train.method == "uce"
-                                                            and cfg.train.uce_preserve_captions > 0)
-
-
 # ---- checking ----------------------------------------------------------------------------------
 
 def check(artifact: Artifact, cfg: Config) -> Status:
@@ -82,8 +79,8 @@ def check(artifact: Artifact, cfg: Config) -> Status:
             "judge": _check_judge, "inception": _check_inception}[artifact.kind](artifact, cfg)
 
 
-def check_all(cfg: Config, train: bool = True, evaluate: bool = True) -> list[Status]:
-    return [check(a, cfg) for a in needed(cfg, train, evaluate)]
+def check_all(cfg: Config, *, reads_data: bool, train: bool = True, evaluate: bool = True) -> list[Status]:
+    return [check(a, cfg) for a in needed(cfg, reads_data=reads_data, train=train, evaluate=evaluate)]
 
 
 def _check_pipeline(a: Artifact, cfg: Config) -> Status:
@@ -95,7 +92,7 @@ def _check_pipeline(a: Artifact, cfg: Config) -> Status:
     if Path(location).is_dir():
         gaps = pipeline_gaps(Path(location), spec.variant)
         return Status(a, not gaps, _shown(location, spec.name), _du(Path(location)), gaps)
-    folder = _hub_snapshot(location, "model", spec.revision)
+    folder = hub_snapshot(location, "model", spec.revision)
     if folder is None:
         return Status(a, False, str(_repo_cache(location, "model")))
     gaps = pipeline_gaps(folder, spec.variant)
@@ -142,7 +139,7 @@ def _check_dataset(a: Artifact, cfg: Config) -> Status:
         return Status(a, True, _shown(path, source), _du(path))
     if not is_hub_name(source):
         return Status(a, False, source, missing=["not a local path or a hub dataset name"])
-    folder = _hub_snapshot(source, "dataset", None)
+    folder = hub_snapshot(source, "dataset")
     if folder is not None and any(f.is_file() for f in folder.rglob("*")):
         return Status(a, True, str(folder), _du(folder))
     prepared = prepared_dataset_dir(source, _datasets_cache())
@@ -192,12 +189,17 @@ def _check_inception(a: Artifact, cfg: Config) -> Status:
 
 # ---- fetching ----------------------------------------------------------------------------------
 
-def fetch(artifact: Artifact, cfg: Config) -> Status:
-    """Download ``artifact`` into its standard cache (no-op when present); returns its new status."""
+def fetch(artifact: Artifact, cfg: Config, hint: str = "") -> Status:
+    """Download ``artifact`` into its standard cache (no-op when present); returns its new status.
+    ``hint``: another way out, appended to the message of a failure."""
     status = check(artifact, cfg)
     if status.present:
         return status
     a = artifact
+    unreachable = hub_unreachable() if _from_hub(a) else None
+    if unreachable:
+        raise UserError(f"cannot download {a.kind} {a.name}: the Hub does not answer ({unreachable}); check the "
+                        f"network, or set HF_HUB_OFFLINE=1 and point {a.key} at a local copy{hint}")
     try:
         if a.kind == "pipeline" and is_hub_name(cfg.model.pretrained):
             from diffusers import DiffusionPipeline
@@ -224,23 +226,50 @@ def fetch(artifact: Artifact, cfg: Config) -> Status:
         raise
     except Exception as e:  # network, auth and not-found errors come in many types
         raise UserError(f"cannot download {a.kind} {a.name} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                        f"check the network and the name ({a.key})") from None
+                        f"check the network and the name ({a.key}){hint}") from None
     return check(artifact, cfg)
 
 
-def require(cfg: Config, train: bool = True, evaluate: bool = True, preset: str | None = None) -> list[Status]:
-    """Pre-flight of a command: every artifact it needs must be there. Online, missing model files
-    (pipeline, judge, Inception) are fetched first, so a bad name fails before any work; the dataset is
-    left to the data loader, which reads only what the subset needs. Offline, one line lists what is missing."""
-    statuses = check_all(cfg, train, evaluate)
+def _from_hub(a: Artifact) -> bool:
+    if a.kind in ("pipeline", "dataset"):
+        return is_hub_name(a.name)
+    return a.kind == "judge" and resolve_judge(a.name).repo is not None
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hub does not answer one request (None when it does). Asked before a download, whose own
+    retries take about 25 s per file to give up when there is no network."""
+    from huggingface_hub import constants, get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception as e:  # DNS, connection, TLS and proxy errors come in many types
+        return f"{constants.ENDPOINT}: {type(e).__name__}"
+    return None
+
+
+NO_EVAL_CHECK = "; or train without them and evaluate elsewhere: swapbench train --no-eval-check"
+"""How ``swapbench train`` goes on without what only the evaluation reads (said where that is missing)."""
+
+
+def require(cfg: Config, *, reads_data: bool, evaluate: bool = True, preset: str | None = None) -> list[Status]:
+    """Pre-flight of ``swapbench train``: everything the run reads (and, with ``evaluate``, what its
+    evaluation reads) must be there. Online, missing model files (pipeline, judge, Inception) are fetched
+    first, so a bad name fails before any work; the dataset is left to the data loader, which reads only
+    what the subset needs. Offline, one line lists what is missing."""
+    statuses = check_all(cfg, reads_data=reads_data, evaluate=evaluate)
     if not offline():
-        statuses = [fetch(s.artifact, cfg) if not s.present and s.artifact.kind != "dataset" else s
+        statuses = [fetch(s.artifact, cfg, _hint([s])) if not s.present and s.artifact.kind != "dataset" else s
                     for s in statuses]
     missing = [s for s in statuses if not s.present and (offline() or s.artifact.kind != "dataset"
                                                           or not is_hub_name(s.artifact.name))]
     if missing:
-        raise UserError(missing_message(missing, preset or cfg.preset))
+        raise UserError(missing_message(missing, preset or cfg.preset) + _hint(missing))
     return statuses
+
+
+def _hint(statuses: list[Status]) -> str:
+    return NO_EVAL_CHECK if any(s.artifact.needed_by == ("eval",) for s in statuses) else ""
 
 
 def missing_message(missing: Iterable[Status], preset: str | None) -> str:
@@ -268,16 +297,6 @@ def _repo_cache(repo: str, repo_type: str) -> Path:
     from huggingface_hub.file_download import repo_folder_name
 
     return _hub_cache() / repo_folder_name(repo_id=repo, repo_type=repo_type)
-
-
-def _hub_snapshot(repo: str, repo_type: str, revision: str | None) -> Path | None:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(repo, repo_type=repo_type, revision=revision, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
-        return None
 
 
 def _du(path: Path) -> int:

@@ -12,7 +12,7 @@ Metrics outside the table (another module's ``robust/...``) keep the ``higher_is
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,15 +159,21 @@ def ordered(names: Any) -> list[str]:
     return sorted(names, key=rank)
 
 
-def headline(metrics: dict) -> list[str]:
-    """Names shown first (summary, report cards): each swap direction, its base-valid share, then the
-    pooled preservation, generality, specificity and KID."""
+def headline(metrics: dict, pooled: bool = False) -> list[str]:
+    """The headline metrics of ``metrics``, in table order: each swap direction and its base-valid share,
+    then the pooled preservation, generality, specificity and KID (the terminal summary, the report).
+
+    ``pooled``: the view with one number per quantity (``compare``'s table of several runs, the model
+    card's eval results): a family's pooled number leads its directions, and a family without one (the
+    base-valid shares) is left out."""
     out = []
     for name in ordered(metrics):
         fam, suffix = split(name)
         if fam is None or not fam.headline:
             continue
-        if fam.by == "direction" and suffix is None:
+        if fam.by == "direction" and pooled and not fam.pooled:
+            continue
+        if fam.by == "direction" and suffix is None and not pooled:
             continue  # its directions are the headline; the pooled mean hides an asymmetric swap
         if fam.by != "direction" and suffix is not None:
             continue
@@ -187,8 +193,14 @@ def row_key(row: Row) -> tuple:
     return (row.get("group"), row.get("kind"), row.get("prompt"), row.get("seed"))
 
 
-def partners(swap_pairs: list[tuple[str, str]] | list[list[str]]) -> dict[str, str]:
-    return {c: p for a, b in swap_pairs for c, p in ((a, b), (b, a))}
+def directions(swap_pairs: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
+    """Both directions of every swap pair, in order: ``[(giraffe, zebra), (zebra, giraffe), ...]``."""
+    return [d for a, b in swap_pairs for d in ((a, b), (b, a))]
+
+
+def partners(swap_pairs: Sequence[Sequence[str]]) -> dict[str, str]:
+    """Each swapped concept's partner: ``{giraffe: zebra, zebra: giraffe}``."""
+    return dict(directions(swap_pairs))
 
 
 def validity_warnings(results: dict) -> list[str]:

@@ -36,13 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"swapbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMANDS.values():
+    for name, module in COMMANDS.items():
         try:
             importlib.import_module(module).register(sub)
-        except ModuleNotFoundError as e:
-            if not e.name or not e.name.startswith("swapbench"):
-                raise
+        except Exception as e:  # a broken command must not take the others (or --help) down with it
+            _register_unloadable(sub, name, e)
     return parser
+
+
+def _register_unloadable(sub: argparse._SubParsersAction, name: str, error: Exception) -> None:
+    """``name`` still parses (whatever follows it) and, when run, says why its module did not load."""
+    p = sub.add_parser(name, help=f"(cannot load: {type(error).__name__})", add_help=False, prefix_chars="\0")
+    p.add_argument("rest", nargs="*")
+
+    def run(args: argparse.Namespace) -> int:
+        if args.verbose:
+            raise error
+        print(f"swapbench {name}: error: the command cannot load ({type(error).__name__}: {error}); "
+              "reinstall swapbench or install the package it names (-v shows the traceback)", file=sys.stderr)
+        return 1
+
+    p.set_defaults(func=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,7 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _quiet_libraries(args.verbose)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that has gone away (`| head`) fails here, not at exit
+        return code
+    except BrokenPipeError:
+        _discard_stdout()
+        return 1
     except UserError as e:
         print(f"swapbench {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -64,6 +83,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"swapbench {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _discard_stdout() -> None:
+    """The reader of stdout has gone: point the descriptor at /dev/null, so the interpreter's final flush
+    does not print a BrokenPipeError traceback (the recipe of Python's signal docs, "Note on SIGPIPE")."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a descriptor (captured in tests) has nothing to flush
+        pass
+
+
+class _AskedForOffline(logging.Filter):
+    """huggingface_hub warns "Could not reach the Hub (... offline mode is enabled ...)" whenever it resolves
+    a cached repo under HF_HUB_OFFLINE: that is what the user asked for, not a failure to report."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Could not reach the Hub") and "offline mode is enabled" in message)
+
+
+_ASKED_FOR_OFFLINE = _AskedForOffline()
 
 
 def _quiet_libraries(verbose: bool) -> None:
@@ -82,6 +122,10 @@ def _quiet_libraries(verbose: bool) -> None:
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
 
+    from swapbench.loading import offline
+
+    if offline():
+        logging.getLogger("huggingface_hub.hf_api").addFilter(_ASKED_FOR_OFFLINE)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 

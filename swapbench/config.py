@@ -2,7 +2,7 @@
 
 Precedence: dataclass defaults < preset file (``train/presets/<name>.yaml``) < ``--config`` file
 (TOML/YAML/JSON) < ``--set a.b=v`` overrides. Unknown keys are errors that suggest close names.
-The key names of DESIGN §3 are public: add keys freely, rename none.
+Key names are public (users write them in ``--set`` and config files): add keys freely, rename none.
 """
 
 from __future__ import annotations
@@ -87,9 +87,8 @@ class TrainConfig:
     noise_offset: float = 0.0
     """Offset noise: adds ``noise_offset * N(0, 1)`` per image and channel, as diffusers' example trainer; 0 = off."""
     method: str = "finetune"
-    """How the swap is made (swapbench/train/methods/): ``finetune`` (this recipe, ``train.trainable``),
-    ``lora`` (peft adapters trained by the same loop), ``uce`` (closed-form cross-attention edit, no data
-    pass) or ``token-swap`` (exchanges the text encoder's token rows: a lexical control, not a recipe)."""
+    """How the swap is made: one of ``CHOICES["train.method"]``, each a module of swapbench/train/methods/
+    that declares what it does, edits and reads (``swapbench train --help`` lists them)."""
     lora_rank: int = 4
     lora_alpha: float = 4.0
     """LoRA scale is ``lora_alpha / lora_rank``."""
@@ -182,6 +181,8 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.caption": ("random", "first"),
     "train.trainable": ("unet", "unet.cross_attention"),
+    # The methods' names; what each one is lives in its module, swapbench/train/methods/<name>.py
+    # ("-" written "_"). This module sits below train and names them without importing them.
     "train.method": ("finetune", "lora", "uce", "token-swap"),
     "train.uce_positions": ("last+after", "word+after", "word"),
     # diffusers' get_scheduler names that run from warmup_steps and max_steps alone: its

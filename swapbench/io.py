@@ -1,10 +1,11 @@
-"""File IO: atomic writes (a file is either absent, the old version, or complete) and hashing."""
+"""File IO: atomic writes (a file or folder is either absent, the old version, or complete) and hashing."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,34 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         if tmp_path.exists():
             tmp_path.unlink()
     return path
+
+
+def atomic_write_dir(folder: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on an empty staging folder, then put it in place of ``folder``: a reader finds the
+    old folder, none, or the complete new one, never a half-written one."""
+    folder = Path(folder)
+    tmp = staging_dir(folder)
+    write(tmp)
+    return replace_dir(tmp, folder)
+
+
+def staging_dir(folder: str | os.PathLike, clear: bool = True) -> Path:
+    """``<folder>.tmp``, where a folder is written before :func:`replace_dir`. ``clear``: empty it (a leftover of
+    a killed write goes) and create it; several processes writing one folder let only one of them clear it."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if clear:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    return tmp
+
+
+def replace_dir(tmp: Path, folder: str | os.PathLike) -> Path:
+    """Put the complete folder ``tmp`` in place of ``folder`` (the old one, if any, is removed first)."""
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return folder
 
 
 def _umask() -> int:

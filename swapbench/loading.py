@@ -136,10 +136,6 @@ def load_pipeline(model: ModelConfig | ModelSpec | str, revision: str | None = N
                         "or pass --model PIPELINE_DIR") from None
 
 
-def load_base_pipeline(model: ModelConfig, *, safety_checker: bool = True, **components: Any) -> DiffusionPipeline:
-    return load_pipeline(model, safety_checker=safety_checker, **components)
-
-
 def pipeline_folder(model: ModelConfig | ModelSpec | str, revision: str | None = None) -> Path:
     """The folder holding a pipeline's files: the folder itself, or a hub name's snapshot in the local cache."""
     spec = ModelSpec.of(model)
@@ -151,7 +147,15 @@ def pipeline_folder(model: ModelConfig | ModelSpec | str, revision: str | None =
     return Path(snapshot_download(path, revision=revision or spec.revision, local_files_only=True))
 
 
-local_folder = pipeline_folder  # the name train used before loading moved here
+def hub_snapshot(repo: str, repo_type: str = "model", revision: str | None = None) -> Path | None:
+    """The folder of ``repo``'s snapshot in the local hub cache; None when there is none. Never downloads."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo, repo_type=repo_type, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):  # ValueError: not a repo id
+        return None
 
 
 def model_index(model: ModelConfig | ModelSpec | str) -> dict | None:

@@ -1,4 +1,4 @@
-"""The run directory contract (DESIGN §4): what ``train`` writes and ``eval`` reads."""
+"""The run directory contract: what ``train`` writes and ``eval``, ``compare`` and ``gate`` read."""
 
 from __future__ import annotations
 

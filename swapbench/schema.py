@@ -1,4 +1,4 @@
-"""results.json (DESIGN §5): the schema version and the swap pairs a results file was scored on.
+"""results.json: the schema version and the swap pairs a results file was scored on.
 
 ``SCHEMA_VERSION`` is the one constant that ``swapbench eval`` stamps into every file and that the
 readers (report, compare, gate) check, so the writer and the readers cannot drift apart.
@@ -28,4 +28,6 @@ def swap_pairs(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 def swap_directions(results: dict[str, Any]) -> list[str]:
     """``["giraffe->zebra", "zebra->giraffe", ...]``: both directions of every swapped pair, in order."""
-    return [d for a, b in swap_pairs(results) for d in (f"{a}->{b}", f"{b}->{a}")]
+    from swapbench.catalog import directions
+
+    return [f"{a}->{b}" for a, b in directions(swap_pairs(results))]

@@ -15,7 +15,7 @@ from swapbench import artifacts
 from swapbench.cli import main
 from swapbench.config import DataConfig, load_config
 from swapbench.data.prepare import prepare
-from swapbench.data.sources import ImageRef, describe_source, load_records
+from swapbench.data.sources import ImageRef, load_records
 from swapbench.data.swap import ConceptSwapper
 
 I32, I64, STR = datasets.Value("int32"), datasets.Value("int64"), datasets.Value("string")
@@ -160,16 +160,18 @@ def test_captions_only_layout_reads_images_from_data_image_root(saved, coco_root
     assert [r["captions"] for r in out.records] == [r["captions"] for r in coco.records]
 
 
+def _dataset_present(name: str) -> bool:
+    """What `swapbench fetch --check` and train's pre-flight say of data.source=name."""
+    cfg = load_config("sd15-coco", overrides=[f"data.source={name}"])
+    return artifacts.check(artifacts.Artifact("dataset", name, "data.source", ("train",)), cfg).present
+
+
 def test_hub_names_load_offline_from_the_datasets_cache(hub_cache, coco_root):
     to_hub_cache(akcit(coco_root), "AKCIT/coco2017-captioning", hub_cache)
     to_hub_cache(bitmind(coco_root), "bitmind/MS-COCO", hub_cache)
-    assert describe_source("AKCIT/coco2017-captioning") == {"kind": "hub", "name": "AKCIT/coco2017-captioning",
-                                                            "present": True}
-    assert describe_source("phiyodr/coco2017")["present"] is False
-    # fetch's pre-flight must find the same prepared copies (datasets snake-cases the name: ms-coco)
+    # the pre-flight finds the prepared copies the loader reads (datasets snake-cases the name: ms-coco)
     for name, present in [("AKCIT/coco2017-captioning", True), ("bitmind/MS-COCO", True), ("phiyodr/coco2017", False)]:
-        cfg = load_config("sd15-coco", overrides=[f"data.source={name}"])
-        assert artifacts.check(artifacts.Artifact("dataset", name, "data.source", ("train",)), cfg).present is present
+        assert _dataset_present(name) is present
     assert len(load_records("AKCIT/coco2017-captioning")) == 90
     records = load_records("bitmind/MS-COCO")
     assert len(records) == 90 and records.layout.startswith("row per caption")
@@ -186,7 +188,7 @@ def test_hub_snapshot_loads_offline_as_fetch_leaves_it(tmp_path, monkeypatch, hu
                                         "    path: data/train-*\n---\n")
     (repo / "refs").mkdir()
     (repo / "refs/main").write_text("a" * 40)
-    assert describe_source("bitmind/MS-COCO")["present"]
+    assert _dataset_present("bitmind/MS-COCO")
     records = load_records("bitmind/MS-COCO")
     assert len(records) == 90 and records.layout == "row per caption, sentences struct, grouped by cocoid"
 

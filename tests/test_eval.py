@@ -29,7 +29,7 @@ def test_every_shipped_suite_loads():
 
 
 def test_wilson_interval_known_values():
-    from swapbench.eval.metrics import wilson
+    from swapbench.eval.stats import wilson
 
     lo, hi = wilson(0, 10)
     assert lo == 0 and hi == pytest.approx(0.2775, abs=1e-3)

@@ -210,6 +210,11 @@ def test_each_method_trains_and_evaluates_on_the_mini_world(method, mini_world, 
         assert summary["uce"]["preserve_captions"] == 20 and summary["uce"]["edit_error"] < 1
         assert json.loads((run / "data_audit.json").read_text())["uce_preserve_captions"]["n"] == 20
     assert (run / "lora").is_dir() == (method == "lora")
+    # the card names the dataset exactly when the method read it (uce here: its preservation captions)
+    from huggingface_hub import ModelCard
+
+    datasets = ModelCard.load(run / "model/README.md").data.datasets
+    assert datasets == (None if method == "token-swap" else ["world:savanna"])
     results = json.loads((run / "eval/results.json").read_text())
     assert 0 <= results["metrics"]["swap_success"]["value"] <= 1
 
@@ -228,3 +233,44 @@ def test_every_method_is_enumerated_in_config_help_and_readme(capsys):
         assert get_method(name).name == name and name in help_text and f"| `{name}`" in readme
     with pytest.raises(Exception, match="choose one of: finetune, lora, uce, token-swap"):
         load_config("savanna", None, ["train.method=dreambooth"])
+
+
+@pytest.mark.parametrize(("method", "overrides", "reads"), [
+    ("finetune", [], True), ("lora", [], True), ("uce", [], False),
+    ("uce", ["train.uce_preserve_captions=20"], True), ("token-swap", [], False)])
+def test_what_a_method_reads_decides_the_data_check_and_the_card(method, overrides, reads, tmp_path):
+    from swapbench import artifacts
+    from swapbench.rundir import RunDir
+    from swapbench.train.methods import get_method
+    from swapbench.train.model_card import build_card
+
+    cfg = load_config("savanna", None, [f"train.method={method}", *overrides])
+    assert get_method(method).reads_data(cfg) is reads
+    kinds = [a.kind for a in artifacts.needed(cfg, reads_data=get_method(method).reads_data(cfg))]
+    assert ("dataset" in kinds) is reads
+    card = build_card(cfg, RunDir(tmp_path / "run"))
+    assert card.data.datasets == (["world:savanna"] if reads else None)
+    assert get_method(method).edits in card.text
+    assert all(f"| `{key}` |" in card.text for key in get_method(method).card_keys)
+
+
+def test_every_module_of_the_methods_package_is_a_named_method():
+    from pathlib import Path
+
+    from swapbench.config import CHOICES
+    from swapbench.train import methods
+
+    modules = {p.stem for p in Path(methods.__file__).parent.glob("*.py") if p.stem != "__init__"}
+    assert modules == {name.replace("-", "_") for name in CHOICES["train.method"]}
+    assert [m.name for m in methods.all_methods()] == list(CHOICES["train.method"])
+
+
+def test_reading_the_method_declarations_imports_no_heavy_library():
+    """`swapbench train --help` and `swapbench fetch` read every declaration: that must stay cheap."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from swapbench.train.methods import all_methods; all_methods(); "
+            "print(sorted(m for m in ('torch', 'diffusers', 'peft', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -92,6 +92,11 @@ def test_report_has_what_moved_and_a_validity_banner(tmp_path):
     html = write_report(run / "eval", run).read_text()
     moved = table_rows(html, "data-moved")
     assert "clip_score/control" in moved and moved["clip_score/control"][1] == "-1.500"
+    # every one of the 16 pairs dropped: p rounds to 0 in the numbers, and reads as a bound in the page
+    from swapbench.eval.paired import what_moved
+
+    assert next(m for m in what_moved(results) if m["metric"] == "clip_score/control")["p_holm"] == 0.0
+    assert moved["clip_score/control"][3] == "< 1e-6" and moved["swap_success/giraffe->zebra"][3] == "0.021"
     assert "swap_success/giraffe->zebra" in moved  # the intended move is listed too
     assert 'id="validity"' in html and "base fidelity on giraffe is 0.50" in html
     assert catalog.validity_warnings(results) and not catalog.validity_warnings(_results(_rows()))
@@ -118,3 +123,39 @@ def test_power_command_sizes_the_suite(tmp_path, capsys):
     assert more["swap_success/giraffe->zebra"]["detectable_diff"] == g2z["detectable_diff"]
     assert g2z["seeds_for_diff"] is None  # two prompts that disagree this much: no number of seeds is enough
     assert main(["power", str(path), "--diff", "3"]) == 2
+
+
+def test_compare_and_the_model_card_show_the_headline_of_the_table(tmp_path):
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from swapbench.reports.compare import RunRecord, metric_names
+    from swapbench.train.model_card import add_eval_results
+
+    results = _results(_rows())
+    metrics = results["metrics"]
+    pooled = catalog.headline(metrics, pooled=True)
+    assert pooled == ["swap_success", "swap_success/giraffe->zebra", "swap_success/zebra->giraffe", "preservation"]
+    assert catalog.headline(metrics) == ["swap_success/giraffe->zebra", "swap_success/zebra->giraffe",
+                                         "swap_success_valid/giraffe->zebra", "swap_success_valid/zebra->giraffe",
+                                         "preservation"]
+    run = RunRecord("r", tmp_path / "results.json", results, {}, None, None)
+    assert metric_names([run]) == pooled
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model/README.md").write_text(str(ModelCard(f"---\n{ModelCardData().to_yaml()}\n---\n")))
+    card = ModelCard.load(add_eval_results(tmp_path / "model", results))
+    assert [r.metric_type for r in card.data.eval_results] == pooled
+
+
+def test_one_partner_map_for_scoring_suites_results_and_gate_rules():
+    from swapbench import schema
+    from swapbench.eval.suite import load_suite
+    from swapbench.reports.gate import rule_metrics
+
+    pairs = [["giraffe", "zebra"], ["horse", "cow"]]
+    both = [("giraffe", "zebra"), ("zebra", "giraffe"), ("horse", "cow"), ("cow", "horse")]
+    assert catalog.directions(pairs) == both and catalog.partners(pairs) == dict(both)
+    results = {"swap_pairs": pairs, "metrics": {}}
+    assert schema.swap_directions(results) == [f"{a}->{b}" for a, b in both]
+    assert rule_metrics("swap_success/{a}->{b}", results) == [f"swap_success/{a}->{b}" for a, b in both]
+    suite = load_suite("quick", swap_pairs=pairs)
+    assert {c: suite.partner(c) for c, _ in both} == dict(both) and suite.partner("lion") is None

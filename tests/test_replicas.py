@@ -63,7 +63,7 @@ def test_fetch_check_on_an_empty_cache_names_every_missing_artifact(hub_cache, c
     assert_one_line_error(capsys, main(["fetch", "--preset", "sd15-coco"]), f"cannot download pipeline {SD15}")
     # train checks first: the missing judge fails before any model or data is read
     assert_one_line_error(capsys, main(["train", "--preset", "sd15-coco", "--out", str(hub_cache.parent / "runs")]),
-                          "ViT-B-32/laion2b_s34b_b79k", "swapbench fetch")
+                          "ViT-B-32/laion2b_s34b_b79k", "swapbench fetch", "swapbench train --no-eval-check")
     assert not (hub_cache.parent / "runs").exists()
 
 
@@ -113,6 +113,54 @@ def test_sd15_coco_by_its_own_names_trains_exports_and_evaluates_offline(hub_cac
         assert results["metrics"][f"safety_flagged/{which}"]["n"] == n_images
     kept = [row["images"]["tuned"] for row in results["per_prompt"] if "images" in row]
     assert kept and all(np.asarray(Image.open(run / "eval" / p)).max() > 0 for p in kept)
+
+
+def test_a_node_without_the_judge_trains_with_no_eval_check_and_no_hub_notices(hub_cache, sd15, coco_root, tmp_path,
+                                                                               capsys, caplog):
+    """A GPU node that trains and evaluates elsewhere: the judge (eval.judge's default, not in the cache)
+    is not required, and resolving the cached pipeline offline prints no "Could not reach the Hub"."""
+    import logging
+
+    import huggingface_hub
+
+    from swapbench import cli
+
+    put_repo(hub_cache, SD15, sd15)
+    data = ["--data", str(coco_root), "--out", str(tmp_path)]
+    assert_one_line_error(capsys, main(["train", "--preset", "sd15-coco", *data, *TINY]),
+                          "judge ViT-B-32/laion2b_s34b_b79k", "swapbench train --no-eval-check")
+    assert_one_line_error(capsys, main(["train", "--preset", "sd15-coco", *data, *TINY, "--no-eval-check",
+                                        "--set", "train.eval_every=1"]), "train.eval_every=1")
+    hub_log = logging.getLogger("huggingface_hub.hf_api")
+    hub_log.removeFilter(cli._ASKED_FOR_OFFLINE)  # as a library, huggingface_hub does say it
+    hub_log.addHandler(caplog.handler)
+    try:
+        huggingface_hub.resolve_revision(SD15)
+        assert "Could not reach the Hub" in caplog.text and "offline mode is enabled" in caplog.text
+        caplog.clear()
+        capsys.readouterr()
+        assert main(["train", "--preset", "sd15-coco", *data, "--name", "r", *TINY, "--no-eval-check"]) == 0
+    finally:
+        hub_log.removeHandler(caplog.handler)
+    assert (tmp_path / "r/model/model_index.json").is_file()
+    assert "Could not reach the Hub" not in caplog.text and "Could not reach the Hub" not in capsys.readouterr().err
+
+
+def test_online_without_a_network_the_check_fails_at_once(hub_cache, sd15, tmp_path, monkeypatch, capsys):
+    """A download retries a refused connection for ~25 s per file; the check asks the Hub once first."""
+    import time
+
+    from huggingface_hub import constants
+
+    put_repo(hub_cache, SD15, sd15)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: connection refused
+    started = time.perf_counter()
+    code = main(["train", "--preset", "sd15-coco", "--out", str(tmp_path)])
+    assert time.perf_counter() - started < 10
+    assert_one_line_error(capsys, code, "cannot download judge ViT-B-32/laion2b_s34b_b79k: the Hub does not answer "
+                          "(http://127.0.0.1:9: ConnectError)", "HF_HUB_OFFLINE=1", "swapbench train --no-eval-check")
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow

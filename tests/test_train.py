@@ -4,6 +4,7 @@ import shutil
 import signal
 
 import datasets
+import pytest
 import torch
 import yaml
 from _cli import assert_one_line_error
@@ -84,6 +85,25 @@ def test_interrupted_then_resumed_run_is_bit_identical(tmp_path, tiny_pipeline, 
     assert steps == [1, 2, 3, 4, 5, 6]  # step 4 was logged before the interrupt and again after the resume
     summary = json.loads((tmp_path / "split/train_summary.json").read_text())
     assert summary["resumed_from_step"] == 4 and summary["steps_this_run"] == 2
+
+
+def test_a_folder_is_replaced_only_once_it_is_complete(tmp_path):
+    """Checkpoints, model/, lora/ and the kept selection are all written this way."""
+    from swapbench.io import atomic_write_dir
+
+    target = tmp_path / "model"
+    atomic_write_dir(target, lambda tmp: (tmp / "a.txt").write_text("old"))
+
+    def killed(tmp):
+        (tmp / "a.txt").write_text("new, half written")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        atomic_write_dir(target, killed)
+    assert (target / "a.txt").read_text() == "old"  # a reader still finds the complete old folder
+    atomic_write_dir(target, lambda tmp: (tmp / "b.txt").write_text("new"))
+    assert [p.name for p in target.iterdir()] == ["b.txt"]  # nothing of the torn write came along
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
 def test_resume_takes_safe_overrides_records_them_and_refuses_the_rest(tmp_path, tiny_pipeline, coco_root, capsys):

@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Print each run's metrics with 95% CIs and only the config keys that differ "
                        "between the runs; optionally write an HTML page (swap success vs preservation scatter, "
                        "links to each report) and a CSV. Each later run is also compared with the first row by row "
-                       "on (prompt, seed): the paired difference, its cluster-bootstrap 95%% CI, an exact McNemar p "
+                       "on (prompt, seed): the paired difference, its cluster-bootstrap 95% CI, an exact McNemar p "
                        "(binary metrics) and Holm-adjusted p across the metrics compared. Runs evaluated with "
                        "different suites, seeds or sampler settings cannot be compared (exit 2).")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories or results.json files")

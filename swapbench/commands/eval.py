@@ -1,4 +1,4 @@
-"""``swapbench eval``: measure a swapped model against its base (DESIGN §5-6)."""
+"""``swapbench eval``: measure a swapped model against its base; writes ``eval/results.json`` and the report."""
 
 from __future__ import annotations
 

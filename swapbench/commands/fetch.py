@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
         from swapbench.eval.suite import load_suite
 
         load_suite(cfg.eval.suite, None, cfg.data.swap_pairs)  # a bad suite name fails here, not after a download
-    wanted = artifacts.needed(cfg)
+    from swapbench.train.methods import get_method
+
+    wanted = artifacts.needed(cfg, reads_data=get_method(cfg.train.method).reads_data(cfg))
     statuses = [artifacts.check(a, cfg) if args.check else artifacts.fetch(a, cfg) for a in wanted]
     _print(statuses, args.json)
     missing = [s for s in statuses if not s.present]

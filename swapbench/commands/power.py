@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("power", help="smallest detectable difference per headline metric; seeds needed for a difference",
                        description="From an evaluated run (its values, prompts, seeds and measured clustering): the "
                        "smallest paired difference in each headline share that a comparison on the same suite "
-                       "detects at 80%% power (two-sided 5%%), and with --diff the seeds per prompt needed to detect "
+                       "detects at 80% power (two-sided 5%), and with --diff the seeds per prompt needed to detect "
                        "that difference ('more prompts' when no number of seeds can).")
     p.add_argument("run", help="run directory or results.json")
     p.add_argument("--diff", type=float, help="a difference to detect (e.g. 0.05), in the metric's units")

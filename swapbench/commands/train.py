@@ -1,4 +1,4 @@
-"""``swapbench train``: fine-tune the swap and write a run directory (DESIGN §4)."""
+"""``swapbench train``: make the swapped model and write a run directory (``swapbench.rundir``)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,29 @@ import argparse
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from swapbench.commands.common import add_config_arguments
-from swapbench.config import CHOICES, RESUMABLE, load_config
+from swapbench.config import CHOICES, RESUMABLE, Config, load_config
 from swapbench.errors import UserError
+
+if TYPE_CHECKING:
+    from accelerate import PartialState
+
+    from swapbench.rundir import RunDir
+    from swapbench.train.methods import Method
+    from swapbench.train.recipe import SwapRecipe
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from swapbench.config import TrainConfig
+    from swapbench.train.methods import all_methods
+
+    default = TrainConfig().method
+    methods = ", ".join(f"{m.name} ({'default; ' if m.name == default else ''}{m.summary})" for m in all_methods())
     p = sub.add_parser("train", help="fine-tune the concept swap; writes runs/<name>/",
                        description="Make the swapped model and write a run directory. Methods (--method, train.method): "
-                       "finetune (default; the UNet on captions with the swap pairs exchanged), lora (peft adapters, "
-                       "same loop), uce (closed-form cross-attention edit, seconds, no data pass), token-swap "
-                       "(exchanges the text encoder's token rows; a lexical control). Training methods run the same "
+                       f"{methods}. Training methods run the same "
                        "under `accelerate launch -m swapbench train ...` or `torchrun --nproc_per_node N "
                        "-m swapbench train ...`: train.batch_size is the global batch, split evenly over the processes, "
                        "so N processes train on the same samples as one.")
@@ -32,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue an interrupted run from its last checkpoint; --set may change "
                    f"{', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE)} (recorded in RUN_DIR/resumes.jsonl)")
     p.add_argument("--push-to-hub", metavar="REPO", help="also upload model/ to this hub repo")
+    p.add_argument("--no-eval-check", action="store_true",
+                   help="do not require the evaluation's judge (and Inception weights) here: train on a node "
+                   "without them and evaluate elsewhere (needs train.eval_every=0)")
     p.set_defaults(func=run)
 
 
@@ -60,82 +74,108 @@ def _resumed_config(args: argparse.Namespace):
     return cfg, run_dir, changes
 
 
+def _preflight(cfg: Config, evaluate: bool) -> None:
+    """What this run (and, with ``evaluate``, its evaluation) reads must be there before any work: a missing
+    judge would otherwise surface only after training (offline compute nodes)."""
+    from swapbench.artifacts import require
+    from swapbench.train.methods import get_method
+
+    if not evaluate and cfg.train.eval_every:
+        raise UserError(f"--no-eval-check leaves out the judge, but train.eval_every={cfg.train.eval_every} "
+                        "evaluates with it during training; set --set train.eval_every=0 or drop --no-eval-check")
+    require(cfg, reads_data=get_method(cfg.train.method).reads_data(cfg), evaluate=evaluate, preset=cfg.preset)
+
+
 def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
 
     from swapbench.devices import is_cpu
-    from swapbench.io import append_jsonl, atomic_write_json
-    from swapbench.rundir import RunDir
+    from swapbench.train.methods import get_method
 
-    changes: dict = {}
-    if args.resume:
-        cfg, run_dir, changes = _resumed_config(args)
-    else:
-        overrides = list(args.overrides)
-        for key, value in (("seed", args.seed), ("device", args.device), ("data.source", args.data),
-                           ("model.pretrained", args.model), ("output_dir", args.out), ("name", args.name),
-                           ("export.push_to_hub", args.push_to_hub), ("train.method", args.method)):
-            if value is not None:
-                overrides.append(f"{key}={value}")
-        cfg = load_config(args.preset, args.config, overrides)
-    from swapbench.artifacts import require
-
-    # What this run and its evaluation read must be there before any work: a missing judge would
-    # otherwise surface only after training (offline compute nodes).
-    require(cfg, preset=cfg.preset)
+    cfg, run_dir, changes = _resumed_config(args) if args.resume else (_new_config(args), None, {})
+    _preflight(cfg, evaluate=not args.no_eval_check)
     # Joins the process group under accelerate launch / torchrun; a no-op in one process.
     state = PartialState(cpu=is_cpu(cfg.device))
-    if not args.resume:
-        if cfg.name is None:
-            # Every process must name the same folder: the main process's clock decides.
-            name = [f"{cfg.preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"]
-            broadcast_object_list(name)
-            cfg.name = name[0]
-        run_dir = RunDir(Path(cfg.output_dir) / cfg.name)
-        if run_dir.finished:
-            raise UserError(f"run {run_dir.root} already finished; pass another --name")
-        if state.is_main_process:
-            try:
-                run_dir.root.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(run_dir.config, cfg.to_dict())
-            except OSError as e:
-                raise UserError(f"cannot write the run directory {run_dir.root} ({e.strerror}); pass a writable --out") from None
+    if run_dir is None:
+        run_dir = _new_run_dir(cfg, state)
     state.wait_for_everyone()
-
-    from swapbench import STARTED
-    from swapbench.progress import console
-    from swapbench.train.methods import get_method, run_edit
-    from swapbench.train.recipe import Interrupted
 
     setup_started = time.perf_counter()
     method = get_method(cfg.train.method)
     recipe = method.recipe(cfg, run_dir, changes)
     if recipe is None:  # loop-free methods (closed-form edit, token control): no loop, no checkpoints
-        if state.is_main_process:
-            if cfg.train.eval_every or cfg.train.select != "last" or cfg.train.report_to != "none":
-                console.print(f"method {method.name} has no training loop: train.eval_every, train.select and "
-                              "train.report_to do not apply (evaluate the model with swapbench eval)")
-            run_edit(method, cfg, run_dir, STARTED)
-            if cfg.export.push_to_hub:
-                _push(run_dir.model, cfg.export.push_to_hub, cfg.export.private)
-            print(run_dir.root)
-        state.wait_for_everyone()
-        return 0
+        return _edit(method, cfg, run_dir, state)
+    return _train(recipe, cfg, run_dir, changes, state, resume=bool(args.resume), setup_started=setup_started)
+
+
+def _new_config(args: argparse.Namespace) -> Config:
+    overrides = list(args.overrides)
+    for key, value in (("seed", args.seed), ("device", args.device), ("data.source", args.data),
+                       ("model.pretrained", args.model), ("output_dir", args.out), ("name", args.name),
+                       ("export.push_to_hub", args.push_to_hub), ("train.method", args.method)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return load_config(args.preset, args.config, overrides)
+
+
+def _new_run_dir(cfg: Config, state: PartialState) -> RunDir:
+    """Name the run (every process the same name), refuse a finished one, and write its config.json."""
+    from accelerate.utils import broadcast_object_list
+
+    from swapbench.io import atomic_write_json
+    from swapbench.rundir import RunDir
+
+    if cfg.name is None:
+        # Every process must name the same folder: the main process's clock decides.
+        name = [f"{cfg.preset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"]
+        broadcast_object_list(name)
+        cfg.name = name[0]
+    run_dir = RunDir(Path(cfg.output_dir) / cfg.name)
+    if run_dir.finished:
+        raise UserError(f"run {run_dir.root} already finished; pass another --name")
+    if state.is_main_process:
+        try:
+            run_dir.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(run_dir.config, cfg.to_dict())
+        except OSError as e:
+            raise UserError(f"cannot write the run directory {run_dir.root} ({e.strerror}); "
+                            "pass a writable --out") from None
+    return run_dir
+
+
+def _edit(method: Method, cfg: Config, run_dir: RunDir, state: PartialState) -> int:
+    from swapbench import STARTED
+    from swapbench.progress import console
+    from swapbench.train.methods import run_edit
+
+    if state.is_main_process:
+        if cfg.train.eval_every or cfg.train.select != "last" or cfg.train.report_to != "none":
+            console.print(f"method {method.name} has no training loop: train.eval_every, train.select and "
+                          "train.report_to do not apply (evaluate the model with swapbench eval)")
+        run_edit(method, cfg, run_dir, STARTED)
+        if cfg.export.push_to_hub:
+            _push(run_dir.model, cfg.export.push_to_hub, cfg.export.private)
+        print(run_dir.root)
+    state.wait_for_everyone()
+    return 0
+
+
+def _train(recipe: SwapRecipe, cfg: Config, run_dir: RunDir, changes: dict, state: PartialState, resume: bool,
+           setup_started: float) -> int:
+    """Set up, train, select and export; the main process then writes train_summary.json and reports."""
     from functools import partial
 
+    from swapbench import STARTED
     from swapbench.commands.in_loop_eval import InLoopEvaluator
+    from swapbench.io import atomic_write_json
+    from swapbench.progress import console
+    from swapbench.train.recipe import Interrupted
 
     # The loop gets the evaluation as a callable: training itself never imports eval or the gate.
-    recipe.setup(resume=bool(args.resume), make_evaluator=partial(InLoopEvaluator, cfg, run_dir))
+    recipe.setup(resume=resume, make_evaluator=partial(InLoopEvaluator, cfg, run_dir))
     setup_s = time.perf_counter() - setup_started
     if changes and state.is_main_process:
-        # Recorded once the checkpoint has loaded under the new values: a refused resume changes nothing.
-        console.print("resuming with changed config: " + ", ".join(f"{k} {old!r} -> {new!r}"
-                                                                   for k, (old, new) in changes.items()))
-        atomic_write_json(run_dir.config, cfg.to_dict())
-        append_jsonl(run_dir.resume_log, {"time": datetime.now().isoformat(timespec="seconds"), "step": recipe.step,
-                                          "changes": {k: list(v) for k, v in changes.items()}})
+        _record_resume(cfg, run_dir, changes, recipe.step)
     try:
         result = recipe.train()
     except Interrupted:
@@ -156,6 +196,27 @@ def run(args: argparse.Namespace) -> int:
     summary = recipe.summary(result, wall=time.perf_counter() - STARTED, startup=setup_started - STARTED,
                              setup=setup_s, export=export_s, selected=selected)
     atomic_write_json(run_dir.train_summary, summary)
+    _report(summary, selected)
+    print(run_dir.root)
+    return 0
+
+
+def _record_resume(cfg: Config, run_dir: RunDir, changes: dict, step: int) -> None:
+    """Recorded once the checkpoint has loaded under the new values: a refused resume changes nothing."""
+    from swapbench.io import append_jsonl, atomic_write_json
+    from swapbench.progress import console
+
+    console.print("resuming with changed config: " + ", ".join(f"{k} {old!r} -> {new!r}"
+                                                               for k, (old, new) in changes.items()))
+    atomic_write_json(run_dir.config, cfg.to_dict())
+    append_jsonl(run_dir.resume_log, {"time": datetime.now().isoformat(timespec="seconds"), "step": step,
+                                      "changes": {k: list(v) for k, v in changes.items()}})
+
+
+def _report(summary: dict, selected: dict) -> None:
+    from swapbench.progress import console
+    from swapbench.train.in_loop import announce
+
     console.print(f"trained {summary['steps_this_run']} steps in {summary['wall_s']:.0f} s on "
                   f"{summary['processes']} process(es): start-up and imports "
                   f"{summary['startup_s']:.0f} s, data + feature cache {summary['setup_s']:.0f} s, "
@@ -165,11 +226,7 @@ def run(args: argparse.Namespace) -> int:
         e = summary["in_loop_eval"]
         console.print(f"in-loop evaluation: {e['evaluations']} x suite {e['suite']}, {e['seconds']:.0f} s "
                       f"({100 * e['share_of_wall']:.0f}% of the wall time); eval_log.jsonl", soft_wrap=True)
-    from swapbench.train.in_loop import announce
-
     announce(selected)
-    print(run_dir.root)
-    return 0
 
 
 def _push(folder: Path, repo: str, private: bool) -> None:

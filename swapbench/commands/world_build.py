@@ -25,7 +25,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from swapbench import __version__
 from swapbench.eval.judge import WORLD_TEMPLATES, ZeroShotJudge
 from swapbench.eval.sampling import sample
-from swapbench.io import atomic_write_json, read_json, sha256_file
+from swapbench.io import atomic_write_json, read_json, replace_dir, sha256_file, staging_dir
 from swapbench.progress import console, progress_bar
 from swapbench.world import generator as gen
 from swapbench.world import models
@@ -264,9 +264,7 @@ def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> d
     """Build the whole world into ``out_dir`` (replaced atomically at the end); returns the manifest."""
     s = settings or BuildSettings()
     out_dir = Path(out_dir)
-    staging = out_dir.with_name(out_dir.name + ".building")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_dir(out_dir)
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -327,7 +325,5 @@ def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> d
         "files": files,
     }
     atomic_write_json(staging / "manifest.json", manifest)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
+    replace_dir(staging, out_dir)
     return manifest

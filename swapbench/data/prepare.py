@@ -6,9 +6,10 @@ Record-level rules (a record is one image with all its captions):
 - *filter*: a record is dropped when its captions, taken together, name both concepts of a pair; for
   the reference code's per-caption layout (``Records.caption_filter``) the test is the reference's own,
   one caption's tokens at a time: such captions are dropped, and a record left without captions;
-- *balance* (on swapped captions, the order of DESIGN §3): ``g`` = records naming the first concept,
-  ``z`` = records naming the second; ``n = min(len(g) // ratio, len(z))``; keep ``floor(ratio * n)``
-  of ``g`` and ``n`` of ``z``, chosen by a seeded shuffle;
+- *balance* (counted on the swapped captions, after the filter, in the reference recipe's order):
+  ``g`` = records naming the first concept, ``z`` = records naming the second;
+  ``n = min(len(g) // ratio, len(z))``; keep ``floor(ratio * n)`` of ``g`` and ``n`` of ``z``, chosen by
+  a seeded shuffle;
 - *preservation*: records naming neither concept are kept with probability ``data.keep_other``.
 """
 

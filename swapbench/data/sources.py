@@ -38,6 +38,7 @@ import datasets
 import numpy as np
 
 from swapbench.errors import UserError
+from swapbench.loading import hub_snapshot
 from swapbench.world import WORLD_PREFIX
 
 CAPTION_KEYS = ("captions", "caption", "text", "sentences_raw")
@@ -156,30 +157,6 @@ def load_records(source: str, split: str = "train", seed: int = 0, world_size: i
                     "or a hub dataset name")
 
 
-def describe_source(source: str, image_root: str | None = None) -> dict:
-    """What a data source needs, without loading it: ``{"kind", "name" | "path", "image_root", "present"}``.
-
-    ``kind`` is ``world``, ``hub`` (a dataset name, present when its prepared copy is in the ``datasets``
-    cache or a snapshot is in the hub cache), ``path`` (a local COCO root, save_to_disk folder or JSONL file)
-    or ``missing``."""
-    root = {"image_root": image_root, "image_root_present": Path(image_root).is_dir()} if image_root else {}
-    if source.startswith(WORLD_PREFIX):
-        return {"kind": "world", "name": source, "present": True}
-    path = Path(source)
-    if path.exists():
-        return {"kind": "path", "path": str(path), "present": True, **root}
-    if "/" in source and not source.startswith((".", "/")):
-        return {"kind": "hub", "name": source, "present": _in_datasets_cache(source) or _hub_snapshot(source) is not None,
-                **root}
-    return {"kind": "missing", "path": source, "present": False, **root}
-
-
-def _in_datasets_cache(name: str) -> bool:
-    from swapbench.artifacts import prepared_dataset_dir
-
-    return prepared_dataset_dir(name, Path(datasets.config.HF_DATASETS_CACHE)) is not None
-
-
 def load_coco(root: Path, split: str) -> Records:
     ann_path = root / "annotations" / f"captions_{split}2017.json"
     if not ann_path.is_file():
@@ -217,26 +194,16 @@ def load_hub(name: str, split: str) -> datasets.Dataset:
         try:
             return datasets.load_dataset(name, split=split)
         except (ConnectionError, FileNotFoundError):
-            snapshot = _hub_snapshot(name)
+            snapshot = hub_snapshot(name, "dataset")
             if snapshot is None:
                 raise
-            return datasets.load_dataset(snapshot, split=split)
+            return datasets.load_dataset(str(snapshot), split=split)
     except ValueError as e:
         if "split" in str(e).lower():
             raise UserError(f"dataset {name!r} has no split {split!r}; set data.split") from None
         raise _not_loadable(name, e) from None
     except Exception as e:  # hub errors come in many types; all mean the same to the user
         raise _not_loadable(name, e) from None
-
-
-def _hub_snapshot(name: str) -> str | None:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        return snapshot_download(name, repo_type="dataset", local_files_only=True)
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
-        return None
 
 
 def _not_loadable(name: str, e: Exception) -> UserError:

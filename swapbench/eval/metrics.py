@@ -17,7 +17,6 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import poly_kernel
 
 from swapbench.eval import stats
-from swapbench.eval.stats import wilson  # noqa: F401  (the public name predates stats.py)
 
 
 def stable(x: float) -> float:
@@ -69,16 +68,6 @@ class Proportion:
         from swapbench.catalog import PROPORTION_INTERVAL
 
         return estimate_entry(est, self.higher_is_better, self.description, PROPORTION_INTERVAL)
-
-
-def swap_success(description: str = "") -> Proportion:
-    """swap success (A->B): share of images from prompts naming A that the judge labels B."""
-    return Proportion(description or "share of images from prompts naming A judged as B")
-
-
-def preservation(description: str = "") -> Proportion:
-    """preservation (C): share of same-seed pairs whose tuned judge label equals the base label."""
-    return Proportion(description or "same-seed tuned label == base label")
 
 
 class _Identity(torch.nn.Module):

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from swapbench.catalog import partners
 from swapbench.concepts import suite_path
 from swapbench.data.swap import ConceptSwapper, plural
 from swapbench.errors import UserError
@@ -68,15 +69,11 @@ class Suite:
     """The trajectory probe's settings (``probes: trajectory:``), if the suite has one."""
 
     def partner(self, concept: str) -> str | None:
-        return {c: p for a, b in self.swap_pairs for c, p in ((a, b), (b, a))}.get(concept)
+        return partners(self.swap_pairs).get(concept)
 
     @property
     def swapped(self) -> list[str]:
         return [c for pair in self.swap_pairs for c in pair]
-
-    @property
-    def n_images(self) -> int:
-        return sum(len(i.seeds) for i in self.items)
 
 
 def load_suite(name_or_path: str, seeds_override: int | None = None,

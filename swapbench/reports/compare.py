@@ -15,15 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from swapbench import schema
+from swapbench import catalog
 from swapbench.config import flatten
 from swapbench.errors import UserError
 from swapbench.io import atomic_write_text, read_json
 from swapbench.reports.gate import Verdict, evaluate, load_results, load_rules, results_path
 from swapbench.reports.summary import ordered
-from swapbench.reports.svg import ScatterPoint, fmt, scatter
+from swapbench.reports.svg import ScatterPoint, fmt, fmt_p, scatter
 
-DEFAULT_METRICS = ("swap_success", "preservation", "generality", "specificity", "kid_vs_base")
 """Columns without --metric; every run's own swap directions follow swap_success."""
 # Keys that differ between any two runs by construction and say nothing about the recipe.
 IGNORED_KEYS = {"name", "output_dir"}
@@ -96,9 +95,7 @@ def differing_keys(runs: list[RunRecord]) -> list[str]:
 def metric_names(runs: list[RunRecord], requested: list[str] | None = None) -> list[str]:
     available = ordered(list({name: None for run in runs for name in run.results["metrics"]}))
     if not requested:
-        directions = [f"swap_success/{d}" for run in runs for d in schema.swap_directions(run.results)]
-        defaults = [DEFAULT_METRICS[0], *dict.fromkeys(directions), *DEFAULT_METRICS[1:]]
-        return [m for m in defaults if m in available]
+        return catalog.headline(dict.fromkeys(available), pooled=True)
     for name in requested:
         if name not in available:
             raise UserError(f"no run has metric {name!r}{_suggest(name, available)}; pick from: {', '.join(available)}")
@@ -231,7 +228,8 @@ def print_paired(runs: list[RunRecord], metrics: list[str], table_data: dict[str
             if d is None:
                 cells.append("—")
                 continue
-            text = f"{d['diff']:+.3f}\n[dim][{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}][/]\np={d['p_holm']:.2g}"
+            ci = f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+            text = f"{d['diff']:+.3f}\n[dim]{ci}[/]\np {fmt_p(d['p_holm'])}"
             cells.append(f"[bold]{text}[/]" if d["p_holm"] < 0.05 else text)
         table.add_row(label, *cells)
     console.print(table)

@@ -181,8 +181,10 @@ def rule_metrics(name: str, results: dict) -> list[str]:
     swap pair the results record, so one rule file gates a giraffe<->zebra run and a horse<->cow run."""
     if "{a}" not in name and "{b}" not in name:
         return [name]
-    directions = [d for a, b in schema.swap_pairs(results) for d in ((a, b), (b, a))]
-    return [name.replace("{a}", a).replace("{b}", b) for a, b in directions] or [name]
+    from swapbench.catalog import directions
+
+    pairs = schema.swap_pairs(results)
+    return [name.replace("{a}", a).replace("{b}", b) for a, b in directions(pairs)] or [name]
 
 
 def _threshold(metrics: dict, rule: dict, name: str) -> Verdict:

@@ -17,7 +17,7 @@ from swapbench.reports.curves import learning_curves
 from swapbench.reports.gate import Verdict, evaluate, load_results, load_rules
 from swapbench.reports.robust import PROBE_GROUPS, robust_sections
 from swapbench.reports.summary import ordered
-from swapbench.reports.svg import ci_bar, fmt, line_chart
+from swapbench.reports.svg import ci_bar, fmt, fmt_p, line_chart
 
 GROUP_TITLES = {"swap": "Swap: prompts naming a swapped concept", "control": "Controls: must not change",
                 "generality": "Generality: plurals, contexts, paraphrases, compositions",
@@ -31,6 +31,7 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(asset_path("reports/templates")), undefined=StrictUndefined,
                       autoescape=select_autoescape(["html", "j2"]))
     env.filters["fmt"] = fmt
+    env.filters["fmt_p"] = fmt_p
     env.globals["ci_bar"] = ci_bar
     return env
 

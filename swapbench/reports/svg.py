@@ -11,6 +11,14 @@ GRID = "#e2e8f0"
 PANEL = "#f8fafc"
 
 
+def fmt_p(p: float | None) -> str:
+    """A p-value to two significant digits. Results store p to 6 decimals, so a stored 0 is below 1e-6:
+    shown as such, not as a p of 0."""
+    if p is None:
+        return "n/a"
+    return "< 1e-6" if p < 1e-6 else f"{p:.2g}"
+
+
 def fmt(value: float | None) -> str:
     """Three decimals for proportions and losses; scientific notation for tiny distances (KID ~1e-4)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from swapbench.config import Config
 from swapbench.errors import UserError
-from swapbench.io import append_jsonl, atomic_write_json, read_json, truncate_jsonl
+from swapbench.io import append_jsonl, atomic_write_dir, atomic_write_json, read_json, truncate_jsonl
 from swapbench.progress import console
 from swapbench.rundir import RunDir
 
@@ -105,15 +105,13 @@ def trainable_state(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_selection(run: RunDir, step: int, unet: torch.nn.Module) -> None:
-    """Main process: keep this step's trainable weights (written to a temporary folder, then renamed)."""
-    target = selection_dir(run)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state(unet), str(tmp / SELECTED_FILE))
-    atomic_write_json(tmp / "state.json", {"step": step})
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    """Main process: keep this step's trainable weights."""
+
+    def write(tmp: Path) -> None:
+        save_file(trainable_state(unet), str(tmp / SELECTED_FILE))
+        atomic_write_json(tmp / "state.json", {"step": step})
+
+    atomic_write_dir(selection_dir(run), write)
 
 
 def selected_step(run: RunDir) -> int | None:

@@ -30,16 +30,15 @@ from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 
 from swapbench.config import Config
-from swapbench.data.prepare import prepare
+from swapbench.data.prepare import Prepared, prepare
 from swapbench.data.sources import load_records
 from swapbench.devices import is_cpu, peak_rss_mb, version_info
 from swapbench.errors import UserError
-from swapbench.io import append_jsonl, atomic_write_json, read_json, truncate_jsonl
-from swapbench.loading import ModelSpec, load_pipeline, pipeline_folder, resolve_model
+from swapbench.io import append_jsonl, atomic_write_json, read_json, replace_dir, staging_dir, truncate_jsonl
+from swapbench.loading import load_pipeline, pipeline_folder
 from swapbench.progress import console, progress_bar
 from swapbench.rundir import RunDir
 from swapbench.train import in_loop, trackers
-from swapbench.train.export import save_pipeline
 from swapbench.train.features import (
     Encoders,
     FeatureCache,
@@ -50,7 +49,7 @@ from swapbench.train.features import (
     load_image,
     to_model_input,
 )
-from swapbench.train.model import trainable_parameters
+from swapbench.train.methods import get_method
 from swapbench.train.plan import derived_seed, draw_plan
 from swapbench.weights import weights_hash
 
@@ -102,20 +101,41 @@ class SwapRecipe:
     # ---- setup -------------------------------------------------------------------------------
     def setup(self, resume: bool = False,
               make_evaluator: Callable[[torch.device], in_loop.StepEvaluator] | None = None) -> None:
+        """Accelerator, data and models, sample plan and feature cache, optimiser; then the checkpoint
+        (``resume``), the in-loop evaluation and the trackers."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
+        self.accelerator = acc = self._accelerator()
+        data, weights_key = self._load_data_and_models()
+        self._plan(data, weights_key)
+        self._optimiser()
+        self.generator = torch.Generator().manual_seed(derived_seed(cfg.seed, "noise"))
+        if resume:
+            self._load_latest_checkpoint()
+            if acc.is_main_process:
+                in_loop.on_resume(self.run, self.step)
+        self.start_step = self.step
+        if cfg.train.eval_every:
+            if make_evaluator is None:
+                raise ValueError("train.eval_every needs an evaluator: pass setup(make_evaluator=...)")
+            self.in_loop = in_loop.InLoopEval(cfg, self.run, make_evaluator(self.device))
+        trackers.start(acc, cfg, self.run)
+
+    def _accelerator(self) -> Accelerator:
+        """The Accelerator, and this process's slice of every global batch (``self.samples``)."""
+        cfg = self.cfg
         cpu = is_cpu(cfg.device)
         precision = cfg.train.mixed_precision
         if precision == "auto":
             precision = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
-        # split_batches: train.batch_size is the global batch, so the LR schedule steps once per optimiser step
-        # whatever the number of processes (accelerate otherwise steps it once per process).
         if cfg.train.select == "first-passing" and not cfg.train.eval_every:
             raise UserError("train.select=first-passing chooses among the steps evaluated in training, and "
                             "train.eval_every is 0; set e.g. --set train.eval_every=50")
-        self.accelerator = acc = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.train.grad_accum,
-                                             cpu=cpu, dataloader_config=DataLoaderConfiguration(split_batches=True),
-                                             log_with=trackers.log_with(cfg), project_dir=str(trackers.tracker_dir(self.run)))
+        # split_batches: train.batch_size is the global batch, so the LR schedule steps once per optimiser
+        # step whatever the number of processes (accelerate otherwise steps it once per process).
+        acc = Accelerator(mixed_precision=precision, gradient_accumulation_steps=cfg.train.grad_accum,
+                          cpu=cpu, dataloader_config=DataLoaderConfiguration(split_batches=True),
+                          log_with=trackers.log_with(cfg), project_dir=str(trackers.tracker_dir(self.run)))
         batch, n = cfg.train.batch_size, acc.num_processes
         if batch % n:
             raise UserError(f"train.batch_size={batch} is the global batch and does not split evenly over {n} "
@@ -123,7 +143,12 @@ class SwapRecipe:
         per_process = batch // n
         self.samples = slice(acc.process_index * per_process, (acc.process_index + 1) * per_process)
         self.device = acc.device
-        self.base_path = resolve_model(cfg.model.pretrained)
+        return acc
+
+    def _load_data_and_models(self) -> tuple[Prepared, str]:
+        """The prepared data, and the base pipeline with VAE and text encoder frozen on the device; returns
+        the data and the key of the frozen encoders' weights (the feature cache's)."""
+        cfg, acc = self.cfg, self.accelerator
         # The main process goes first through whatever may download or materialise files (hub snapshots,
         # the world's dataset, weight hashes); the others then find them in place.
         with acc.main_process_first():
@@ -141,9 +166,13 @@ class SwapRecipe:
         self.unet = pipe.unet.to(self.device)
         self.unet.train()
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        return data, weights_key
 
+    def _plan(self, data: Prepared, weights_key: str) -> None:
+        """``data_audit.json``, the sample plan, and the feature cache filled for it (``train.cache``)."""
+        cfg = self.cfg
         self.data = data
-        if acc.is_main_process:
+        if self.accelerator.is_main_process:
             atomic_write_json(self.run.data_audit, data.audit)
         self.records = data.records
         self.n_target = len(data.target)
@@ -158,29 +187,22 @@ class SwapRecipe:
             self.features = None
             self._resize = base_transform(cfg.data.resolution)
 
+    def _optimiser(self) -> None:
+        """AdamW over what the method trains and the LR schedule, prepared with the UNet by accelerate."""
+        t = self.cfg.train
         params = self.trainable_parameters()
         # One fused kernel per step instead of a loop over ~300 tensors: ~6% of a savanna step on CPU.
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
-                                           weight_decay=cfg.train.adam_weight_decay, eps=cfg.train.adam_epsilon,
+        self.optimizer = torch.optim.AdamW(params, lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
+                                           weight_decay=t.adam_weight_decay, eps=t.adam_epsilon,
                                            fused=self.device.type in ("cpu", "cuda"))
-        self.lr_scheduler = get_scheduler(cfg.train.lr_scheduler, self.optimizer, num_warmup_steps=cfg.train.warmup_steps,
-                                          num_training_steps=cfg.train.max_steps)
-        self.unet, self.optimizer, self.lr_scheduler = acc.prepare(self.unet, self.optimizer, self.lr_scheduler)
-        self.generator = torch.Generator().manual_seed(derived_seed(cfg.seed, "noise"))
-        if resume:
-            self._load_latest_checkpoint()
-            if acc.is_main_process:
-                in_loop.on_resume(self.run, self.step)
-        self.start_step = self.step
-        if cfg.train.eval_every:
-            if make_evaluator is None:
-                raise ValueError("train.eval_every needs an evaluator: pass setup(make_evaluator=...)")
-            self.in_loop = in_loop.InLoopEval(cfg, self.run, make_evaluator(self.device))
-        trackers.start(acc, cfg, self.run)
+        self.lr_scheduler = get_scheduler(t.lr_scheduler, self.optimizer, num_warmup_steps=t.warmup_steps,
+                                          num_training_steps=t.max_steps)
+        self.unet, self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.unet, self.optimizer,
+                                                                                self.lr_scheduler)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        """What the optimiser updates. A method's recipe overrides this (LoRA injects its adapters here)."""
-        return trainable_parameters(self.unet, self.cfg.train.trainable)
+        """What the optimiser updates: the method decides (LoRA injects its adapters here)."""
+        return get_method(self.cfg.train.method).trainable_parameters(self.unet, self.cfg)
 
     # ---- data --------------------------------------------------------------------------------
     def next_batch(self, micro: int) -> Batch:
@@ -319,10 +341,7 @@ class SwapRecipe:
         step. Written to ``step-N.tmp`` by every process, then renamed by the main process."""
         acc = self.accelerator
         folder = self.run.checkpoints / f"step-{self.step:07d}"
-        tmp = folder.with_name(folder.name + ".tmp")
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+        tmp = staging_dir(folder, clear=acc.is_main_process)
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
         if acc.is_main_process:
@@ -331,8 +350,7 @@ class SwapRecipe:
             atomic_write_json(tmp / "config.json", self.cfg.to_dict())
         acc.wait_for_everyone()
         if acc.is_main_process:
-            shutil.rmtree(folder, ignore_errors=True)
-            tmp.rename(folder)
+            replace_dir(tmp, folder)
             for old in sorted(self.run.checkpoints.glob("step-???????"))[:-2]:
                 shutil.rmtree(old)
         acc.wait_for_everyone()
@@ -365,12 +383,10 @@ class SwapRecipe:
 
     # ---- export ------------------------------------------------------------------------------
     def export(self) -> Path:
-        """Main process: write ``model/`` (the base pipeline with the tuned UNet); the others wait."""
+        """Main process: the method writes ``model/`` (and its own extras); the others wait."""
         acc = self.accelerator
         if acc.is_main_process:
-            unet = acc.unwrap_model(self.unet).eval()
-            # The base's own layout (safety checker, feature extractor, revision, variant) around the tuned UNet.
-            save_pipeline(load_pipeline(ModelSpec.of(self.cfg.model), unet=unet), self.run.model, card=self.model_card())
+            get_method(self.cfg.train.method).export(acc.unwrap_model(self.unet), self.cfg, self.run, self.model_card())
         acc.wait_for_everyone()
         return self.run.model
 

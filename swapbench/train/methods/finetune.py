@@ -1,18 +1,16 @@
-"""``finetune``: the reference recipe of DESIGN §3, gradient steps on the weights ``train.trainable`` names."""
+"""``finetune``: the reference recipe, gradient steps on the weights ``train.trainable`` names."""
 
 from __future__ import annotations
 
-from swapbench.config import Config
-from swapbench.rundir import RunDir
-from swapbench.train.methods import Method
-from swapbench.train.recipe import SwapRecipe
+from swapbench.train.methods import LOOP_KEYS, Method
 
 
 class Finetune(Method):
     name = "finetune"
-
-    def recipe(self, cfg: Config, run: RunDir, resume_changes: dict[str, tuple] | None = None) -> SwapRecipe:
-        return SwapRecipe(cfg, run, resume_changes)
+    summary = "the UNet on captions with the swap pairs exchanged"
+    edits = "the VAE and text encoder are the base model's, the UNet is tuned"
+    card_keys = LOOP_KEYS
+    trains = True
 
 
 METHOD = Finetune()

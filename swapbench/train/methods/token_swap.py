@@ -9,15 +9,16 @@ the plurals stay as they were and the control shows what a purely lexical swap l
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from swapbench.config import Config
 from swapbench.data.swap import plural
 from swapbench.errors import UserError
 from swapbench.rundir import RunDir
 from swapbench.train.methods import Method
+
+if TYPE_CHECKING:
+    import torch
 
 
 def word_forms(word: str) -> list[str]:
@@ -54,6 +55,8 @@ def token_pairs(tokenizer, pairs: list[list[str]]) -> tuple[dict[int, int], list
 
 def swap_rows(embedding: torch.nn.Embedding, swap: dict[int, int]) -> None:
     """Row ``i`` takes row ``swap[i]``'s values; every other row keeps its exact bits."""
+    import torch
+
     rows, partners = list(swap), list(swap.values())
     with torch.no_grad():
         embedding.weight[rows] = embedding.weight[partners].clone()
@@ -61,7 +64,8 @@ def swap_rows(embedding: torch.nn.Embedding, swap: dict[int, int]) -> None:
 
 class TokenSwap(Method):
     name = "token-swap"
-    uses_data = False
+    summary = "exchanges the text encoder's token rows; a lexical control"
+    edits = "the text encoder's token-embedding rows of the pair are exchanged, all else is the base model"
 
     def edit(self, pipe, cfg: Config, run: RunDir) -> dict[str, Any]:
         swap, report = token_pairs(pipe.tokenizer, cfg.data.swap_pairs)

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from swapbench.config import Config
 from swapbench.data.swap import plural
 from swapbench.errors import UserError
 from swapbench.rundir import RunDir
 from swapbench.train.methods import Method
+
+if TYPE_CHECKING:
+    import torch
 
 PROJECTIONS = ("attn2.to_k", "attn2.to_v")
 
@@ -40,6 +41,8 @@ def closed_form(w0: torch.Tensor, edit_in: torch.Tensor, edit_out: torch.Tensor,
     """UCE's minimiser for one projection ``w0`` (out x d). Rows of ``edit_in`` (n x d) are mapped to the rows
     of ``edit_out`` (n x out); rows of ``preserve_in`` (m x d) keep their outputs ``w0 @ c``. Solved in float64:
     the Gram matrices of hundreds of near-parallel text embeddings are badly conditioned in float32."""
+    import torch
+
     w0d, ci, vo, cp = (t.double() for t in (w0, edit_in, edit_out, preserve_in))
     d = w0d.shape[1]
     gram = lam * torch.eye(d, dtype=torch.float64, device=w0d.device)
@@ -76,11 +79,13 @@ class TextReader:
     def ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
-    @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
+        import torch
+
         ids = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.length,
                              return_tensors="pt").input_ids
-        return self.text_encoder(ids.to(self.text_encoder.device))[0].double()
+        with torch.no_grad():
+            return self.text_encoder(ids.to(self.text_encoder.device))[0].double()
 
     def encode_word(self, templates: list[str], word: str) -> Encoded:
         prompts, first, last = [], [], []
@@ -112,6 +117,8 @@ def aligned_positions(src: Encoded, dst: Encoded, k: int, mode: str, length: int
 
 def edit_set(reader: TextReader, pairs: list[list[str]], templates: list[str], mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, partner inputs): rows c_i and the partner embeddings c'_i whose values v*_i = W0 c'_i they must give."""
+    import torch
+
     inputs, partners = [], []
     for a, b in pairs:
         enc = {w: reader.encode_word(templates, w.lower()) for w in (a, b)}
@@ -125,6 +132,8 @@ def edit_set(reader: TextReader, pairs: list[list[str]], templates: list[str], m
 
 def preserve_set(reader: TextReader, concepts: list[str], templates: list[str], captions: list[str]) -> torch.Tensor:
     """Every position of the preserved prompts; identical rows (the start token, shared prefixes) kept once."""
+    import torch
+
     prompts = [fill(t, c)[0] for c in concepts for t in templates] + [""] + captions
     rows = torch.cat([reader.encode(prompts[i:i + 256]).flatten(0, 1) for i in range(0, len(prompts), 256)])
     return torch.unique(rows, dim=0)
@@ -166,6 +175,8 @@ def edit_projections(unet: torch.nn.Module, edit_in: torch.Tensor, edit_partner:
                      preserve_in: torch.Tensor, lam: float, edit_scale: float, preserve_scale: float) -> dict[str, float]:
     """Replace every cross-attention K/V weight by its UCE solution; returns how well the edit and the
     preservation held (residuals relative to the unedited weights)."""
+    import torch
+
     err = {"edit_before": 0.0, "edit_after": 0.0, "preserve_base": 0.0, "preserve_drift": 0.0, "w0": 0.0, "dw": 0.0}
     layers = 0
     for name, module in unet.named_modules():
@@ -198,7 +209,14 @@ def edit_projections(unet: torch.nn.Module, edit_in: torch.Tensor, edit_partner:
 
 class UCE(Method):
     name = "uce"
-    uses_data = False  # unless train.uce_preserve_captions > 0
+    summary = "closed-form cross-attention edit, seconds, no training loop"
+    edits = "the UNet's cross-attention key/value projections are edited in closed form, all else is the base model"
+    card_keys = ("train.uce_lambda", "train.uce_edit_scale", "train.uce_preserve_scale", "train.uce_templates",
+                 "train.uce_positions", "train.uce_preserve", "train.uce_preserve_captions")
+
+    def reads_data(self, cfg: Config) -> bool:
+        """Only to take ``train.uce_preserve_captions`` data captions into the preservation set."""
+        return cfg.train.uce_preserve_captions > 0
 
     def edit(self, pipe, cfg: Config, run: RunDir) -> dict[str, Any]:
         t = cfg.train
