@@ -51,4 +51,6 @@ def model_hash(model: ModelConfig | ModelSpec | str) -> str:
     A hub snapshot keeps every variant's files side by side, so the variant must be part of the key."""
     spec = ModelSpec.of(model)
     digest = weights_hash(pipeline_folder(spec))
-    return digest if spec.variant is None else hashlib.sha256(f"{digest}:variant={spec.variant}".encode()).hexdigest()
+    if spec.variant is None:
+        return digest
+    return hashlib.sha256(f"{digest}:variant={spec.variant}".encode()).hexdigest()

@@ -335,12 +335,13 @@ def test_typed_rows_write_the_keys_and_order_results_json_always_had():
               "success": True, "scores": {"lion": 0.9, "zebra": 0.1}}
     control = PromptRow(group="control", kind="control", **common, clip=30.25, clip_base=31.5,
                         safety_flagged={"base": False, "tuned": False})
-    assert list(control.to_json()) == ["group", "kind", "concept", "prompt", "seed", "base_label", "tuned_label",
-                                       "success", "scores", "clip", "clip_base", "safety_flagged"]
+    assert list(control.to_json()) == [
+        "group", "kind", "concept", "prompt", "seed", "base_label", "tuned_label", "success", "scores",
+        "clip", "clip_base", "safety_flagged"]
     trajectory = PromptRow(group="trajectory", kind="img2img/0.5", probe="img2img", level=0.0, **common,
                            images={"base": "b.png", "tuned": "t.png"})
-    assert trajectory.to_json() == {"group": "trajectory", "kind": "img2img/0.5", "probe": "img2img", "level": 0.0,
-                                    **common, "images": {"base": "b.png", "tuned": "t.png"}}
+    assert trajectory.to_json() == {"group": "trajectory", "kind": "img2img/0.5", "probe": "img2img",
+                                    "level": 0.0, **common, "images": {"base": "b.png", "tuned": "t.png"}}
     assert list(trajectory.to_json())[:5] == ["group", "kind", "probe", "level", "concept"]
 
 
@@ -349,5 +350,6 @@ def test_confusion_counts_each_prompted_concept_against_every_label():
 
     rows = [("zebra", "giraffe"), ("giraffe", "giraffe"), ("zebra", "zebra"), ("zebra", "giraffe")]
     table = confusion(rows, ["giraffe", "zebra", "lion"])
-    assert table == {"zebra": {"giraffe": 2, "zebra": 1, "lion": 0}, "giraffe": {"giraffe": 1, "zebra": 0, "lion": 0}}
+    assert table == {"zebra": {"giraffe": 2, "zebra": 1, "lion": 0},
+                     "giraffe": {"giraffe": 1, "zebra": 0, "lion": 0}}
     assert list(table) == ["zebra", "giraffe"]  # rows in the order the concepts first appear

@@ -86,7 +86,8 @@ def crossings() -> set[tuple[str, str, str]]:
 
 def import_graph() -> dict[str, set[str]]:
     """Every swapbench module -> the swapbench modules it imports."""
-    return {module_name(path): {target for _, target in imported_modules(path)} for path in sorted(PACKAGE.rglob("*.py"))}
+    return {module_name(path): {target for _, target in imported_modules(path)}
+            for path in sorted(PACKAGE.rglob("*.py"))}
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:

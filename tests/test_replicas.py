@@ -159,8 +159,9 @@ def test_a_hub_base_keeps_its_samples_per_revision_and_variant(hub_cache, sd15, 
     v2 = put_repo(hub_cache, SD15, {**sd15, "unet/diffusion_pytorch_model.safetensors": save(unet)}, ref="v2")
 
     def evaluate(name: str, *settings: str) -> dict:
-        args = ["eval", "--model", "base", "--set", f"model.pretrained={SD15}", "--set", "eval.judge=world:savanna",
-                "--set", "eval.safety_checker=off", *QUICK_EVAL, "--out", str(tmp_path / name)]
+        args = ["eval", "--model", "base", "--set", f"model.pretrained={SD15}", "--set",
+                "eval.judge=world:savanna", "--set", "eval.safety_checker=off", *QUICK_EVAL,
+                "--out", str(tmp_path / name)]
         assert main([*args, *(a for s in settings for a in ("--set", s))]) == 0
         results = json.loads((tmp_path / name / "results.json").read_text())
         assert results["provenance"]["base_model"] == SD15

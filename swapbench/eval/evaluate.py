@@ -99,7 +99,8 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     loading ``target.tuned``."""
     started = time.perf_counter()
     # Loaded before sampling, so a missing weight file fails in seconds, not after the images.
-    inception = InceptionFeatures(cfg.eval.inception_weights, device) if cfg.eval.fid_features == "inception" else None
+    inception = (InceptionFeatures(cfg.eval.inception_weights, device) if cfg.eval.fid_features == "inception"
+                 else None)
     samples = sample_models(cfg, target, suite, items, device, tuned_pipe)
     if not PartialState().is_main_process:
         return None  # the main process judges, scores and writes
@@ -113,7 +114,8 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     records = [row.to_json() for row in rows]
     metrics = {**score(cfg, suite, samples.jobs, records, judged), **flagged,
                **probes.score(records, suite, cfg.eval.bootstrap, cfg.seed)}
-    results = results_document(cfg, target, suite, judge, samples, rows, records, metrics, safety, inception, device)
+    results = results_document(cfg, target, suite, judge, samples, rows, records, metrics, safety, inception,
+                               device)
     results["timing"]["total_s"] = round(time.perf_counter() - started, 2)
     atomic_write_json(out_dir / "results.json", results)
     return results
@@ -130,15 +132,18 @@ def sample_models(cfg: Config, target: Target, suite: Suite, items: list[PromptI
     # SD's safety checker never runs inside sampling: an image it would blacken is scored as drawn and
     # counted apart (safety_flagged/*), not silently judged as whatever a black square looks like.
     base_pipe = prepare_pipeline(load_pipeline(spec, safety_checker=False), cfg, device)
-    items, forms = probes.read_forms(items, base_pipe.tokenizer)  # spellings are checked on the real tokenizer
+    # spellings are checked on the real tokenizer
+    items, forms = probes.read_forms(items, base_pipe.tokenizer)
     jobs = [(item, seed) for item in items for seed in item.seeds]
     prompts_seeds = [(item.prompt, seed) for item, seed in jobs]
     base_hash = model_hash(spec)
     key = json.dumps([base_hash, sampler_settings(cfg)], sort_keys=True)
     store = SampleStore(hashlib.sha256(key.encode()).hexdigest()[:24])
     base, base_sampled = generate(base_pipe, prompts_seeds, cfg, "base", store)
-    trajectory = (probes.Trajectory.plan(suite.trajectory, jobs, base, cfg, cache_dir("base-trajectories", store.key))
-                  if suite.trajectory else None)
+    trajectory = None
+    if suite.trajectory:
+        latents = cache_dir("base-trajectories", store.key)
+        trajectory = probes.Trajectory.plan(suite.trajectory, jobs, base, cfg, latents)
     if trajectory:
         trajectory.base_half(base_pipe)
     t_base = time.perf_counter() - started
@@ -146,7 +151,8 @@ def sample_models(cfg: Config, target: Target, suite: Suite, items: list[PromptI
         tuned, tuned_sampled, tuned_pipe = base, 0, base_pipe
     else:
         del base_pipe
-        tuned_pipe = prepare_pipeline(tuned_pipe or load_pipeline(target.tuned, safety_checker=False), cfg, device)
+        tuned_pipe = tuned_pipe or load_pipeline(target.tuned, safety_checker=False)
+        tuned_pipe = prepare_pipeline(tuned_pipe, cfg, device)
         tuned, tuned_sampled = generate(tuned_pipe, prompts_seeds, cfg, "tuned", None)
     if trajectory:
         trajectory.tuned_half(tuned_pipe)
@@ -168,13 +174,14 @@ def generate(pipe, jobs: list[tuple[str, int]], cfg: Config, label: str,
     size = cfg.eval.batch_size
     if missing:
         with progress_bar(transient=True) as bar:
-            task = bar.add_task(f"sample {label}", total=sum(len(b) for _, b in my_batches(len(missing), size)),
+            mine = sum(len(batch) for _, batch in my_batches(len(missing), size))
+            task = bar.add_task(f"sample {label}", total=mine,
                                 info=f"{cfg.eval.steps} steps, cfg {cfg.eval.guidance_scale}")
 
             def compute(batch: list[int]) -> np.ndarray:
                 todo = [missing[k] for k in batch]
-                images = to_uint8(sample(pipe, [jobs[i][0] for i in todo], [jobs[i][1] for i in todo], cfg.eval.steps,
-                                         cfg.eval.guidance_scale, size, cfg.eval.resolution,
+                images = to_uint8(sample(pipe, [jobs[i][0] for i in todo], [jobs[i][1] for i in todo],
+                                         cfg.eval.steps, cfg.eval.guidance_scale, size, cfg.eval.resolution,
                                          progress=lambda n: bar.advance(task, n)))
                 if store:
                     for i, image in zip(todo, images, strict=True):
@@ -235,9 +242,9 @@ def prompt_rows(suite: Suite, jobs: list[Job], judged: Judgement, judge: ZeroSho
             success = tuned.labels[i] == item.concept
         else:
             success = tuned.labels[i] == base.labels[i]
-        rows.append(PromptRow(group=item.group, kind=item.kind, concept=item.concept, prompt=item.prompt, seed=seed,
-                              base_label=base.labels[i], tuned_label=tuned.labels[i], success=success,
-                              scores=label_scores(tuned.probabilities[i], suite.labels)))
+        rows.append(PromptRow(group=item.group, kind=item.kind, concept=item.concept, prompt=item.prompt,
+                              seed=seed, base_label=base.labels[i], tuned_label=tuned.labels[i],
+                              success=success, scores=label_scores(tuned.probabilities[i], suite.labels)))
     control = _controls(jobs)
     if control:
         text = judge.text_features([jobs[i][0].prompt for i in control])
@@ -272,14 +279,15 @@ def count_flagged(cfg: Config, target: Target, samples: Samples, rows: list[Prom
     if checker is None:
         return "none: the base pipeline has no safety checker", {}
     base_flags = checker.flagged(samples.base)
-    flags = {"base": base_flags, "tuned": base_flags if target.tuned_is_base else checker.flagged(samples.tuned)}
+    tuned_flags = base_flags if target.tuned_is_base else checker.flagged(samples.tuned)
+    flags = {"base": base_flags, "tuned": tuned_flags}
     metrics = {f"safety_flagged/{which}": M.Proportion(
         f"{which} images Stable Diffusion's safety checker flags as NSFW (scored as drawn, not blackened)",
         higher_is_better=False, outcomes=list(flagged)).compute() for which, flagged in flags.items()}
     for row, b, t in zip(rows, flags["base"], flags["tuned"], strict=True):
         row.safety_flagged = {"base": b, "tuned": t}
-    line = f"count: {checker.source} run beside sampling; flagged images counted (safety_flagged/*), never blackened"
-    return line, metrics
+    return (f"count: {checker.source} run beside sampling; flagged images counted (safety_flagged/*), "
+            "never blackened"), metrics
 
 
 # --- step 4: writing ----------------------------------------------------------------------------------
@@ -289,7 +297,8 @@ def keep_samples(rows: list[PromptRow], samples: Samples, keep: int, out_dir: Pa
     """The images of the first ``keep`` seeds of every prompt go to ``samples/``, named in their rows."""
     for i, row in enumerate(rows):
         if row.seed < keep:
-            row.images = {which: keep_image(out_dir, row.group, row.prompt, f"seed{row.seed}-{which}", images[i])
+            name = f"seed{row.seed}"
+            row.images = {which: keep_image(out_dir, row.group, row.prompt, f"{name}-{which}", images[i])
                           for which, images in (("base", samples.base), ("tuned", samples.tuned))}
 
 
@@ -302,6 +311,7 @@ def results_document(cfg: Config, target: Target, suite: Suite, judge: ZeroShotJ
     single = [row for row in rows if row.group in SINGLE_CONCEPT]
     labels, trajectory = suite.labels, samples.trajectory
     robust = samples.forms or trajectory or any(it.group in probes.PROBE_GROUPS for it in samples.items)
+    seeds = sorted({len(it.seeds) for it in samples.items})
     return {
         "schema_version": schema.SCHEMA_VERSION,
         "run": target.name,
@@ -319,12 +329,12 @@ def results_document(cfg: Config, target: Target, suite: Suite, judge: ZeroShotJ
         "labels": labels,
         "timing": samples.timing,
         "provenance": {
-            "swapbench": __version__, "git": _git_hash(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "device": str(device), "processes": PartialState().num_processes, "judge": judge.name,
-            "judge_templates": judge.templates, "base_model": target.base, "base_weights_sha256": samples.base_hash,
-            "tuned_model": target.tuned, "safety_checker": safety,
-            "seeds": {"per_prompt": sorted({len(it.seeds) for it in samples.items}), "bootstrap_seed": cfg.seed},
-            "config_sha256": cfg.sha256(),
+            "swapbench": __version__, "git": _git_hash(), "torch": torch.__version__,
+            "diffusers": diffusers.__version__, "device": str(device),
+            "processes": PartialState().num_processes, "judge": judge.name,
+            "judge_templates": judge.templates, "base_model": target.base,
+            "base_weights_sha256": samples.base_hash, "tuned_model": target.tuned, "safety_checker": safety,
+            "seeds": {"per_prompt": seeds, "bootstrap_seed": cfg.seed}, "config_sha256": cfg.sha256(),
         },
     }
 

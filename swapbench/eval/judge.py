@@ -95,7 +95,8 @@ class ZeroShotJudge:
         """Label probabilities, features and labels of ``images``, encoding each image once."""
         features = self.features(images)
         probabilities = (self.model.logit_scale.exp().float() * features @ self.classifier).softmax(dim=-1)
-        return Assessment(probabilities, features, [self.labels[i] for i in probabilities.argmax(dim=-1).tolist()])
+        labels = [self.labels[i] for i in probabilities.argmax(dim=-1).tolist()]
+        return Assessment(probabilities, features, labels)
 
     def classify(self, images: torch.Tensor) -> list[str]:
         return self.assess(images).labels

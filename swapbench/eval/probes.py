@@ -225,8 +225,8 @@ class Trajectory:
     def plan(cls, spec: TrajectorySpec, jobs: list[tuple[PromptItem, int]], base_images: np.ndarray, cfg,
              latent_root: Path) -> Trajectory:
         index = [i for i, (item, seed) in enumerate(jobs) if item.group == "swap" and seed < spec.seeds]
-        return cls(spec, index, [jobs[i] for i in index], base_images[index], cfg.eval.steps, cfg.eval.guidance_scale,
-                   cfg.eval.batch_size, cfg.eval.resolution, latent_root)
+        return cls(spec, index, [jobs[i] for i in index], base_images[index], cfg.eval.steps,
+                   cfg.eval.guidance_scale, cfg.eval.batch_size, cfg.eval.resolution, latent_root)
 
     def handover_steps(self) -> dict[float, int]:
         return {f: int(round(f * self.steps)) for f in self.spec.handover}
@@ -376,15 +376,18 @@ class Trajectory:
         for (kind, level), images in self.outputs.items():
             judged = judge.assess(to_float(images))
             for i, (item, seed) in enumerate(self.starts):
+                tuned = judged.labels[i]
                 # kind names the level too: (group, kind, prompt, seed) identifies a row across evaluations
                 row = PromptRow(group="trajectory", kind=f"{kind}/{level:g}", probe=kind, level=level,
-                                concept=item.concept, prompt=item.prompt, seed=seed, base_label=start_labels[i],
-                                tuned_label=judged.labels[i], success=judged.labels[i] == suite.partner(item.concept),
+                                concept=item.concept, prompt=item.prompt, seed=seed,
+                                base_label=start_labels[i], tuned_label=tuned,
+                                success=tuned == suite.partner(item.concept),
                                 scores=label_scores(judged.probabilities[i], suite.labels))
                 if seed < keep:
+                    start, output = f"seed{seed}-start", f"seed{seed}-{kind}-{level:g}"
                     row.images = {
-                        "base": keep_image(out_dir, "trajectory", item.prompt, f"seed{seed}-start", self.start_images[i]),
-                        "tuned": keep_image(out_dir, "trajectory", item.prompt, f"seed{seed}-{kind}-{level:g}", images[i]),
+                        "base": keep_image(out_dir, "trajectory", item.prompt, start, self.start_images[i]),
+                        "tuned": keep_image(out_dir, "trajectory", item.prompt, output, images[i]),
                     }
                 rows.append(row)
         return rows

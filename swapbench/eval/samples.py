@@ -54,7 +54,8 @@ class SampleStore:
 
 
 def keep_image(out_dir: Path, group: str, prompt: str, name: str, image: np.ndarray) -> str:
-    """Save a kept sample as ``samples/<group>/<prompt slug>/<name>.png``; returns its path relative to ``out_dir``."""
+    """Save a kept sample as ``samples/<group>/<prompt slug>/<name>.png``; returns the path relative to
+    ``out_dir``."""
     slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:60]
     path = out_dir / "samples" / group / slug / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
