@@ -78,12 +78,13 @@ TOKENIZER_CONFIG = {
 
 
 def put_repo(cache: Path, repo_id: str, files: dict[str, bytes], repo_type: str = "model",
-             lfs: tuple[str, ...] = (".safetensors", ".bin", ".parquet", ".pth")) -> Path:
+             lfs: tuple[str, ...] = (".safetensors", ".bin", ".parquet", ".pth"), ref: str = "main") -> Path:
     """Write ``files`` as huggingface_hub stores a download: content in ``blobs/<etag>`` (sha256 for LFS
     files, the git blob sha1 for the others), ``snapshots/<commit>/<path>`` as relative symlinks, and
-    ``refs/main`` holding the commit. Returns the snapshot folder."""
+    ``refs/<ref>`` holding the commit (another ``ref`` is another revision of the repo, beside the first).
+    Returns the snapshot folder."""
     root = cache / f"{repo_type}s--{repo_id.replace('/', '--')}"
-    commit = hashlib.sha1(json.dumps(sorted(files)).encode() + repo_id.encode()).hexdigest()
+    commit = hashlib.sha1(json.dumps(sorted(files)).encode() + repo_id.encode() + ref.encode()).hexdigest()
     snapshot = root / "snapshots" / commit
     (root / "blobs").mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
@@ -96,7 +97,7 @@ def put_repo(cache: Path, repo_id: str, files: dict[str, bytes], repo_type: str 
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(os.path.relpath(root / "blobs" / etag, link.parent))
     (root / "refs").mkdir(exist_ok=True)
-    (root / "refs" / "main").write_text(commit)
+    (root / "refs" / ref).write_text(commit)
     return snapshot
 
 

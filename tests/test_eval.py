@@ -92,7 +92,7 @@ def test_kid_of_a_set_against_itself_is_unbiased_for_odd_n(n):
 def test_base_sample_cache_writers_do_not_share_a_temporary_file():
     """Two evaluations sharing a base write the same cache entries; one must never move or overwrite
     the other's file in progress (here: another writer's temporary file under the old fixed name)."""
-    from swapbench.eval.evaluate import SampleStore
+    from swapbench.eval.samples import SampleStore
 
     store = SampleStore("shared-base")
     image = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
@@ -326,3 +326,30 @@ def test_run_trained_on_another_pair_is_scored_reported_and_gated_on_that_pair(t
     main(["gate", str(run), "--json"])
     gated = [v["metric"] for v in json.loads(capsys.readouterr().out)["verdicts"]]
     assert gated[:2] == ["swap_success/horse->cow", "swap_success/cow->horse"]
+
+
+def test_typed_rows_write_the_keys_and_order_results_json_always_had():
+    from swapbench.eval.rows import PromptRow
+
+    common = {"concept": "lion", "prompt": "a lion", "seed": 0, "base_label": "lion", "tuned_label": "lion",
+              "success": True, "scores": {"lion": 0.9, "zebra": 0.1}}
+    control = PromptRow(group="control", kind="control", **common, clip=30.25, clip_base=31.5,
+                        safety_flagged={"base": False, "tuned": False})
+    assert list(control.to_json()) == [
+        "group", "kind", "concept", "prompt", "seed", "base_label", "tuned_label", "success", "scores",
+        "clip", "clip_base", "safety_flagged"]
+    trajectory = PromptRow(group="trajectory", kind="img2img/0.5", probe="img2img", level=0.0, **common,
+                           images={"base": "b.png", "tuned": "t.png"})
+    assert trajectory.to_json() == {"group": "trajectory", "kind": "img2img/0.5", "probe": "img2img",
+                                    "level": 0.0, **common, "images": {"base": "b.png", "tuned": "t.png"}}
+    assert list(trajectory.to_json())[:5] == ["group", "kind", "probe", "level", "concept"]
+
+
+def test_confusion_counts_each_prompted_concept_against_every_label():
+    from swapbench.eval.metrics import confusion
+
+    rows = [("zebra", "giraffe"), ("giraffe", "giraffe"), ("zebra", "zebra"), ("zebra", "giraffe")]
+    table = confusion(rows, ["giraffe", "zebra", "lion"])
+    assert table == {"zebra": {"giraffe": 2, "zebra": 1, "lion": 0},
+                     "giraffe": {"giraffe": 1, "zebra": 0, "lion": 0}}
+    assert list(table) == ["zebra", "giraffe"]  # rows in the order the concepts first appear

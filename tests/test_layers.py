@@ -1,8 +1,11 @@
-"""Every module imports only its own layer or the ones below it (README, "Layout").
+"""Every module imports only its own layer or the ones below it (README, "Layout"), and no modules
+import each other in a circle.
 
 Layers, low to high: base -> world -> data -> train | eval -> reports -> commands. ``train`` and
-``eval`` sit side by side and neither may import the other. Imports inside functions count: a lazy
-import is still a dependency, just one that fails later.
+``eval`` sit side by side and neither may import the other. Inside a layer the imports form no
+circle either: modules that need each other are one module, or share a lower one. Imports inside
+functions and under ``TYPE_CHECKING`` count: a lazy import is still a dependency, just one that
+fails later.
 """
 
 from __future__ import annotations
@@ -81,6 +84,27 @@ def crossings() -> set[tuple[str, str, str]]:
     return out
 
 
+def import_graph() -> dict[str, set[str]]:
+    """Every swapbench module -> the swapbench modules it imports."""
+    return {module_name(path): {target for _, target in imported_modules(path)}
+            for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph``: each largest set of modules that all reach one another, sorted."""
+    reach = {}
+    for start in graph:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        reach[start] = seen
+    return sorted({tuple(sorted(m for m in reach[start] if start in reach.get(m, ()))) for start in graph
+                   if start in reach[start]})
+
+
 def test_no_module_imports_upward_or_across() -> None:
     found = crossings()
     new = sorted(where for importer, target, where in found if (importer, target) not in ALLOWED)
@@ -90,6 +114,19 @@ def test_no_module_imports_upward_or_across() -> None:
 def test_allow_list_has_no_stale_entries() -> None:
     live = {(importer, target) for importer, target, _ in crossings()}
     assert not sorted(ALLOWED - live), "remove these fixed crossings from ALLOWED"
+
+
+def test_no_import_circle() -> None:
+    graph = import_graph()
+    found = circles(graph)
+    edges = [f"{a} -> {b}" for circle in found for a in circle for b in sorted(graph[a] & set(circle))]
+    assert not found, "modules that import each other in a circle:\n" + "\n".join(edges)
+
+
+def test_circles_are_found_at_any_length_and_only_there() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": {"e"}, "e": set(), "f": {"f"}, "g": {"a"}}
+    assert circles(graph) == [("a", "b", "c"), ("f",)]
+    assert circles({"a": {"b"}, "b": set()}) == []
 
 
 @pytest.mark.parametrize(("module", "layer"), [

@@ -191,3 +191,37 @@ def test_laion_judge_resolves_from_its_hub_repo_and_fetch_check_passes(hub_cache
     stored = load(judge_files["open_clip_model.safetensors"])
     assert torch.equal(judge.model.state_dict()["visual.conv1.weight"], stored["visual.conv1.weight"])
     assert judge.image_size == 224 and len(judge.classify(torch.rand(2, 3, 32, 32))) == 2
+
+
+def test_a_hub_base_keeps_its_samples_per_revision_and_variant(hub_cache, sd15, tmp_path, monkeypatch):
+    """The base-sample cache belongs to the files a hub base loads: the same revision and variant read it,
+    another revision or variant of the same name samples afresh, and provenance holds that hash."""
+    from safetensors.torch import load, save
+
+    from swapbench.weights import weights_hash
+
+    monkeypatch.setenv("SWAPBENCH_CACHE", str(tmp_path / "cache"))  # no samples from other tests
+    main_snapshot = put_repo(hub_cache, SD15, sd15)
+    unet = load(sd15["unet/diffusion_pytorch_model.safetensors"])
+    unet["conv_in.bias"] += 1.0
+    v2 = put_repo(hub_cache, SD15, {**sd15, "unet/diffusion_pytorch_model.safetensors": save(unet)}, ref="v2")
+
+    def evaluate(name: str, *settings: str) -> dict:
+        args = ["eval", "--model", "base", "--set", f"model.pretrained={SD15}", "--set",
+                "eval.judge=world:savanna", "--set", "eval.safety_checker=off", *QUICK_EVAL,
+                "--out", str(tmp_path / name)]
+        assert main([*args, *(a for s in settings for a in ("--set", s))]) == 0
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        assert results["provenance"]["base_model"] == SD15
+        return results
+
+    first, again = evaluate("first"), evaluate("again")
+    fp16, revision = evaluate("fp16", "model.variant=fp16"), evaluate("v2", "model.revision=v2")
+    n = len(first["per_prompt"])
+    assert first["timing"]["base_sampled"] == n > 0
+    assert again["timing"]["base_sampled"] == 0 and again["timing"]["base_cached"] == n
+    assert fp16["timing"]["base_sampled"] == n and revision["timing"]["base_sampled"] == n
+    hashes = [r["provenance"]["base_weights_sha256"] for r in (first, again, fp16, revision)]
+    assert hashes[0] == hashes[1] == weights_hash(main_snapshot) and len(set(hashes)) == 3
+    assert hashes[3] == weights_hash(v2)
+    assert first["per_prompt"] != revision["per_prompt"]  # the other revision's weights drew other images

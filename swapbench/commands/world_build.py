@@ -24,6 +24,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 
 from swapbench import __version__
 from swapbench.eval.judge import WORLD_TEMPLATES, ZeroShotJudge
+from swapbench.eval.metrics import confusion
 from swapbench.eval.sampling import sample
 from swapbench.io import atomic_write_json, read_json, replace_dir, sha256_file, staging_dir
 from swapbench.progress import console, progress_bar
@@ -192,13 +193,6 @@ def train_unet(latents: torch.Tensor, caps: list[list[str]], tokenizer, s: Build
     return text_encoder.eval().requires_grad_(False), unet.eval().requires_grad_(False)
 
 
-def confusion(truth: list[str], predicted: list[str], labels: list[str]) -> dict[str, dict[str, int]]:
-    table = {a: dict.fromkeys(labels, 0) for a in dict.fromkeys(truth)}
-    for t, p in zip(truth, predicted, strict=True):
-        table[t][p] += 1
-    return table
-
-
 def quality_card(pipe: StableDiffusionPipeline, judge: ZeroShotJudge, vae, s: BuildSettings) -> dict:
     """Measured at build time: judge accuracy on held-out images, base fidelity, sampling speed."""
     labels = list(gen.CONCEPTS)
@@ -237,7 +231,7 @@ def quality_card(pipe: StableDiffusionPipeline, judge: ZeroShotJudge, vae, s: Bu
         "base_fidelity": fidelity,
         "base_fidelity_n_per_concept": s.fidelity_seeds,
         "base_fidelity_prompts": list(FIDELITY_TEMPLATES),
-        "base_confusion": confusion(wanted, judged, labels),
+        "base_confusion": confusion(list(zip(wanted, judged, strict=True)), labels),
         "sampling_images_per_s": len(prompts) / seconds,
         "sampling_batch": 64,
         "sampling_threads": torch.get_num_threads(),

@@ -1,15 +1,14 @@
-"""One evaluation: sample base and tuned with the same seeds, judge both, compute every metric.
+"""One evaluation in four steps: sample base and tuned with the same seeds, judge every image once,
+score the per-prompt rows, write results.json. :func:`evaluate` runs them in that order.
 
-Base samples are cached on disk by (base weights hash, sampler settings, prompt, seed), so a second
-run evaluated against the same base samples only its tuned half. Images are quantised to 8-bit
-before judging, exactly as they are cached, so cached and fresh samples score identically.
+Base samples are cached on disk by (what the base loaded, sampler settings, prompt, seed), so a
+second run evaluated against the same base samples only its tuned half.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,24 +17,29 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import PartialState
-from accelerate.utils import gather_object
 from diffusers import DiffusionPipeline
-from PIL import Image
 
 from swapbench import __version__, catalog, schema
 from swapbench.config import Config
 from swapbench.eval import metrics as M
 from swapbench.eval import probes, scoring
 from swapbench.eval.inception import InceptionFeatures
-from swapbench.eval.judge import ZeroShotJudge
-from swapbench.eval.sampling import sample
-from swapbench.eval.suite import PromptItem, Suite
-from swapbench.io import atomic_write, atomic_write_json
+from swapbench.eval.judge import Assessment, ZeroShotJudge
+from swapbench.eval.rows import PromptItem, PromptRow, label_scores
+from swapbench.eval.samples import SampleStore, keep_image, to_float, to_uint8
+from swapbench.eval.sampling import deal, my_batches, sample
+from swapbench.eval.suite import Suite
+from swapbench.io import atomic_write_json
 from swapbench.loading import ModelSpec, SafetyChecker, load_pipeline, resolve_model
 from swapbench.paths import cache_dir
 from swapbench.progress import progress_bar
 from swapbench.samplers import build_scheduler
-from swapbench.weights import weights_hash
+from swapbench.weights import model_hash
+
+Job = tuple[PromptItem, int]
+"""One image to draw: a prompt item and a seed."""
+SINGLE_CONCEPT = ("swap", "control", "specificity")
+"""Groups whose prompts name one concept: the rows of the confusion tables."""
 
 
 @dataclass
@@ -50,72 +54,40 @@ class Target:
         return self.tuned == self.base
 
 
+@dataclass
+class Samples:
+    """What sampling gives the later steps: both models' 8-bit images of every job, in job order."""
+
+    items: list[PromptItem]
+    """The items evaluated: the suite's, with the forms the base's tokenizer reads as intended."""
+    forms: list[dict]
+    jobs: list[Job]
+    base: np.ndarray
+    tuned: np.ndarray
+    base_hash: str
+    """:func:`swapbench.weights.model_hash` of the base: the key of its cached samples."""
+    trajectory: probes.Trajectory | None
+    timing: dict
+
+
+@dataclass
+class Judgement:
+    """The judge's view of both models' images, and the control features KID and FID compare."""
+
+    base: Assessment
+    tuned: Assessment
+    distance: tuple[torch.Tensor, torch.Tensor, str] | None
+    """(tuned, base, what they are) features of the control images; None with too few controls."""
+
+
 def prepare_pipeline(pipe: DiffusionPipeline, cfg: Config, device: torch.device) -> DiffusionPipeline:
     pipe.scheduler = build_scheduler(cfg.eval.sampler, pipe.scheduler.config)
     return pipe.to(device)
 
 
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    return (images.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
-
-
-def _to_float(arrays: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(arrays).permute(0, 3, 1, 2).float() / 255
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60]
-
-
-class SampleStore:
-    """Base samples on disk: one PNG per (prompt, seed) under a folder keyed by weights + sampler."""
-
-    def __init__(self, key: str):
-        self.key = key
-        self.root = cache_dir("base-samples", key)
-
-    def path(self, prompt: str, seed: int) -> Path:
-        return self.root / f"{hashlib.sha256(prompt.encode()).hexdigest()[:20]}-{seed}.png"
-
-    def get(self, prompt: str, seed: int) -> np.ndarray | None:
-        p = self.path(prompt, seed)
-        return np.asarray(Image.open(p).convert("RGB")) if p.is_file() else None
-
-    def put(self, prompt: str, seed: int, image: np.ndarray) -> None:
-        # A unique temporary name per write: evaluations that share a base (parallel sweep points)
-        # write the same entries at the same time, and a shared name lets one move the other's half-file.
-        atomic_write(self.path(prompt, seed), lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
-
-
-def generate(pipe, jobs: list[tuple[str, int]], cfg: Config, label: str, store: SampleStore | None) -> tuple[np.ndarray, int]:
-    """Images for ``jobs`` (prompt, seed); cached ones come from ``store``. Returns (images, n sampled).
-
-    Under several processes the missing images are dealt out in whole sampling batches (batch ``k``
-    to process ``k mod N``), so every image is computed in the same batch as in one process, and every
-    process ends with all images."""
-    state = PartialState()
-    state.wait_for_everyone()  # every process looks at the store before any of them writes to it
-    out: list[np.ndarray | None] = [store.get(p, s) if store else None for p, s in jobs]
-    missing = [i for i, im in enumerate(out) if im is None]
-    size = cfg.eval.batch_size
-    mine = [i for k in range(state.process_index, -(-len(missing) // size), state.num_processes)
-            for i in missing[k * size : (k + 1) * size]]
-    sampled: list[tuple[int, np.ndarray]] = []
-    if mine:
-        with progress_bar(transient=True) as bar:
-            task = bar.add_task(f"sample {label}", total=len(mine), info=f"{cfg.eval.steps} steps, cfg {cfg.eval.guidance_scale}")
-            images = sample(pipe, [jobs[i][0] for i in mine], [jobs[i][1] for i in mine], cfg.eval.steps,
-                            cfg.eval.guidance_scale, size, cfg.eval.resolution,
-                            progress=lambda n: bar.advance(task, n))
-        for i, image in zip(mine, _to_uint8(images), strict=True):
-            sampled.append((i, image))
-            if store:
-                store.put(jobs[i][0], jobs[i][1], image)
-    if state.num_processes > 1:
-        sampled = gather_object(sampled)
-    for i, image in sampled:
-        out[i] = image
-    return np.stack(out), len(missing)
+def sampler_settings(cfg: Config) -> dict:
+    return {"sampler": cfg.eval.sampler, "steps": cfg.eval.steps, "guidance_scale": cfg.eval.guidance_scale,
+            "resolution": cfg.eval.resolution}
 
 
 def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem], judge: ZeroShotJudge,
@@ -126,134 +98,99 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     ``tuned_pipe``: the tuned model already in memory (training's in-loop evaluation), used instead of
     loading ``target.tuned``."""
     started = time.perf_counter()
-    sampler_key = {"sampler": cfg.eval.sampler, "steps": cfg.eval.steps, "guidance_scale": cfg.eval.guidance_scale,
-                   "resolution": cfg.eval.resolution}
     # Loaded before sampling, so a missing weight file fails in seconds, not after the images.
-    inception = InceptionFeatures(cfg.eval.inception_weights, device) if cfg.eval.fid_features == "inception" else None
-    # SD's safety checker never runs inside sampling: an image it would blacken is scored as drawn and
-    # counted apart (safety_flagged/*), not silently judged as whatever a black square looks like.
-    base_pipe = prepare_pipeline(load_pipeline(_spec(target.base, cfg), safety_checker=False), cfg, device)
-    items, forms_read = probes.read_forms(items, base_pipe.tokenizer)  # spellings are checked on the real tokenizer
-    jobs = [(item, seed) for item in items for seed in item.seeds]
-    prompts_seeds = [(item.prompt, seed) for item, seed in jobs]
-    base_hash = weights_hash(base_pipe.config["_name_or_path"]) if Path(target.base).is_dir() else target.base
-    store = SampleStore(hashlib.sha256(json.dumps([base_hash, sampler_key], sort_keys=True).encode()).hexdigest()[:24])
-    base_images, base_sampled = generate(base_pipe, prompts_seeds, cfg, "base", store)
-    trajectory = (probes.Trajectory.plan(suite.trajectory, jobs, base_images, cfg, cache_dir("base-trajectories", store.key))
-                  if suite.trajectory else None)
-    if trajectory:
-        trajectory.base_half(base_pipe)
-    t_base = time.perf_counter() - started
-    if target.tuned_is_base:
-        tuned_images, tuned_sampled, tuned_pipe = base_images, 0, base_pipe
-    else:
-        del base_pipe
-        tuned_pipe = prepare_pipeline(tuned_pipe or load_pipeline(target.tuned, safety_checker=False), cfg, device)
-        tuned_images, tuned_sampled = generate(tuned_pipe, prompts_seeds, cfg, "tuned", None)
-    if trajectory:
-        trajectory.tuned_half(tuned_pipe)
-    t_sampling = time.perf_counter() - started
+    inception = (InceptionFeatures(cfg.eval.inception_weights, device) if cfg.eval.fid_features == "inception"
+                 else None)
+    samples = sample_models(cfg, target, suite, items, device, tuned_pipe)
     if not PartialState().is_main_process:
         return None  # the main process judges, scores and writes
-
-    base_t, tuned_t = _to_float(base_images), _to_float(tuned_images)
-    base_p, tuned_p = judge.probabilities(base_t), judge.probabilities(tuned_t)
-    base_f, tuned_f = judge.features(base_t), judge.features(tuned_t)
-    labels = suite.labels
-    base_lab = [labels[i] for i in base_p.argmax(1).tolist()]
-    tuned_lab = [labels[i] for i in tuned_p.argmax(1).tolist()]
-
-    control = [i for i, (it, _) in enumerate(jobs) if it.group == "control"]
-    distance = None
-    if inception is not None and len(control) >= 4:
-        base_d = inception(base_images[control])
-        tuned_d = base_d if target.tuned_is_base else inception(tuned_images[control])
-        distance = (tuned_d, base_d, "Inception-v3 pool3 features")
-    results_metrics, per_prompt = _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge,
-                                         distance)
-    safety = _count_flagged(cfg, target, base_images, tuned_images, results_metrics, per_prompt, device)
+    judged = judge_samples(judge, samples, inception, target.tuned_is_base)
+    rows = prompt_rows(suite, samples.jobs, judged, judge)
+    safety, flagged = count_flagged(cfg, target, samples, rows, device)
     keep = suite.keep_samples if cfg.eval.keep_samples is None else cfg.eval.keep_samples
-    per_prompt = _keep_samples(per_prompt, jobs, base_images, tuned_images, keep, out_dir)
-    if trajectory:
-        per_prompt += trajectory.rows(judge, suite, out_dir, keep)
-    results_metrics.update(probes.score(per_prompt, suite, cfg.eval.bootstrap, cfg.seed))
-    single = [(i, it) for i, (it, _) in enumerate(jobs) if it.group in ("swap", "control", "specificity")]
-    import diffusers
-
-    results = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "run": target.name,
-        "suite": suite.name,
-        "swap_pairs": [list(pair) for pair in suite.swap_pairs],
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "metrics": results_metrics,
-        "confusion": M.confusion([(it.concept, tuned_lab[i]) for i, it in single], labels),
-        "confusion_base": M.confusion([(it.concept, base_lab[i]) for i, it in single], labels),
-        "per_prompt": per_prompt,
-        **({"robust": {**probes.details(per_prompt, labels), "forms": forms_read,
-                       **({"trajectory": trajectory.summary()} if trajectory else {})}}
-           if forms_read or trajectory or any(it.group in probes.PROBE_GROUPS for it in items) else {}),
-        "sampler": sampler_key,
-        "features": inception.name if inception is not None else f"judge image embeddings ({judge.name})",
-        "labels": labels,
-        "timing": {"total_s": None, "sampling_s": round(t_sampling, 2), "base_sampling_s": round(t_base, 2),
-                   "base_sampled": base_sampled, "base_cached": len(jobs) - base_sampled, "tuned_sampled": tuned_sampled},
-        "provenance": {
-            "swapbench": __version__, "git": _git_hash(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "device": str(device), "processes": PartialState().num_processes, "judge": judge.name, "judge_templates": judge.templates,
-            "base_model": target.base, "base_weights_sha256": base_hash, "tuned_model": target.tuned,
-            "safety_checker": safety,
-            "seeds": {"per_prompt": sorted({len(it.seeds) for it in items}), "bootstrap_seed": cfg.seed},
-            "config_sha256": cfg.sha256(),
-        },
-    }
+    keep_samples(rows, samples, keep, out_dir)
+    if samples.trajectory:
+        rows += samples.trajectory.rows(judge, suite, out_dir, keep, judged.base.labels)
+    records = [row.to_json() for row in rows]
+    metrics = {**score(cfg, suite, samples.jobs, records, judged), **flagged,
+               **probes.score(records, suite, cfg.eval.bootstrap, cfg.seed)}
+    results = results_document(cfg, target, suite, judge, samples, rows, records, metrics, safety, inception,
+                               device)
     results["timing"]["total_s"] = round(time.perf_counter() - started, 2)
     atomic_write_json(out_dir / "results.json", results)
     return results
 
 
-def _score(cfg, suite, jobs, base_lab, tuned_lab, base_p, tuned_p, base_f, tuned_f, judge,
-           distance=None) -> tuple[dict, list]:
-    """Per-prompt rows (what each image was judged and whether it counts as a success), then every
-    metric from those rows (``scoring.score_rows``) plus the feature distances of the controls."""
-    reps, seed = cfg.eval.bootstrap, cfg.seed
-    label_index = {c: i for i, c in enumerate(suite.labels)}
-    control = [i for i, (it, _) in enumerate(jobs) if it.group == "control"]
-    clip: dict[int, tuple[float, float]] = {}
-    if len(control) >= 4:
-        text = judge.text_features([jobs[i][0].prompt for i in control])
-        tuned_clip = (100 * (tuned_f[control] * text).sum(-1)).clamp(min=0).tolist()
-        base_clip = (100 * (base_f[control] * text).sum(-1)).clamp(min=0).tolist()
-        clip = {i: (t, b) for i, t, b in zip(control, tuned_clip, base_clip, strict=True)}
-    per_prompt = []
-    for i, (item, s) in enumerate(jobs):
-        partner = suite.partner(item.concept)
-        if item.kind == "compositions":
-            pa, pc = tuned_p[i, label_index[partner]], tuned_p[i, label_index[item.concept]]
-            success = bool(pa > pc)
-        elif partner and item.group != "control":
-            success = tuned_lab[i] == partner
-        elif item.group == "custom":
-            success = tuned_lab[i] == item.concept
-        else:
-            success = tuned_lab[i] == base_lab[i]
-        row = {"group": item.group, "kind": item.kind, "concept": item.concept, "prompt": item.prompt,
-               "seed": s, "base_label": base_lab[i], "tuned_label": tuned_lab[i], "success": success,
-               "scores": {c: round(float(tuned_p[i, j]), 4) for j, c in enumerate(suite.labels)}}
-        if i in clip:
-            # two decimals: the image and text features carry float noise from batch composition and thread
-            # count in the 4th decimal of a 0-100 score, and one- and multi-process runs must write equal rows
-            row["clip"], row["clip_base"] = (round(v, 2) for v in clip[i])
-        per_prompt.append(row)
+# --- step 1: sampling ---------------------------------------------------------------------------------
 
-    out = scoring.score_rows(per_prompt, suite.swap_pairs, reps, seed)
-    if len(control) >= 4:
-        # distance: (tuned, base, name) control-sample features of another extractor (eval.fid_features)
-        d_tuned, d_base, what = distance or (tuned_f[control], base_f[control], "judge features")
-        prompts = [jobs[i][0].prompt for i in control]
-        out["kid_vs_base"] = M.kid_vs_base(d_tuned, d_base, seed, what, prompts)
-        out["fid_vs_base"] = M.fid_vs_base(d_tuned, d_base, seed, max(50, reps // 10), what, prompts)
-    return {name: out[name] for name in catalog.ordered(out)}, per_prompt
+
+def sample_models(cfg: Config, target: Target, suite: Suite, items: list[PromptItem], device: torch.device,
+                  tuned_pipe: DiffusionPipeline | None = None) -> Samples:
+    """Both models' images of every (item, seed), the base's from its cache where it has them."""
+    started = time.perf_counter()
+    spec = _spec(target.base, cfg)
+    # SD's safety checker never runs inside sampling: an image it would blacken is scored as drawn and
+    # counted apart (safety_flagged/*), not silently judged as whatever a black square looks like.
+    base_pipe = prepare_pipeline(load_pipeline(spec, safety_checker=False), cfg, device)
+    # spellings are checked on the real tokenizer
+    items, forms = probes.read_forms(items, base_pipe.tokenizer)
+    jobs = [(item, seed) for item in items for seed in item.seeds]
+    prompts_seeds = [(item.prompt, seed) for item, seed in jobs]
+    base_hash = model_hash(spec)
+    key = json.dumps([base_hash, sampler_settings(cfg)], sort_keys=True)
+    store = SampleStore(hashlib.sha256(key.encode()).hexdigest()[:24])
+    base, base_sampled = generate(base_pipe, prompts_seeds, cfg, "base", store)
+    trajectory = None
+    if suite.trajectory:
+        latents = cache_dir("base-trajectories", store.key)
+        trajectory = probes.Trajectory.plan(suite.trajectory, jobs, base, cfg, latents)
+    if trajectory:
+        trajectory.base_half(base_pipe)
+    t_base = time.perf_counter() - started
+    if target.tuned_is_base:
+        tuned, tuned_sampled, tuned_pipe = base, 0, base_pipe
+    else:
+        del base_pipe
+        tuned_pipe = tuned_pipe or load_pipeline(target.tuned, safety_checker=False)
+        tuned_pipe = prepare_pipeline(tuned_pipe, cfg, device)
+        tuned, tuned_sampled = generate(tuned_pipe, prompts_seeds, cfg, "tuned", None)
+    if trajectory:
+        trajectory.tuned_half(tuned_pipe)
+    timing = {"total_s": None, "sampling_s": round(time.perf_counter() - started, 2),
+              "base_sampling_s": round(t_base, 2), "base_sampled": base_sampled,
+              "base_cached": len(jobs) - base_sampled, "tuned_sampled": tuned_sampled}
+    return Samples(items, forms, jobs, base, tuned, base_hash, trajectory, timing)
+
+
+def generate(pipe, jobs: list[tuple[str, int]], cfg: Config, label: str,
+             store: SampleStore | None) -> tuple[np.ndarray, int]:
+    """Images for ``jobs`` (prompt, seed); cached ones come from ``store``. Returns (images, n sampled).
+
+    Under several processes the missing images are dealt out in whole sampling batches
+    (``sampling.deal``), and every process ends with all images."""
+    out: list[np.ndarray | None] = [store.get(p, s) if store else None for p, s in jobs]
+    PartialState().wait_for_everyone()  # every process looks at the store before any of them writes to it
+    missing = [i for i, im in enumerate(out) if im is None]
+    size = cfg.eval.batch_size
+    if missing:
+        with progress_bar(transient=True) as bar:
+            mine = sum(len(batch) for _, batch in my_batches(len(missing), size))
+            task = bar.add_task(f"sample {label}", total=mine,
+                                info=f"{cfg.eval.steps} steps, cfg {cfg.eval.guidance_scale}")
+
+            def compute(batch: list[int]) -> np.ndarray:
+                todo = [missing[k] for k in batch]
+                images = to_uint8(sample(pipe, [jobs[i][0] for i in todo], [jobs[i][1] for i in todo],
+                                         cfg.eval.steps, cfg.eval.guidance_scale, size, cfg.eval.resolution,
+                                         progress=lambda n: bar.advance(task, n)))
+                if store:
+                    for i, image in zip(todo, images, strict=True):
+                        store.put(*jobs[i], image)
+                return images
+
+            for i, image in zip(missing, deal(len(missing), size, compute), strict=True):
+                out[i] = image
+    return np.stack(out), len(missing)
 
 
 def _spec(base: str, cfg: Config) -> ModelSpec | str:
@@ -261,40 +198,145 @@ def _spec(base: str, cfg: Config) -> ModelSpec | str:
     return ModelSpec.of(cfg.model) if base == resolve_model(cfg.model.pretrained) else base
 
 
-def _count_flagged(cfg: Config, target: Target, base_images: np.ndarray, tuned_images: np.ndarray,
-                   metrics: dict, per_prompt: list, device: torch.device) -> str:
-    """``eval.safety_checker=count``: run the base's NSFW checker on every image beside the scoring; adds
-    ``safety_flagged/base`` and ``safety_flagged/tuned`` and a per-image flag. Returns the provenance line."""
+# --- step 2: judging ----------------------------------------------------------------------------------
+
+
+def _controls(jobs: list[Job]) -> list[int]:
+    """Positions of the control jobs, or none when there are too few for KID's two halves of two."""
+    control = [i for i, (item, _) in enumerate(jobs) if item.group == "control"]
+    return control if len(control) >= 4 else []
+
+
+def judge_samples(judge: ZeroShotJudge, samples: Samples, inception: InceptionFeatures | None,
+                  same: bool) -> Judgement:
+    """Every image through the judge once (``same``: the tuned images are the base's); the control
+    images through Inception too when ``eval.fid_features`` asks for it."""
+    base = judge.assess(to_float(samples.base))
+    tuned = base if same else judge.assess(to_float(samples.tuned))
+    control = _controls(samples.jobs)
+    if not control:
+        return Judgement(base, tuned, None)
+    if inception is None:
+        return Judgement(base, tuned, (tuned.features[control], base.features[control], "judge features"))
+    base_d = inception(samples.base[control])
+    tuned_d = base_d if same else inception(samples.tuned[control])
+    return Judgement(base, tuned, (tuned_d, base_d, "Inception-v3 pool3 features"))
+
+
+# --- step 3: rows and scores --------------------------------------------------------------------------
+
+
+def prompt_rows(suite: Suite, jobs: list[Job], judged: Judgement, judge: ZeroShotJudge) -> list[PromptRow]:
+    """One row per job: what each image was judged and whether it counts as a success."""
+    base, tuned = judged.base, judged.tuned
+    label_index = {c: i for i, c in enumerate(suite.labels)}
+    rows = []
+    for i, (item, seed) in enumerate(jobs):
+        partner = suite.partner(item.concept)
+        if item.kind == "compositions":
+            p = tuned.probabilities[i]
+            success = bool(p[label_index[partner]] > p[label_index[item.concept]])
+        elif partner and item.group != "control":
+            success = tuned.labels[i] == partner
+        elif item.group == "custom":
+            success = tuned.labels[i] == item.concept
+        else:
+            success = tuned.labels[i] == base.labels[i]
+        rows.append(PromptRow(group=item.group, kind=item.kind, concept=item.concept, prompt=item.prompt,
+                              seed=seed, base_label=base.labels[i], tuned_label=tuned.labels[i],
+                              success=success, scores=label_scores(tuned.probabilities[i], suite.labels)))
+    control = _controls(jobs)
+    if control:
+        text = judge.text_features([jobs[i][0].prompt for i in control])
+        tuned_clip = (100 * (tuned.features[control] * text).sum(-1)).clamp(min=0).tolist()
+        base_clip = (100 * (base.features[control] * text).sum(-1)).clamp(min=0).tolist()
+        for i, t, b in zip(control, tuned_clip, base_clip, strict=True):
+            # two decimals: the image and text features carry float noise from batch composition and thread
+            # count in the 4th decimal of a 0-100 score, and one- and multi-process runs must write equal rows
+            rows[i].clip, rows[i].clip_base = round(t, 2), round(b, 2)
+    return rows
+
+
+def score(cfg: Config, suite: Suite, jobs: list[Job], records: list[dict], judged: Judgement) -> dict:
+    """Every metric of the rows (``scoring.score_rows``) plus the feature distances of the controls."""
+    reps, seed = cfg.eval.bootstrap, cfg.seed
+    out = scoring.score_rows(records, suite.swap_pairs, reps, seed)
+    if judged.distance:
+        d_tuned, d_base, what = judged.distance
+        prompts = [jobs[i][0].prompt for i in _controls(jobs)]
+        out["kid_vs_base"] = M.kid_vs_base(d_tuned, d_base, seed, what, prompts)
+        out["fid_vs_base"] = M.fid_vs_base(d_tuned, d_base, seed, max(50, reps // 10), what, prompts)
+    return {name: out[name] for name in catalog.ordered(out)}
+
+
+def count_flagged(cfg: Config, target: Target, samples: Samples, rows: list[PromptRow],
+                  device: torch.device) -> tuple[str, dict]:
+    """``eval.safety_checker=count``: run the base's NSFW checker on every image beside the scoring; flags
+    each row. Returns the provenance line and the ``safety_flagged/base`` and ``/tuned`` metrics."""
     if cfg.eval.safety_checker == "off":
-        return "off: not run; every image scored as drawn"
+        return "off: not run; every image scored as drawn", {}
     checker = SafetyChecker.load(_spec(target.base, cfg), device)
     if checker is None:
-        return "none: the base pipeline has no safety checker"
-    base_flags = checker.flagged(base_images)
-    flags = {"base": base_flags, "tuned": base_flags if target.tuned_is_base else checker.flagged(tuned_images)}
-    for which, flagged in flags.items():
-        metrics[f"safety_flagged/{which}"] = M.Proportion(
-            f"{which} images Stable Diffusion's safety checker flags as NSFW (scored as drawn, not blackened)",
-            higher_is_better=False, outcomes=list(flagged)).compute()
-    for row, b, t in zip(per_prompt, flags["base"], flags["tuned"], strict=True):
-        row["safety_flagged"] = {"base": b, "tuned": t}
-    return f"count: {checker.source} run beside sampling; flagged images counted (safety_flagged/*), never blackened"
+        return "none: the base pipeline has no safety checker", {}
+    base_flags = checker.flagged(samples.base)
+    tuned_flags = base_flags if target.tuned_is_base else checker.flagged(samples.tuned)
+    flags = {"base": base_flags, "tuned": tuned_flags}
+    metrics = {f"safety_flagged/{which}": M.Proportion(
+        f"{which} images Stable Diffusion's safety checker flags as NSFW (scored as drawn, not blackened)",
+        higher_is_better=False, outcomes=list(flagged)).compute() for which, flagged in flags.items()}
+    for row, b, t in zip(rows, flags["base"], flags["tuned"], strict=True):
+        row.safety_flagged = {"base": b, "tuned": t}
+    return (f"count: {checker.source} run beside sampling; flagged images counted (safety_flagged/*), "
+            "never blackened"), metrics
 
 
-def _keep_samples(per_prompt, jobs, base_images, tuned_images, keep: int, out_dir: Path) -> list:
-    samples = out_dir / "samples"
-    for i, ((item, seed), row) in enumerate(zip(jobs, per_prompt, strict=True)):
-        if seed >= keep:
-            continue
-        folder = samples / item.group / _slug(item.prompt)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = {}
-        for which, images in (("base", base_images), ("tuned", tuned_images)):
-            path = folder / f"seed{seed}-{which}.png"
-            Image.fromarray(images[i]).save(path)
-            paths[which] = str(path.relative_to(out_dir))
-        row["images"] = paths
-    return per_prompt
+# --- step 4: writing ----------------------------------------------------------------------------------
+
+
+def keep_samples(rows: list[PromptRow], samples: Samples, keep: int, out_dir: Path) -> None:
+    """The images of the first ``keep`` seeds of every prompt go to ``samples/``, named in their rows."""
+    for i, row in enumerate(rows):
+        if row.seed < keep:
+            name = f"seed{row.seed}"
+            row.images = {which: keep_image(out_dir, row.group, row.prompt, f"{name}-{which}", images[i])
+                          for which, images in (("base", samples.base), ("tuned", samples.tuned))}
+
+
+def results_document(cfg: Config, target: Target, suite: Suite, judge: ZeroShotJudge, samples: Samples,
+                     rows: list[PromptRow], records: list[dict], metrics: dict, safety: str,
+                     inception: InceptionFeatures | None, device: torch.device) -> dict:
+    """results.json (``schema.SCHEMA_VERSION``); ``timing.total_s`` is left to the caller."""
+    import diffusers
+
+    single = [row for row in rows if row.group in SINGLE_CONCEPT]
+    labels, trajectory = suite.labels, samples.trajectory
+    robust = samples.forms or trajectory or any(it.group in probes.PROBE_GROUPS for it in samples.items)
+    seeds = sorted({len(it.seeds) for it in samples.items})
+    return {
+        "schema_version": schema.SCHEMA_VERSION,
+        "run": target.name,
+        "suite": suite.name,
+        "swap_pairs": [list(pair) for pair in suite.swap_pairs],
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "metrics": metrics,
+        "confusion": M.confusion([(row.concept, row.tuned_label) for row in single], labels),
+        "confusion_base": M.confusion([(row.concept, row.base_label) for row in single], labels),
+        "per_prompt": records,
+        **({"robust": {**probes.details(records, labels), "forms": samples.forms,
+                       **({"trajectory": trajectory.summary()} if trajectory else {})}} if robust else {}),
+        "sampler": sampler_settings(cfg),
+        "features": inception.name if inception is not None else f"judge image embeddings ({judge.name})",
+        "labels": labels,
+        "timing": samples.timing,
+        "provenance": {
+            "swapbench": __version__, "git": _git_hash(), "torch": torch.__version__,
+            "diffusers": diffusers.__version__, "device": str(device),
+            "processes": PartialState().num_processes, "judge": judge.name,
+            "judge_templates": judge.templates, "base_model": target.base,
+            "base_weights_sha256": samples.base_hash, "tuned_model": target.tuned, "safety_checker": safety,
+            "seeds": {"per_prompt": seeds, "bootstrap_seed": cfg.seed}, "config_sha256": cfg.sha256(),
+        },
+    }
 
 
 def _git_hash() -> str | None:

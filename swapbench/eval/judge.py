@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
@@ -15,6 +16,18 @@ WORLD_TEMPLATES = (
     "a {} standing in a field.",
     "there is a {} in the savanna.",
 )
+
+
+@dataclass
+class Assessment:
+    """What the judge makes of a batch of images, from one pass of its image encoder."""
+
+    probabilities: torch.Tensor
+    """N x labels: the softmax over the label scores."""
+    features: torch.Tensor
+    """N x D L2-normalised image embeddings."""
+    labels: list[str]
+    """The most probable label of each image."""
 
 
 class ZeroShotJudge:
@@ -78,9 +91,12 @@ class ZeroShotJudge:
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
     @torch.no_grad()
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.model.logit_scale.exp().float() * self.features(images) @ self.classifier
-        return logits.softmax(dim=-1)
+    def assess(self, images: torch.Tensor) -> Assessment:
+        """Label probabilities, features and labels of ``images``, encoding each image once."""
+        features = self.features(images)
+        probabilities = (self.model.logit_scale.exp().float() * features @ self.classifier).softmax(dim=-1)
+        labels = [self.labels[i] for i in probabilities.argmax(dim=-1).tolist()]
+        return Assessment(probabilities, features, labels)
 
     def classify(self, images: torch.Tensor) -> list[str]:
-        return [self.labels[i] for i in self.probabilities(images).argmax(dim=-1).tolist()]
+        return self.assess(images).labels

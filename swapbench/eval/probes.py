@@ -34,7 +34,7 @@ import inspect
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,13 +43,13 @@ import numpy as np
 
 from swapbench.data.swap import plural
 from swapbench.errors import UserError
-from swapbench.eval.suite import PromptItem
+from swapbench.eval.rows import PromptItem, PromptRow, label_scores
 
 if TYPE_CHECKING:
     import torch
 
 # Suites are loaded by commands that never sample (and before any model is touched): torch,
-# diffusers and the metrics module are imported where the probes run, not here.
+# diffusers, the sampling and the metrics modules are imported where the probes run, not here.
 
 PROBE_GROUPS = ("forms", "trajectory", "unnamed")
 SPELLING_FIELDS = ("misspelled", "split")
@@ -199,20 +199,6 @@ def read_forms(items: list[PromptItem], tokenizer) -> tuple[list[PromptItem], li
 # --- trajectory -------------------------------------------------------------------------------------
 
 
-def _deal(n: int, size: int, compute: Callable[[list[int]], np.ndarray]) -> list[np.ndarray]:
-    """``compute`` over ``range(n)`` in batches of ``size``, batch k on process k mod N (as
-    ``evaluate.generate`` deals), every process ending with all results in order."""
-    from accelerate import PartialState
-    from accelerate.utils import gather_object
-
-    state = PartialState()
-    batches = [list(range(k * size, min(n, (k + 1) * size))) for k in range(-(-n // size))]
-    mine = [(b, compute(batch)) for b, batch in enumerate(batches) if b % state.num_processes == state.process_index]
-    if state.num_processes > 1:
-        mine = gather_object(mine)
-    return [array for _, array in sorted(mine, key=lambda x: x[0])]
-
-
 def _scheduler_takes_timesteps(scheduler) -> bool:
     return "timesteps" in inspect.signature(scheduler.set_timesteps).parameters
 
@@ -222,6 +208,7 @@ class Trajectory:
     """The trajectory probe of one evaluation: its starts, the base half (cached) and the tuned half."""
 
     spec: TrajectorySpec
+    index: list[int]  # where each start is among the evaluation's (item, seed) jobs
     starts: list[tuple[PromptItem, int]]  # (swap item, seed) of each start image
     start_images: np.ndarray  # base images of the starts, uint8 N x H x W x 3
     steps: int
@@ -238,16 +225,16 @@ class Trajectory:
     def plan(cls, spec: TrajectorySpec, jobs: list[tuple[PromptItem, int]], base_images: np.ndarray, cfg,
              latent_root: Path) -> Trajectory:
         index = [i for i, (item, seed) in enumerate(jobs) if item.group == "swap" and seed < spec.seeds]
-        return cls(spec, [jobs[i] for i in index], base_images[index], cfg.eval.steps, cfg.eval.guidance_scale,
-                   cfg.eval.batch_size, cfg.eval.resolution, latent_root)
+        return cls(spec, index, [jobs[i] for i in index], base_images[index], cfg.eval.steps,
+                   cfg.eval.guidance_scale, cfg.eval.batch_size, cfg.eval.resolution, latent_root)
 
     def handover_steps(self) -> dict[float, int]:
         return {f: int(round(f * self.steps)) for f in self.spec.handover}
 
     def _latent_path(self, prompt: str, seed: int) -> Path:
-        import hashlib
+        from swapbench.eval.samples import cache_stem
 
-        return self.latent_root / f"{hashlib.sha256(prompt.encode()).hexdigest()[:20]}-{seed}-of{self.steps}.safetensors"
+        return self.latent_root / f"{cache_stem(prompt, seed)}-of{self.steps}.safetensors"
 
     def base_half(self, pipe) -> None:
         """The base trajectory's latents at every handover step, from the cache or by sampling (stopped
@@ -255,7 +242,7 @@ class Trajectory:
         import torch
         from safetensors.torch import load_file, save_file
 
-        from swapbench.eval.sampling import initial_latents
+        from swapbench.eval.sampling import deal, image_size, initial_latents
         from swapbench.io import atomic_write
 
         if not self.spec.handover or not self.starts:
@@ -272,7 +259,7 @@ class Trajectory:
             entry = load_file(path) if path.is_file() else {}
             cached.append(entry if all(k in entry for k in keys) else None)
         missing = [i for i, c in enumerate(cached) if c is None]
-        size = self.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        size = image_size(pipe, self.resolution)
         pipe.set_progress_bar_config(disable=True)
 
         def compute(batch: list[int]) -> np.ndarray:
@@ -295,7 +282,7 @@ class Trajectory:
             pipe._interrupt = False
             return torch.stack([captured[k] for k in wanted], dim=1).numpy()
 
-        fresh = np.concatenate(_deal(len(missing), self.batch_size, compute)) if missing else None
+        fresh = deal(len(missing), self.batch_size, compute) if missing else None
         for j, i in enumerate(missing):
             entry = {key: torch.from_numpy(fresh[j, w].copy()) for w, key in enumerate(keys)}
             cached[i] = entry
@@ -311,7 +298,8 @@ class Trajectory:
         from diffusers import StableDiffusionImg2ImgPipeline
         from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 
-        from swapbench.eval.evaluate import _to_float, _to_uint8
+        from swapbench.eval.samples import to_float, to_uint8
+        from swapbench.eval.sampling import deal, image_size
 
         if not self.starts:
             return
@@ -330,7 +318,7 @@ class Trajectory:
             # The latent mode of the start image: encoding draws no noise, so the generator of seed s
             # then draws exactly the noise plain sampling starts from with seed s, and strength 1 is
             # plain sampling of that seed (up to the start image's faint trace at the first timestep).
-            images = _to_float(self.start_images[batch]).to(device, dtype) * 2 - 1
+            images = to_float(self.start_images[batch]).to(device, dtype) * 2 - 1
             return retrieve_latents(pipe.vae.encode(images), sample_mode="argmax") * pipe.vae.config.scaling_factor
 
         for strength in self.spec.strengths:
@@ -347,9 +335,9 @@ class Trajectory:
                                          num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
                                          generator=[torch.Generator("cpu").manual_seed(seeds[i]) for i in batch],
                                          output_type="pt").images
-                return _to_uint8(images.float().cpu().clamp(0, 1))
+                return to_uint8(images.float().cpu().clamp(0, 1))
 
-            self.outputs[("img2img", strength)] = np.concatenate(_deal(len(prompts), self.batch_size, run))
+            self.outputs[("img2img", strength)] = deal(len(prompts), self.batch_size, run)
             sampled += len(prompts)
 
         if self.handover_latents:
@@ -357,7 +345,7 @@ class Trajectory:
             schedule.set_timesteps(self.steps)
             timesteps = schedule.timesteps.tolist()
             steps = self.handover_steps()
-            size = self.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+            size = image_size(pipe, self.resolution)
             for fraction in self.spec.handover:
                 rest = timesteps[steps[fraction] * schedule.order :]
                 probe = copy.deepcopy(pipe.scheduler)
@@ -372,40 +360,35 @@ class Trajectory:
                         images = pipe(prompt=[prompts[i] for i in batch], timesteps=rest, height=size, width=size,
                                       guidance_scale=self.guidance_scale, latents=latents.to(device, dtype),
                                       output_type="pt").images
-                    return _to_uint8(images.float().cpu().clamp(0, 1))
+                    return to_uint8(images.float().cpu().clamp(0, 1))
 
-                self.outputs[("handover", fraction)] = np.concatenate(_deal(len(prompts), self.batch_size, run))
+                self.outputs[("handover", fraction)] = deal(len(prompts), self.batch_size, run)
                 sampled += len(prompts)
         self.timing["tuned_images"] = sampled
 
-    def rows(self, judge, suite, out_dir: Path, keep: int) -> list[dict]:
-        """Per-prompt rows of every output, judged; the first ``keep`` seeds keep their images."""
-        from PIL import Image
+    def rows(self, judge, suite, out_dir: Path, keep: int, base_labels: list[str]) -> list[PromptRow]:
+        """Per-prompt rows of every output, judged; the first ``keep`` seeds keep their images.
+        ``base_labels``: the judged label of every job's base image (the starts among them)."""
+        from swapbench.eval.samples import keep_image, to_float
 
-        from swapbench.eval.evaluate import _slug, _to_float
-
-        labels = suite.labels
-        start_labels = judge.classify(_to_float(self.start_images)) if self.starts else []
+        start_labels = [base_labels[i] for i in self.index]
         rows = []
         for (kind, level), images in self.outputs.items():
-            probs = judge.probabilities(_to_float(images))
-            for i, ((item, seed), p) in enumerate(zip(self.starts, probs, strict=True)):
-                tuned = labels[int(p.argmax())]
+            judged = judge.assess(to_float(images))
+            for i, (item, seed) in enumerate(self.starts):
+                tuned = judged.labels[i]
                 # kind names the level too: (group, kind, prompt, seed) identifies a row across evaluations
-                row = {"group": "trajectory", "kind": f"{kind}/{level:g}", "probe": kind, "level": level,
-                       "concept": item.concept,
-                       "prompt": item.prompt, "seed": seed, "base_label": start_labels[i], "tuned_label": tuned,
-                       "success": tuned == suite.partner(item.concept),
-                       "scores": {c: round(float(p[j]), 4) for j, c in enumerate(labels)}}
+                row = PromptRow(group="trajectory", kind=f"{kind}/{level:g}", probe=kind, level=level,
+                                concept=item.concept, prompt=item.prompt, seed=seed,
+                                base_label=start_labels[i], tuned_label=tuned,
+                                success=tuned == suite.partner(item.concept),
+                                scores=label_scores(judged.probabilities[i], suite.labels))
                 if seed < keep:
-                    folder = out_dir / "samples" / "trajectory" / _slug(item.prompt)
-                    folder.mkdir(parents=True, exist_ok=True)
-                    path = folder / f"seed{seed}-{kind}-{level:g}.png"
-                    Image.fromarray(images[i]).save(path)
-                    start = folder / f"seed{seed}-start.png"
-                    if not start.is_file():
-                        Image.fromarray(self.start_images[i]).save(start)
-                    row["images"] = {"base": str(start.relative_to(out_dir)), "tuned": str(path.relative_to(out_dir))}
+                    start, output = f"seed{seed}-start", f"seed{seed}-{kind}-{level:g}"
+                    row.images = {
+                        "base": keep_image(out_dir, "trajectory", item.prompt, start, self.start_images[i]),
+                        "tuned": keep_image(out_dir, "trajectory", item.prompt, output, images[i]),
+                    }
                 rows.append(row)
         return rows
 

@@ -1,11 +1,23 @@
-"""Deterministic, batched sampling: an image is a pure function of (weights, prompt, seed, sampler)."""
+"""Deterministic, batched sampling: an image is a pure function of (weights, prompt, seed, sampler).
+
+Under several processes (``accelerate launch``) work is dealt out in whole sampling batches, batch
+``k`` to process ``k mod N``, so every image is computed in the same batch as in one process.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from diffusers import DiffusionPipeline
+
+
+def image_size(pipe: DiffusionPipeline, resolution: int | None = None) -> int:
+    """The side of the sampled images: ``eval.resolution``, else the pipeline's own size."""
+    return resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
 
 
 def initial_latents(pipe: DiffusionPipeline, seeds: list[int], height: int, width: int) -> torch.Tensor:
@@ -20,7 +32,7 @@ def sample(pipe: DiffusionPipeline, prompts: list[str], seeds: list[int], steps:
            batch_size: int = 64, resolution: int | None = None,
            progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """Images for ``prompts[i]`` with ``seeds[i]``: N x 3 x H x W floats in [0, 1] on the CPU."""
-    size = resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    size = image_size(pipe, resolution)
     pipe.set_progress_bar_config(disable=True)
     out = []
     for start in range(0, len(prompts), batch_size):
@@ -34,3 +46,19 @@ def sample(pipe: DiffusionPipeline, prompts: list[str], seeds: list[int], steps:
         if progress:
             progress(len(chunk_prompts))
     return torch.cat(out) if out else torch.empty(0, 3, size, size)
+
+
+def my_batches(n: int, size: int) -> list[tuple[int, list[int]]]:
+    """This process's share of ``range(n)`` in batches of ``size``: (batch number, indices)."""
+    state = PartialState()
+    batches = [list(range(k * size, min(n, (k + 1) * size))) for k in range(-(-n // size))]
+    return [(k, batch) for k, batch in enumerate(batches) if k % state.num_processes == state.process_index]
+
+
+def deal(n: int, size: int, compute: Callable[[list[int]], np.ndarray]) -> np.ndarray:
+    """``compute`` over ``range(n)`` (n > 0) in batches of ``size``, dealt over the processes; every
+    process ends with all results, in order."""
+    mine = [(k, compute(batch)) for k, batch in my_batches(n, size)]
+    if PartialState().num_processes > 1:
+        mine = gather_object(mine)
+    return np.concatenate([array for _, array in sorted(mine, key=lambda x: x[0])])

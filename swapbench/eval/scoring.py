@@ -1,9 +1,9 @@
 """Scoring: per-prompt rows -> metric entries, through the metric table (``catalog.FAMILIES``).
 
-``score_rows`` is a plain function of the rows results.json stores, so anything that writes rows
-of the same shape (a rescoring, an in-loop evaluation, a new probe) gets the same metrics and the
-same clustered intervals. Each row: ``group``, ``kind``, ``concept``, ``prompt``, ``seed``,
-``base_label``, ``tuned_label``, ``success`` and, for control rows, ``clip``/``clip_base``.
+``score_rows`` is a plain function of the rows results.json stores (``PromptRow.to_json`` of
+``swapbench/eval/rows.py``, where the fields are defined), so anything that writes rows of the same
+shape (a rescoring, an in-loop evaluation, a new probe) gets the same metrics and the same clustered
+intervals.
 """
 
 from __future__ import annotations

@@ -26,7 +26,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
@@ -34,23 +33,8 @@ from swapbench.catalog import partners
 from swapbench.concepts import suite_path
 from swapbench.data.swap import ConceptSwapper, plural
 from swapbench.errors import UserError
-
-if TYPE_CHECKING:
-    from swapbench.eval.probes import TrajectorySpec
-
-
-@dataclass(frozen=True)
-class PromptItem:
-    group: str
-    kind: str
-    concept: str
-    prompt: str
-    seeds: tuple[int, ...]
-    form: str = ""
-    """Forms probe: the concept as written in the prompt ("Giraffe", "gir affe", "giraffe-like")."""
-    variant: tuple[str, int, int] | None = None
-    """Forms probe, a generated spelling: (template, rank among candidates, spellings wanted)."""
-
+from swapbench.eval.probes import TrajectorySpec, expand
+from swapbench.eval.rows import PromptItem
 
 SWAPPED = "swapped"
 """A group's ``concepts: swapped``: every concept of the run's swap pairs."""
@@ -115,8 +99,6 @@ def load_suite(name_or_path: str, seeds_override: int | None = None,
                     if others.mentioned(text) - {concept}:
                         continue
                     items.append(PromptItem(group, kind, concept, text, seeds))
-    from swapbench.eval.probes import expand
-
     probe_items, trajectory = expand(raw.get("probes"), labels, [c for pair in pairs for c in pair], path, seeds_override)
     return Suite(path.stem, labels, list(raw.get("judge_templates") or ["a photo of a {}."]), pairs,
                  items + probe_items, int(raw.get("keep_samples", 4)), trajectory)

@@ -1,0 +1,61 @@
+"""What an evaluation asks and what it answers: a suite's prompt item and a judged per-prompt row.
+
+Both sit below the suite, the probes and the evaluation, which all build or read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    group: str
+    kind: str
+    concept: str
+    prompt: str
+    seeds: tuple[int, ...]
+    form: str = ""
+    """Forms probe: the concept as written in the prompt ("Giraffe", "gir affe", "giraffe-like")."""
+    variant: tuple[str, int, int] | None = None
+    """Forms probe, a generated spelling: (template, rank among candidates, spellings wanted)."""
+
+
+@dataclass(kw_only=True)
+class PromptRow:
+    """One judged (prompt, seed) pair: an entry of results.json's ``per_prompt``.
+
+    Fields are written in this order, the optional ones only when set, so the rows of an old
+    results.json and a new one read alike."""
+
+    group: str
+    kind: str
+    probe: str | None = None
+    """Trajectory rows: ``img2img`` or ``handover``."""
+    level: float | None = None
+    """Trajectory rows: the img2img strength or the handover fraction."""
+    concept: str
+    prompt: str
+    seed: int
+    base_label: str
+    tuned_label: str
+    success: bool
+    scores: dict[str, float]
+    """The judge's probability of every label for the tuned image, to four decimals."""
+    clip: float | None = None
+    """Control rows: 100 x cos(tuned image, prompt) in the judge's space."""
+    clip_base: float | None = None
+    safety_flagged: dict[str, bool] | None = None
+    """``eval.safety_checker=count``: whether SD's checker flags the base and the tuned image."""
+    images: dict[str, str] | None = None
+    """Kept samples: the base and tuned image files, relative to the evaluation folder."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: value for f in fields(self) if (value := getattr(self, f.name)) is not None}
+
+
+def label_scores(probabilities: Sequence[float], labels: Sequence[str]) -> dict[str, float]:
+    """A row's ``scores``: the judge's probability of each label, to four decimals."""
+    return {label: round(float(probabilities[j]), 4) for j, label in enumerate(labels)}
