@@ -12,7 +12,7 @@ Metrics outside the table (another module's ``robust/...``) keep the ``higher_is
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,16 +191,6 @@ def rows_for(name: str, per_prompt: list[Row]) -> list[Row]:
 def row_key(row: Row) -> tuple:
     """What pairs a row with its twin in another evaluation on the same suite, seeds and sampler."""
     return (row.get("group"), row.get("kind"), row.get("prompt"), row.get("seed"))
-
-
-def directions(swap_pairs: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
-    """Both directions of every swap pair, in order: ``[(giraffe, zebra), (zebra, giraffe), ...]``."""
-    return [d for a, b in swap_pairs for d in ((a, b), (b, a))]
-
-
-def partners(swap_pairs: Sequence[Sequence[str]]) -> dict[str, str]:
-    """Each swapped concept's partner: ``{giraffe: zebra, zebra: giraffe}``."""
-    return dict(directions(swap_pairs))
 
 
 def validity_warnings(results: dict) -> list[str]:

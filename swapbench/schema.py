@@ -6,6 +6,7 @@ readers (report, compare, gate) check, so the writer and the readers cannot drif
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -28,6 +29,14 @@ def swap_pairs(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 def swap_directions(results: dict[str, Any]) -> list[str]:
     """``["giraffe->zebra", "zebra->giraffe", ...]``: both directions of every swapped pair, in order."""
-    from swapbench.catalog import directions
-
     return [f"{a}->{b}" for a, b in directions(swap_pairs(results))]
+
+
+def directions(swap_pairs: Sequence[Sequence[str]]) -> list[tuple[str, str]]:
+    """Both directions of every swap pair, in order: ``[(giraffe, zebra), (zebra, giraffe), ...]``."""
+    return [d for a, b in swap_pairs for d in ((a, b), (b, a))]
+
+
+def partners(swap_pairs: Sequence[Sequence[str]]) -> dict[str, str]:
+    """Each swapped concept's partner: ``{giraffe: zebra, zebra: giraffe}``."""
+    return dict(directions(swap_pairs))

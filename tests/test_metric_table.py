@@ -7,7 +7,7 @@ import pytest
 from _fixtures_reports import make_run, table_rows
 from rich.console import Console
 
-from swapbench import catalog
+from swapbench import catalog, schema
 from swapbench.eval.scoring import score_rows
 from swapbench.reports.html import write_report
 from swapbench.reports.summary import print_summary
@@ -147,13 +147,12 @@ def test_compare_and_the_model_card_show_the_headline_of_the_table(tmp_path):
 
 
 def test_one_partner_map_for_scoring_suites_results_and_gate_rules():
-    from swapbench import schema
     from swapbench.eval.suite import load_suite
     from swapbench.reports.gate import rule_metrics
 
     pairs = [["giraffe", "zebra"], ["horse", "cow"]]
     both = [("giraffe", "zebra"), ("zebra", "giraffe"), ("horse", "cow"), ("cow", "horse")]
-    assert catalog.directions(pairs) == both and catalog.partners(pairs) == dict(both)
+    assert schema.directions(pairs) == both and schema.partners(pairs) == dict(both)
     results = {"swap_pairs": pairs, "metrics": {}}
     assert schema.swap_directions(results) == [f"{a}->{b}" for a, b in both]
     assert rule_metrics("swap_success/{a}->{b}", results) == [f"swap_success/{a}->{b}" for a, b in both]

@@ -102,10 +102,12 @@ def run(args: argparse.Namespace) -> int:
 
     setup_started = time.perf_counter()
     method = get_method(cfg.train.method)
-    recipe = method.recipe(cfg, run_dir, changes)
-    if recipe is None:  # loop-free methods (closed-form edit, token control): no loop, no checkpoints
+    if not method.trains:  # loop-free methods (closed-form edit, token control): no loop, no checkpoints
         return _edit(method, cfg, run_dir, state)
-    return _train(recipe, cfg, run_dir, changes, state, resume=bool(args.resume), setup_started=setup_started)
+    from swapbench.train.recipe import SwapRecipe
+
+    return _train(SwapRecipe(cfg, run_dir, changes), cfg, run_dir, changes, state, resume=bool(args.resume),
+                  setup_started=setup_started)
 
 
 def _new_config(args: argparse.Namespace) -> Config:
@@ -146,7 +148,7 @@ def _new_run_dir(cfg: Config, state: PartialState) -> RunDir:
 def _edit(method: Method, cfg: Config, run_dir: RunDir, state: PartialState) -> int:
     from swapbench import STARTED
     from swapbench.progress import console
-    from swapbench.train.methods import run_edit
+    from swapbench.train.edit import run_edit
 
     if state.is_main_process:
         if cfg.train.eval_every or cfg.train.select != "last" or cfg.train.report_to != "none":

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats as sps
 
-from swapbench import catalog
+from swapbench import catalog, schema
 from swapbench.errors import UserError
 from swapbench.eval import stats
 
@@ -119,7 +119,7 @@ def _short(value) -> str:
 def base_comparison(results: dict, reps: int = REPS, seed: int = SEED) -> dict[str, dict]:
     """Tuned against base on the same rows, for every metric whose family says what the base scores
     there; Holm across them."""
-    partner = catalog.partners(results.get("swap_pairs") or [])
+    partner = schema.partners(results.get("swap_pairs") or [])
     rows = results.get("per_prompt") or []
     found: dict[str, stats.Paired] = {}
     for name in results.get("metrics", {}):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from swapbench import catalog
+from swapbench import catalog, schema
 from swapbench.catalog import Family, Row
 from swapbench.eval import metrics as M
 from swapbench.eval import stats
@@ -19,7 +19,7 @@ from swapbench.eval import stats
 
 def score_rows(rows: Sequence[Row], swap_pairs: Sequence[Sequence[str]], reps: int, seed: int) -> dict[str, dict]:
     """Every row-based metric of the table that the rows support: pooled first, then one per suffix."""
-    partner = catalog.partners(swap_pairs)
+    partner = schema.partners(swap_pairs)
     out: dict[str, dict] = {}
     for fam in catalog.FAMILIES:
         if fam.outcome is None:

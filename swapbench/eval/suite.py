@@ -29,12 +29,12 @@ from pathlib import Path
 
 import yaml
 
-from swapbench.catalog import partners
 from swapbench.concepts import suite_path
 from swapbench.data.swap import ConceptSwapper, plural
 from swapbench.errors import UserError
 from swapbench.eval.probes import TrajectorySpec, expand
 from swapbench.eval.rows import PromptItem
+from swapbench.schema import partners
 
 SWAPPED = "swapped"
 """A group's ``concepts: swapped``: every concept of the run's swap pairs."""

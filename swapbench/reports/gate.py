@@ -181,7 +181,7 @@ def rule_metrics(name: str, results: dict) -> list[str]:
     swap pair the results record, so one rule file gates a giraffe<->zebra run and a horse<->cow run."""
     if "{a}" not in name and "{b}" not in name:
         return [name]
-    from swapbench.catalog import directions
+    from swapbench.schema import directions
 
     pairs = schema.swap_pairs(results)
     return [name.replace("{a}", a).replace("{b}", b) for a, b in directions(pairs)] or [name]

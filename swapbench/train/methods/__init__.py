@@ -16,7 +16,6 @@ written. Loop-free methods (``uce``, ``token-swap``) change a copy of the base p
 from __future__ import annotations
 
 import importlib
-import time
 from abc import ABC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
     from huggingface_hub import ModelCard
 
-    from swapbench.train.recipe import SwapRecipe
 
 LOOP_KEYS = ("train.trainable", "train.lr", "train.lr_scheduler", "train.warmup_steps", "train.batch_size",
              "train.max_steps", "train.grad_accum", "train.mixed_precision", "data.resolution", "data.subset_size",
@@ -55,14 +53,6 @@ class Method(ABC):
         return self.trains
 
     # ---- gradient methods: what the recipe's loop trains and writes ------------------------------
-    def recipe(self, cfg: Config, run: RunDir, resume_changes: dict[str, tuple] | None = None) -> SwapRecipe | None:
-        """The recipe a gradient method trains with; None for a method without a training loop."""
-        if not self.trains:
-            return None
-        from swapbench.train.recipe import SwapRecipe
-
-        return SwapRecipe(cfg, run, resume_changes)
-
     def trainable_parameters(self, unet: torch.nn.Module, cfg: Config) -> list[torch.nn.Parameter]:
         """What the optimiser updates (the weights ``train.trainable`` names)."""
         from swapbench.train.model import trainable_parameters
@@ -91,40 +81,3 @@ def get_method(name: str) -> Method:
 def all_methods() -> list[Method]:
     """Every method, in the order of ``config.CHOICES["train.method"]`` (the names config accepts)."""
     return [get_method(name) for name in CHOICES["train.method"]]
-
-
-def run_edit(method: Method, cfg: Config, run: RunDir, started: float) -> dict[str, Any]:
-    """Load the base pipeline, apply ``method.edit``, write ``model/`` and ``train_summary.json``.
-
-    ``started``: when the command started (the summary's ``wall_s`` is the whole command, as for training).
-    """
-    import torch
-
-    from swapbench.devices import resolve_device, version_info
-    from swapbench.io import atomic_write_json
-    from swapbench.loading import load_pipeline
-    from swapbench.progress import console
-    from swapbench.train.export import save_pipeline
-
-    setup_started = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    pipe = load_pipeline(cfg.model).to(device)
-    edit_started = time.perf_counter()
-    details = method.edit(pipe, cfg, run)
-    export_started = time.perf_counter()
-    from swapbench.train.model_card import build_card
-
-    save_pipeline(pipe, run.model, card=build_card(cfg, run))
-    done = time.perf_counter()
-    summary = {
-        "status": "finished", "method": method.name, "wall_s": round(done - started, 2),
-        "startup_s": round(setup_started - started, 2), "setup_s": round(edit_started - setup_started, 2),
-        "edit_s": round(export_started - edit_started, 2), "export_s": round(done - export_started, 2),
-        "steps": 0, **details, **version_info(device),
-    }
-    atomic_write_json(run.train_summary, summary)
-    console.print(f"{method.name}: model written in {summary['wall_s']:.1f} s (start-up and imports "
-                  f"{summary['startup_s']:.1f} s, loading {summary['setup_s']:.1f} s, edit {summary['edit_s']:.1f} s, "
-                  f"export {summary['export_s']:.1f} s)")
-    return summary
