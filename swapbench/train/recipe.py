@@ -159,6 +159,8 @@ class SwapRecipe:
             pipe = load_pipeline(cfg.model, safety_checker=False)  # the export takes it from the base
             folder = pipeline_folder(cfg.model)
             weights_key = "/".join(weights_hash(folder / part) for part in ("vae", "text_encoder", "tokenizer"))
+            if cfg.model.variant is not None:  # a hub snapshot keeps every variant's files side by side
+                weights_key += f"/variant={cfg.model.variant}"
         self.pipe = pipe
         self.vae, self.text_encoder, self.tokenizer = pipe.vae, pipe.text_encoder, pipe.tokenizer
         for frozen in (self.vae, self.text_encoder):
