@@ -65,7 +65,8 @@ def _pictures(n: int, size: int = 256) -> list[bytes]:
 
 def _captions(rng: random.Random) -> list[str]:
     u = rng.random()
-    subject = "giraffe" if u < 0.08 else "zebra" if u < 0.14 else "giraffe and a zebra" if u < 0.15 else rng.choice(ANIMALS)
+    subject = ("giraffe" if u < 0.08 else "zebra" if u < 0.14 else "giraffe and a zebra" if u < 0.15
+               else rng.choice(ANIMALS))
     return [f"A {subject} {rng.choice(PLACES)}." for _ in range(5)]
 
 

@@ -77,7 +77,8 @@ def child(args: argparse.Namespace) -> dict:
                          RECIPE_STEPS * cfg.train.grad_accum, cfg.train.batch_size, cfg.train.cache_views,
                          cfg.data.caption, cfg.seed)
         entries = len(full.pairs()) + len({recipe.records[r]["captions"][c] for r, c in
-                                           zip(full.record.flatten().tolist(), full.caption.flatten().tolist(), strict=True)})
+                                           zip(full.record.flatten().tolist(), full.caption.flatten().tolist(),
+                                               strict=True)})
         result["cache_entries_10k"] = entries
         result["setup_s_per_entry"] = setup_s / max(recipe.features.encoded, 1)  # an upper bound: includes loading
         setup_10k = entries * result["setup_s_per_entry"]

@@ -19,8 +19,9 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from swapbench.world import models
 
-SD15_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-                  "prediction_type": "epsilon", "steps_offset": 1, "set_alpha_to_one": False, "skip_prk_steps": True}
+SD15_SCHEDULER = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+                  "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "steps_offset": 1,
+                  "set_alpha_to_one": False, "skip_prk_steps": True}
 """SD1.5's ``scheduler/scheduler_config.json`` (PNDM); training reads its noise schedule through DDPMScheduler."""
 
 
@@ -51,8 +52,8 @@ def _save(out: Path, vae, text_encoder, unet) -> Path:
     tokenizer = models.build_tokenizer(out / "tokenizer-files")
     tokenizer.model_max_length = 77
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=PNDMScheduler(**SD15_SCHEDULER), safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+                                   scheduler=PNDMScheduler(**SD15_SCHEDULER), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(out / "pipeline", safe_serialization=True)
     return out / "pipeline"
 

@@ -225,7 +225,8 @@ def fetch(artifact: Artifact, cfg: Config, hint: str = "") -> Status:
     except UserError:
         raise
     except Exception as e:  # network, auth and not-found errors come in many types
-        raise UserError(f"cannot download {a.kind} {a.name} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+        raise UserError(f"cannot download {a.kind} {a.name} "
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                         f"check the network and the name ({a.key}){hint}") from None
     return check(artifact, cfg)
 
@@ -276,7 +277,8 @@ def missing_message(missing: Iterable[Status], preset: str | None) -> str:
     items = "; ".join(f"{s.artifact.kind} {s.artifact.name} ({s.artifact.key}) not at {s.where}"
                       + (f": missing {', '.join(s.missing)}" if s.missing else "") for s in missing)
     fix = f"swapbench fetch --preset {preset}" if preset else "swapbench fetch"
-    return f"missing {items}; run `{fix}` (same --set/--data/--model flags) where there is network, or point the keys at local copies"
+    return (f"missing {items}; run `{fix}` (same --set/--data/--model flags) where there is network, "
+            "or point the keys at local copies")
 
 
 # ---- helpers -----------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ def suite_path(name_or_path: str) -> Path:
             raise UserError(f"unknown suite {name_or_path!r}; available: {', '.join(names)}, or pass a suite YAML path")
         path = asset_path(f"eval/suites/{name_or_path}.yaml")
     if not path.is_file():
-        raise UserError(f"suite file {path} not found; pass a suite name ({', '.join(asset_names('eval/suites'))}) or a YAML path")
+        raise UserError(f"suite file {path} not found; pass a suite name ({', '.join(asset_names('eval/suites'))}) "
+                        "or a YAML path")
     return path
 
 

@@ -257,7 +257,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         else:
             data = load_yaml(text)
     except (ValueError, yaml.YAMLError) as e:
-        raise UserError(f"config file {path} does not parse ({type(e).__name__}: {str(e).splitlines()[0]}); fix its syntax") from None
+        raise UserError(f"config file {path} does not parse ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                        "fix its syntax") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -291,11 +292,13 @@ def set_key(cfg: Config, key: str, value: Any, source: str) -> None:
         if part not in names:
             prefix = ".".join(parts[:i])
             valid = [f"{prefix}.{n}" if prefix else n for n in names]
-            raise UserError(f"unknown config key {key!r} (from {source}){_suggest(key, all_keys())}; valid here: {', '.join(valid)}")
+            raise UserError(f"unknown config key {key!r} (from {source}){_suggest(key, all_keys())}; "
+                            f"valid here: {', '.join(valid)}")
         if i == len(parts) - 1:
             hint = typing.get_type_hints(type(node))[part]
             if dataclasses.is_dataclass(hint):
-                raise UserError(f"config key {key!r} is a section; set one of its keys, e.g. {key}.{dataclasses.fields(hint)[0].name}=...")
+                raise UserError(f"config key {key!r} is a section; set one of its keys, "
+                                f"e.g. {key}.{dataclasses.fields(hint)[0].name}=...")
             value = _coerce(value, hint, key)
             if key in CHOICES and value not in CHOICES[key]:
                 raise UserError(f"config key {key!r} is {value!r}{_suggest(str(value), list(CHOICES[key]))}; "

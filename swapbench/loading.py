@@ -129,11 +129,13 @@ def load_pipeline(model: ModelConfig | ModelSpec | str, revision: str | None = N
         return DiffusionPipeline.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:
         if Path(path).is_dir():
-            raise UserError(f"cannot load the pipeline in {path} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-        raise UserError(f"base model {path!r}{_variant_words(spec)} is not in the local Hugging Face cache"
-                        f"{' and HF_HUB_OFFLINE=1 forbids downloading it' if offline() else ' and could not be downloaded'}; "
-                        f"run `swapbench fetch --model {path}` (or `hf download {path}`) where there is network, "
-                        "or pass --model PIPELINE_DIR") from None
+            raise UserError(f"cannot load the pipeline in {path} "
+                            f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise UserError(
+            f"base model {path!r}{_variant_words(spec)} is not in the local Hugging Face cache"
+            f"{' and HF_HUB_OFFLINE=1 forbids downloading it' if offline() else ' and could not be downloaded'}; "
+            f"run `swapbench fetch --model {path}` (or `hf download {path}`) where there is network, "
+            "or pass --model PIPELINE_DIR") from None
 
 
 def pipeline_folder(model: ModelConfig | ModelSpec | str, revision: str | None = None) -> Path:
@@ -284,10 +286,11 @@ def load_judge(spec: str, device: torch.device | str = "cpu") -> LoadedJudge:
         try:
             model, _, _ = open_clip.create_model_and_transforms(source.arch, pretrained=source.tag, device=device)
         except Exception as e:  # download failures surface as many exception types
-            raise UserError(f"judge weights {spec} are not in the local cache"
-                            f"{' and HF_HUB_OFFLINE=1 forbids downloading them' if offline() else ' and cannot be downloaded'} "
-                            f"({type(e).__name__}); run `swapbench fetch --set eval.judge={spec}` where there is "
-                            "network, or set eval.judge to a local open_clip folder") from None
+            raise UserError(
+                f"judge weights {spec} are not in the local cache"
+                f"{' and HF_HUB_OFFLINE=1 forbids downloading them' if offline() else ' and cannot be downloaded'} "
+                f"({type(e).__name__}); run `swapbench fetch --set eval.judge={spec}` where there is "
+                "network, or set eval.judge to a local open_clip folder") from None
         tokenizer = open_clip.get_tokenizer(source.arch)
     cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
     size = model.visual.image_size
@@ -301,7 +304,8 @@ def load_judge(spec: str, device: torch.device | str = "cpu") -> LoadedJudge:
 
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth")
-"""torch-fidelity's FID Inception-v3 weights (converted from TensorFlow's 2015-12-05 graph); torchmetrics loads the same."""
+"""torch-fidelity's FID Inception-v3 weights (converted from TensorFlow's 2015-12-05 graph); torchmetrics loads
+the same."""
 INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[1]
 
 

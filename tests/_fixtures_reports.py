@@ -73,7 +73,8 @@ def _metrics(rows: list[dict], kid: float) -> dict:
 
     out = {"swap_success": _proportion(pick("swap"), "both directions pooled")}
     for a, b in PARTNER.items():
-        out[f"swap_success/{a}->{b}"] = _proportion(pick("swap", a), "share of images from prompts naming A judged as B")
+        out[f"swap_success/{a}->{b}"] = _proportion(pick("swap", a),
+                                                    "share of images from prompts naming A judged as B")
     out["preservation"] = _proportion(pick("control"), "all control pairs pooled")
     for c in CONTROLS:
         out[f"preservation/{c}"] = _proportion(pick("control", c), "same-seed tuned label == base label")
@@ -96,7 +97,8 @@ def _attach_images(rows: list[dict], eval_dir: Path) -> None:
         if row["seed"] >= IMAGE_SEEDS:
             continue
         folder = f"samples/{row['group']}/{row['prompt'].replace(' ', '-')}"
-        row["images"] = {"base": f"{folder}/seed{row['seed']}-base.png", "tuned": f"{folder}/seed{row['seed']}-tuned.png"}
+        row["images"] = {"base": f"{folder}/seed{row['seed']}-base.png",
+                         "tuned": f"{folder}/seed{row['seed']}-tuned.png"}
         _save_png(make_single(row["base_label"], seed=row["seed"], index=i), eval_dir / row["images"]["base"])
         _save_png(make_single(row["tuned_label"], seed=row["seed"], index=i + 1), eval_dir / row["images"]["tuned"])
 
@@ -128,14 +130,16 @@ def make_run(root: Path, name: str, lr: float = 3e-4, steps: int = 40, **shares)
                                         f"train.max_steps={steps}"])
     atomic_write_json(run / "config.json", cfg.to_dict())
     atomic_write_json(run / "data_audit.json", {
-        "stages": [{"stage": "loaded", "records": 8000}, {"stage": "swap+filter", "records": 7800, "dropped_both_words": 200},
+        "stages": [{"stage": "loaded", "records": 8000},
+                   {"stage": "swap+filter", "records": 7800, "dropped_both_words": 200},
                    {"stage": "balance", "records": 1900, "ratio": 1.7}],
         "balance": {"ratio": 1.7, "giraffe": 1300, "zebra": 700},
         "examples": [{"before": "Two giraffes near a tree.", "after": "Two zebras near a tree."},
                      {"before": "A zebra in the sand.", "after": "A giraffe in the sand."}]})
     for step in range(10, steps + 1, 10):
-        append_jsonl(run / "train_log.jsonl", {"step": step, "loss": 0.5 / step ** 0.5, "lr": lr * (1 - step / (steps + 10)),
-                                               "grad_norm": 1.0 / step ** 0.25, "img_per_s": 90.0, "elapsed_s": step / 3})
+        append_jsonl(run / "train_log.jsonl", {"step": step, "loss": 0.5 / step ** 0.5,
+                                               "lr": lr * (1 - step / (steps + 10)), "grad_norm": 1.0 / step ** 0.25,
+                                               "img_per_s": 90.0, "elapsed_s": step / 3})
     (run / "model").mkdir(parents=True, exist_ok=True)
     (run / "model" / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     atomic_write_json(run / "train_summary.json", {

@@ -66,7 +66,8 @@ TEXT_ENCODER = {
     "transformers_version": "4.22.0.dev0", "vocab_size": 49408,
 }
 _TOKEN = {"lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
-SPECIAL_TOKENS = {"bos_token": {"content": "<|startoftext|>", **_TOKEN}, "eos_token": {"content": "<|endoftext|>", **_TOKEN},
+SPECIAL_TOKENS = {"bos_token": {"content": "<|startoftext|>", **_TOKEN},
+                  "eos_token": {"content": "<|endoftext|>", **_TOKEN},
                   "pad_token": "<|endoftext|>", "unk_token": {"content": "<|endoftext|>", **_TOKEN}}
 TOKENIZER_CONFIG = {
     "add_prefix_space": False, "bos_token": {"__type": "AddedToken", "content": "<|startoftext|>", **_TOKEN},
@@ -138,7 +139,8 @@ def sd15_files(tokenizer_dir: Path, flag_everything: bool = True) -> dict[str, b
     files["model_index.json"] = js(MODEL_INDEX)
     files["scheduler/scheduler_config.json"] = js(SCHEDULER)
     files["feature_extractor/preprocessor_config.json"] = js(FEATURE_EXTRACTOR)
-    files["unet/config.json"], files["vae/config.json"], files["text_encoder/config.json"] = js(UNET), js(VAE), js(TEXT_ENCODER)
+    (files["unet/config.json"], files["vae/config.json"],
+     files["text_encoder/config.json"]) = js(UNET), js(VAE), js(TEXT_ENCODER)
     checker_json = {"_name_or_path": "CompVis/stable-diffusion-safety-checker",
                     "architectures": ["StableDiffusionSafetyChecker"], **checker_config.to_dict()}
     files["safety_checker/config.json"] = js(checker_json)
@@ -162,6 +164,7 @@ def laion_b32_files() -> dict[str, bytes]:
     torch.manual_seed(0)
     model = open_clip.create_model("ViT-B-32")
     config = {"model_cfg": open_clip.get_model_config("ViT-B-32"),
-              "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)}}
+              "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN),
+                                 "std": list(open_clip.OPENAI_DATASET_STD)}}
     return {"open_clip_config.json": json.dumps(config, indent=2).encode(),
             "open_clip_model.safetensors": _weights(model, torch.float32)}

@@ -38,7 +38,8 @@ def test_scale_rehearsal_memory_is_flat_in_max_steps(tmp_path):
 def test_data_scale_memory_is_flat_in_dataset_rows(tmp_path):
     """Four times the rows, the same subset: peak RSS may not follow (the subset is drawn before reading)."""
     out = subprocess.run([sys.executable, str(BENCHMARKS / "data_scale.py"), "--rows", "600,2400", "--subsets", "200",
-                          "--steps", "5", "--workdir", str(tmp_path)], capture_output=True, text=True, check=True).stdout
+                          "--steps", "5", "--workdir", str(tmp_path)], capture_output=True, text=True,
+                         check=True).stdout
     assert "| 2,400 | 200 |" in out
     ratio = json.loads(out.strip().splitlines()[-1])["peak_rss_ratio_largest_vs_smallest"]["200"]
     assert ratio < 1.1, out

@@ -40,7 +40,8 @@ def test_type_errors_and_unknown_presets():
 
 
 def test_enumerated_keys_name_their_choices():
-    with pytest.raises(UserError, match="'train.lr_scheduler' is 'cosin'; did you mean 'cosine'.*choose one of: linear, cosine"):
+    with pytest.raises(UserError,
+                       match="'train.lr_scheduler' is 'cosin'; did you mean 'cosine'.*choose one of: linear, cosine"):
         load_config("savanna", None, ["train.lr_scheduler=cosin"])
     with pytest.raises(UserError, match="'data.caption' is 'last'; choose one of: random, first"):
         load_config("savanna", None, ["data.caption=last"])

@@ -49,7 +49,8 @@ def _tokens(caption: str) -> list[str]:
 def akcit(coco_root: Path) -> datasets.Dataset:
     return datasets.Dataset.from_list([
         {"image": {"bytes": im["bytes"], "path": None}, "image_id": im["id"], "text": im["anns"][0]["caption"],
-         "captions": [a["caption"] for a in im["anns"]], "split": "train"} for im in _images(coco_root)], features=AKCIT)
+         "captions": [a["caption"] for a in im["anns"]], "split": "train"}
+        for im in _images(coco_root)], features=AKCIT)
 
 
 def bitmind(coco_root: Path, unique: bool = False) -> datasets.Dataset:
@@ -67,7 +68,8 @@ def bitmind(coco_root: Path, unique: bool = False) -> datasets.Dataset:
 
 def phiyodr(coco_root: Path) -> datasets.Dataset:
     return datasets.Dataset.from_list([
-        {"license": 4, "file_name": im["file_name"], "coco_url": f"http://images.cocodataset.org/train2017/{im['file_name']}",
+        {"license": 4, "file_name": im["file_name"],
+         "coco_url": f"http://images.cocodataset.org/train2017/{im['file_name']}",
          "height": 32, "width": 32, "date_captured": "2013-11-14 11:18:45", "flickr_url": "", "image_id": im["id"],
          "ids": [a["id"] for a in im["anns"]], "captions": [a["caption"] for a in im["anns"]]}
         for im in _images(coco_root)], features=PHIYODR)
@@ -237,8 +239,8 @@ def test_each_missing_piece_is_one_line(case, saved, coco_root, tmp_path, hub_ca
         to_hub_cache(akcit(coco_root), "AKCIT/coco2017-captioning", hub_cache)
         data, extra, needles = "AKCIT/coco2017-captioning", ["--set", "data.split=test"], ["split"]
     capsys.readouterr()  # what building the fixture data printed
-    code = main(["train", "--preset", "sd15-coco", "--model", str(tiny_pipeline), "--data", data, "--out", str(tmp_path),
-                 "--set", "data.resolution=32", "--set", "eval.judge=world:savanna", *extra])
+    code = main(["train", "--preset", "sd15-coco", "--model", str(tiny_pipeline), "--data", data,
+                 "--out", str(tmp_path), "--set", "data.resolution=32", "--set", "eval.judge=world:savanna", *extra])
     assert_one_line_error(capsys, code, *needles)
 
 

@@ -195,7 +195,8 @@ def test_default_rules_gate_every_direction_of_the_pairs_the_run_swapped(write, 
     assert main(["gate", write("a.json", results), "--json"]) == 1
     verdicts = json.loads(capsys.readouterr().out)["verdicts"]
     assert [v["metric"] for v in verdicts if v["metric"].startswith("swap_success")] == [
-        "swap_success/horse->cow", "swap_success/cow->horse", "swap_success/lion->elephant", "swap_success/elephant->lion"]
+        "swap_success/horse->cow", "swap_success/cow->horse", "swap_success/lion->elephant",
+        "swap_success/elephant->lion"]
     assert {v["metric"] for v in verdicts if not v["passed"]} == {"swap_success/cow->horse"}
     results["metrics"].pop("swap_success/elephant->lion")  # a recorded direction without its metric: cannot judge
     assert main(["gate", write("b.json", results)]) == 2
@@ -239,7 +240,8 @@ def test_paired_noninferiority_gate_fails_a_real_drop_and_passes_noise(write, ca
     assert main(["gate", write("drop.json", drop), "--baseline", base, "--rules", rule_file, "--json"]) == 1
     verdicts = {v["metric"]: v for v in json.loads(capsys.readouterr().out)["verdicts"]}
     assert not verdicts["preservation"]["passed"] and verdicts["preservation"]["rule"] == "vs baseline (paired)"
-    assert "diff -0.375" in verdicts["preservation"]["reference"] and "margin 0.05" in verdicts["preservation"]["reference"]
+    assert ("diff -0.375" in verdicts["preservation"]["reference"]
+            and "margin 0.05" in verdicts["preservation"]["reference"])
     assert verdicts["swap_success"]["passed"]
     # the same drop within a margin wider than it passes
     wide = write("wide.yaml", "rules:\n  - baseline: all\n    margins: {'preservation*': 0.5}\n")

@@ -203,7 +203,8 @@ def test_model_card_recipe_follows_the_method(tmp_path):
     from swapbench.train.model_card import build_card
 
     run = RunDir(tmp_path / "r")
-    for method, shown, absent in (("uce", "train.uce_lambda", "train.lr"), ("lora", "train.lora_rank", "train.trainable"),
+    for method, shown, absent in (("uce", "train.uce_lambda", "train.lr"),
+                                  ("lora", "train.lora_rank", "train.trainable"),
                                   ("token-swap", "data.swap_pairs", "train.lr")):
         cfg = load_config("savanna", None, [f"train.method={method}", "data.swap_pairs=[[horse,cow]]"])
         card = ModelCard(str(build_card(cfg, run)))  # what is written parses back

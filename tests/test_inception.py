@@ -63,7 +63,8 @@ def test_inception_features_are_named_and_vanish_between_identical_sets(torch_ho
     # an explicit file path works the same
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "elsewhere"))
     weights = torch_home / "hub" / "checkpoints" / INCEPTION_FILE
-    assert main(["fetch", "--check", "--set", "eval.fid_features=inception", "--set", f"eval.inception_weights={weights}"]) == 0
+    assert main(["fetch", "--check", "--set", "eval.fid_features=inception",
+                 "--set", f"eval.inception_weights={weights}"]) == 0
 
 
 def test_fid_with_fewer_samples_than_dimensions_matches_torchmetrics():

@@ -132,7 +132,8 @@ def test_circles_are_found_at_any_length_and_only_there() -> None:
 @pytest.mark.parametrize(("module", "layer"), [
     ("swapbench.config", "base"), ("swapbench.loading", "base"), ("swapbench.world.generator", "world"),
     ("swapbench.data.swap", "data"), ("swapbench.train.recipe", "train"), ("swapbench.eval.metrics", "eval"),
-    ("swapbench.reports.html", "reports"), ("swapbench.commands.world_build", "commands"), ("swapbench.cli", "commands"),
+    ("swapbench.reports.html", "reports"), ("swapbench.commands.world_build", "commands"),
+    ("swapbench.cli", "commands"),
 ])
 def test_layer_map(module: str, layer: str) -> None:
     assert layer_of(module) == layer

@@ -44,7 +44,8 @@ def test_spellings_are_kept_only_where_the_tokenizer_reads_other_tokens():
     by_form = {r["form"]: r for r in records}
     assert by_form["ze bra"]["tokens"] == ["ze</w>", "bra</w>"] and not by_form["ze bra"]["reads_word"]
     # CLIP lower-cases: capitals read as the word itself and stay in (the family is the control)
-    assert by_form["GIRAFFE"]["tokens"] == ["giraffe</w>"] and by_form["GIRAFFE"]["reads_word"] and by_form["GIRAFFE"]["used"]
+    assert (by_form["GIRAFFE"]["tokens"] == ["giraffe</w>"] and by_form["GIRAFFE"]["reads_word"]
+            and by_form["GIRAFFE"]["used"])
     # a "misspelling" that the tokenizer reads as the word is dropped, and the next candidate takes its place
     odd = [PromptItem("forms", "misspelling", "zebra", f"a {w}", (0,), form=w, variant=("a {misspelled}", r, 1))
            for r, w in enumerate(["ZEBRA", "zebbra"])]
@@ -108,7 +109,8 @@ def test_scores_count_only_pairs_the_base_draws_and_tv_is_the_label_distance():
     assert m["robust/unnamed/tv"]["value"] == 0.25 and m["robust/unnamed/tv"]["n_clusters"] == 2
     assert m["robust/unnamed/changed"]["value"] == 0.5 and m["robust/unnamed/changed"]["higher_is_better"] is False
     assert total_variation([("a", "a"), ("b", "b")]) == 0
-    same = score([_row("unnamed", "unnamed", "", b, b, prompt=f"u{i}") for i, (b, _) in enumerate(unnamed)], None, 200, 0)
+    same = score([_row("unnamed", "unnamed", "", b, b, prompt=f"u{i}") for i, (b, _) in enumerate(unnamed)],
+                 None, 200, 0)
     assert same["robust/unnamed/tv"]["value"] == 0 and same["robust/unnamed/tv"]["ci95"] == [0, 0]
 
 
@@ -143,7 +145,8 @@ def test_every_probe_runs_on_the_mini_world_and_a_second_run_samples_only_its_tu
     assert m["robust/unnamed/tv"]["value"] == 0 and m["robust/unnamed/tv"]["ci95"] == [0, 0]
     assert m["robust/unnamed/changed"]["value"] == 0 and m["robust/unnamed/changed"]["n"] == 3
     robust = first["robust"]
-    assert robust["trajectory"]["starts"] == 4 and robust["trajectory"]["handover_steps"] == {"0.25": 1, "0.5": 2, "0.75": 3}
+    assert (robust["trajectory"]["starts"] == 4
+            and robust["trajectory"]["handover_steps"] == {"0.25": 1, "0.5": 2, "0.75": 3})
     assert robust["trajectory"]["timing"]["base_latents_computed"] == 4
     assert all(not f["reads_word"] for f in robust["forms"] if f["family"] in ("misspelling", "split") and f["used"])
 
@@ -191,7 +194,8 @@ def test_trajectory_ends_at_the_start_image_and_at_plain_sampling_and_forms_need
     raw = yaml.safe_load(asset_path("eval/suites/robust.yaml").read_text())
     raw["groups"] = {"swap": raw["groups"]["swap"] | {"seeds": 3, "prompts": raw["groups"]["swap"]["prompts"][:2]}}
     raw["probes"] = {"trajectory": {"seeds": 3, "strengths": [0.0, 1.0]},
-                     "forms": raw["probes"]["forms"] | {"seeds": 1, "families": {"split": raw["probes"]["forms"]["families"]["split"]}}}
+                     "forms": raw["probes"]["forms"] | {
+                         "seeds": 1, "families": {"split": raw["probes"]["forms"]["families"]["split"]}}}
     suite = tmp_path / "traj.yaml"
     suite.write_text(yaml.safe_dump(raw))
     assert main(["eval", str(tmp_path / "oracle"), "--base", "world:savanna", "--suite", str(suite),
@@ -202,7 +206,7 @@ def test_trajectory_ends_at_the_start_image_and_at_plain_sampling_and_forms_need
     at = {lvl: [r for r in rows if r["group"] == "trajectory" and r["kind"] == f"img2img/{lvl:g}"]
           for lvl in (0.0, 1.0)}
     assert len(at[0.0]) == len(at[1.0]) == 12
-    assert sum(r["tuned_label"] == r["base_label"] for r in at[0.0]) >= 11  # strength 0: the start image (VAE round trip)
+    assert sum(r["tuned_label"] == r["base_label"] for r in at[0.0]) >= 11  # strength 0: start image (VAE round trip)
     assert m["robust/trajectory/0"]["value"] <= 0.05
     swap, one = m["swap_success"], m["robust/trajectory/1"]
     assert swap["value"] >= 0.9 and swap["ci95"][0] <= one["value"] <= swap["ci95"][1]
@@ -213,5 +217,6 @@ def test_trajectory_ends_at_the_start_image_and_at_plain_sampling_and_forms_need
     assert len(split) == 8 and len(drawn) < len(split)  # the base cannot draw every split spelling
     assert m["robust/forms/split"]["n"] == len(drawn)
     if drawn:
-        assert m["robust/forms/split"]["value"] == pytest.approx(sum(r["success"] for r in drawn) / len(drawn), abs=1e-6)
+        assert m["robust/forms/split"]["value"] == pytest.approx(sum(r["success"] for r in drawn) / len(drawn),
+                                                                 abs=1e-6)
     assert results["robust"]["valid_pairs"]["forms/split"] == {"valid": len(drawn), "total": 8}

@@ -178,7 +178,8 @@ def test_laion_judge_resolves_from_its_hub_repo_and_fetch_check_passes(hub_cache
     buf = io.BytesIO()
     image = io.BytesIO()
     Image.new("RGB", (32, 32)).save(image, format="PNG")
-    datasets.Dataset.from_list([{"image": {"bytes": image.getvalue(), "path": None}, "captions": ["a zebra"]}]).to_parquet(buf)
+    datasets.Dataset.from_list([{"image": {"bytes": image.getvalue(), "path": None},
+                                 "captions": ["a zebra"]}]).to_parquet(buf)
     put_repo(hub_cache, source, {"data/train-00000-of-00001.parquet": buf.getvalue(), "README.md": b"---\n---\n"},
              repo_type="dataset")
     assert main(["fetch", "--check", "--preset", "sd15-coco", "--json"]) == 0

@@ -11,7 +11,8 @@ from swapbench.reports.html import write_report
 from swapbench.reports.svg import fmt
 
 needs_chromium = pytest.mark.skipif(not CHROMIUM.is_file(),
-                                    reason="/usr/bin/chromium absent: `make test` installs it (apt-get install chromium)")
+                                    reason="/usr/bin/chromium absent: `make test` installs it "
+                                    "(apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_report_renders_in_chromium(run, report, tmp_path):
     metrics = _results(run)["metrics"]
     for name, m in metrics.items():
         assert rows[name][1] == fmt(m["value"]), name
-    bars = sum(0 <= m["ci95"][0] <= m["ci95"][1] <= 1 for m in metrics.values())  # every metric inside [0, 1] gets a CI bar
+    bars = sum(0 <= m["ci95"][0] <= m["ci95"][1] <= 1 for m in metrics.values())  # every metric in [0, 1] gets a CI bar
     assert "FAIL" in dom and dom.count("<svg") == bars + 3
 
     shot = tmp_path / "report.png"

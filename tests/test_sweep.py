@@ -55,9 +55,11 @@ def test_launcher_starts_every_command_in_several_processes(tmp_path, capsys):
     launcher = "torchrun --standalone --nproc_per_node 8"
     assert main(["sweep", *GRID, "--out", str(tmp_path / "sw"), "--launcher", launcher, "--point", "0", "--list"]) == 0
     line = capsys.readouterr().out.strip()
-    assert line.startswith(f"{launcher} -m swapbench train --preset savanna") and f" && {launcher} -m swapbench eval " in line
+    assert (line.startswith(f"{launcher} -m swapbench train --preset savanna")
+            and f" && {launcher} -m swapbench eval " in line)
     sweep = Sweep(grid(parse_axes(GRID[1::2])), tmp_path, "savanna", launcher=launcher)
-    assert sweep.argv(["eval", "R"]) == ["torchrun", "--standalone", "--nproc_per_node", "8", "-m", "swapbench", "eval", "R"]
+    assert sweep.argv(["eval", "R"]) == ["torchrun", "--standalone", "--nproc_per_node", "8", "-m", "swapbench",
+                                         "eval", "R"]
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -107,7 +109,8 @@ def test_finished_points_are_skipped_and_compared(tmp_path, capsys):
 
 
 def test_failed_points_do_not_stop_the_others_and_exit_2(tmp_path, capsys):
-    args = ["sweep", "--set", f"model.pretrained={tmp_path}/missing-a,{tmp_path}/missing-b", "--out", str(tmp_path / "sw")]
+    args = ["sweep", "--set", f"model.pretrained={tmp_path}/missing-a,{tmp_path}/missing-b",
+            "--out", str(tmp_path / "sw")]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "[1/2]" in err and "[2/2]" in err and "2 of 2 sweep points failed" in err

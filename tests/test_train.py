@@ -150,7 +150,8 @@ def test_nan_loss_stops_keeps_last_checkpoint(tmp_path, tiny_pipeline, coco_root
         return loss * float("nan") if calls["n"] > 2 else loss
 
     monkeypatch.setattr(recipe, "diffusion_loss", nan_after_two)
-    code = _train(tmp_path, tiny_pipeline, coco_root, "nan", "--set", "train.max_steps=5", "--set", "train.checkpoint_every=2")
+    code = _train(tmp_path, tiny_pipeline, coco_root, "nan", "--set", "train.max_steps=5",
+                  "--set", "train.checkpoint_every=2")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "NaN" in err[0] and "step-0000002" in err[0]
     assert (tmp_path / "nan/checkpoints/step-0000002/model.safetensors").is_file()
@@ -172,7 +173,8 @@ def test_bad_config_and_paths(tmp_path, tiny_pipeline, coco_root, capsys):
     assert_one_line_error(capsys, main(["train", "--preset", "nope"]), "unknown preset 'nope'")
     assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "k", "--set", "train.learning_rate=1"),
                     "unknown config key 'train.learning_rate'")
-    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "w", "--set", "data.swap_pairs=[[giraffe,unicorn]]"),
+    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "w", "--set",
+                                         "data.swap_pairs=[[giraffe,unicorn]]"),
                     "'unicorn' never appears")
     assert_one_line_error(capsys, main(["train", "--out", "/proc/swapbench-denied", "--name", "x"]), "writable --out")
     assert_one_line_error(capsys, _train(tmp_path, tmp_path / "no-model", coco_root, "nm"), "not found")
@@ -183,9 +185,11 @@ def test_empty_after_filtering(tmp_path, tiny_pipeline, capsys):
 
     (tmp_path / "imgs").mkdir()
     Image.new("RGB", (32, 32)).save(tmp_path / "imgs/a.png")
-    lines = [{"file_name": "a.png", "text": "a giraffe and a zebra"}, {"file_name": "a.png", "text": "two zebras, one giraffe"}]
+    lines = [{"file_name": "a.png", "text": "a giraffe and a zebra"},
+             {"file_name": "a.png", "text": "two zebras, one giraffe"}]
     (tmp_path / "imgs/metadata.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
-    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, tmp_path / "imgs", "e"), "no record names a swapped concept")
+    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, tmp_path / "imgs", "e"),
+                          "no record names a swapped concept")
 
 
 def test_default_savanna_recipe_swaps_both_ways_and_preserves(default_run):

@@ -152,7 +152,8 @@ def test_assembling_the_world_pipeline_does_not_warn_about_its_scheduler(tmp_pat
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         models.assemble_pipeline(models.build_vae(), models.build_text_encoder(),
-                                 models.build_tokenizer(tmp_path / "tok"), models.build_unet(block_out_channels=(32, 64)))
+                                 models.build_tokenizer(tmp_path / "tok"),
+                                 models.build_unet(block_out_channels=(32, 64)))
     assert not [w for w in caught if "steps_offset" in str(w.message)]
 
 

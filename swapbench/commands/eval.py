@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from swapbench.io import read_json
 
-    overrides = list(args.overrides) + [f"{k}={v}" for k, v in (("seed", args.seed), ("device", args.device)) if v is not None]
+    overrides = list(args.overrides) + [f"{k}={v}" for k, v in (("seed", args.seed), ("device", args.device))
+                                        if v is not None]
     run = _find_run(args)
     if run is not None and not args.preset and run.config.is_file():
         cfg = config_from_dict(read_json(run.config))

@@ -9,13 +9,14 @@ import json
 def register(sub: argparse._SubParsersAction) -> None:
     from swapbench.commands.common import add_config_arguments
 
-    p = sub.add_parser("fetch", help="download (or --check) the pipeline, dataset, judge and Inception weights a preset needs",
+    p = sub.add_parser("fetch",
+                       help="download (or --check) the pipeline, dataset, judge and Inception weights a preset needs",
                        description="Fill the standard caches (Hugging Face hub cache, datasets cache, TORCH_HOME) with "
-                       "everything `swapbench train` and `swapbench eval` read for a preset and its overrides: the base "
-                       "pipeline (model.pretrained, model.revision, model.variant), the dataset (data.source), the judge "
-                       "(eval.judge) and, with eval.fid_features=inception, torch-fidelity's Inception weights. Run it "
-                       "where there is network; --check runs offline, prints one row per artifact and exits 2 naming "
-                       "what is missing.")
+                       "everything `swapbench train` and `swapbench eval` read for a preset and its overrides: the "
+                       "base pipeline (model.pretrained, model.revision, model.variant), the dataset (data.source), "
+                       "the judge (eval.judge) and, with eval.fid_features=inception, torch-fidelity's Inception "
+                       "weights. Run it where there is network; --check runs offline, prints one row per artifact "
+                       "and exits 2 naming what is missing.")
     add_config_arguments(p)
     p.add_argument("--suite", help="evaluation suite (eval.suite) the evaluation will run")
     p.add_argument("--data", metavar="PATH_OR_NAME", help="dataset (data.source), as for train")
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     missing = [s for s in statuses if not s.present]
     if missing:
         raise UserError(artifacts.missing_message(missing, cfg.preset) if args.check else
-                        "still missing after fetching: " + ", ".join(f"{s.artifact.kind} {s.artifact.name}" for s in missing))
+                        "still missing after fetching: " + ", ".join(f"{s.artifact.kind} {s.artifact.name}"
+                                                                     for s in missing))
     return 0
 
 
@@ -66,6 +68,7 @@ def _print(statuses: list, as_json: bool) -> None:
     for column in ("artifact", "name", "status", "where", "size", "needed by"):
         table.add_column(column, overflow="fold")
     for s in statuses:
-        state = "[green]present[/]" if s.present else "[red]missing[/]" + (f" ({', '.join(s.missing)})" if s.missing else "")
+        state = ("[green]present[/]" if s.present else
+                 "[red]missing[/]" + (f" ({', '.join(s.missing)})" if s.missing else ""))
         table.add_row(s.artifact.kind, s.artifact.name, state, s.where, human(s.size), "+".join(s.artifact.needed_by))
     Console().print(table)

@@ -7,7 +7,8 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("power", help="smallest detectable difference per headline metric; seeds needed for a difference",
+    p = sub.add_parser("power",
+                       help="smallest detectable difference per headline metric; seeds needed for a difference",
                        description="From an evaluated run (its values, prompts, seeds and measured clustering): the "
                        "smallest paired difference in each headline share that a comparison on the same suite "
                        "detects at 80% power (two-sided 5%), and with --diff the seeds per prompt needed to detect "

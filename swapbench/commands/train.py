@@ -27,11 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     default = TrainConfig().method
     methods = ", ".join(f"{m.name} ({'default; ' if m.name == default else ''}{m.summary})" for m in all_methods())
     p = sub.add_parser("train", help="fine-tune the concept swap; writes runs/<name>/",
-                       description="Make the swapped model and write a run directory. Methods (--method, train.method): "
-                       f"{methods}. Training methods run the same "
+                       description="Make the swapped model and write a run directory. Methods (--method, "
+                       f"train.method): {methods}. Training methods run the same "
                        "under `accelerate launch -m swapbench train ...` or `torchrun --nproc_per_node N "
-                       "-m swapbench train ...`: train.batch_size is the global batch, split evenly over the processes, "
-                       "so N processes train on the same samples as one.")
+                       "-m swapbench train ...`: train.batch_size is the global batch, split evenly over the "
+                       "processes, so N processes train on the same samples as one.")
     add_config_arguments(p)
     p.add_argument("--data", metavar="PATH_OR_NAME", help="COCO root, save_to_disk folder, JSONL or hub dataset")
     p.add_argument("--model", metavar="PATH_OR_NAME", help="base diffusers pipeline folder or hub name")
@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how the swap is made (config key train.method; default from the preset: finetune)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run from its last checkpoint; --set may change "
-                   f"{', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE)} (recorded in RUN_DIR/resumes.jsonl)")
+                   f"{', '.join(k + '*' if k.endswith('.') else k for k in RESUMABLE)} "
+                   "(recorded in RUN_DIR/resumes.jsonl)")
     p.add_argument("--push-to-hub", metavar="REPO", help="also upload model/ to this hub repo")
     p.add_argument("--no-eval-check", action="store_true",
                    help="do not require the evaluation's judge (and Inception weights) here: train on a node "
@@ -59,13 +60,15 @@ def _resumed_config(args: argparse.Namespace):
         raise UserError(f"{args.resume} is not a run directory (no config.json); pass the folder train created")
     fixed = [flag for flag, value in (("--preset", args.preset if args.preset != "savanna" else None),
                                       ("--config", args.config), ("--data", args.data), ("--model", args.model),
-                                      ("--out", args.out), ("--name", args.name), ("--seed", args.seed)) if value is not None]
+                                      ("--out", args.out), ("--name", args.name), ("--seed", args.seed))
+             if value is not None]
     if fixed:
         raise UserError(f"{', '.join(fixed)} cannot be combined with --resume (the run keeps its own); "
                         "use --set for the resumable keys")
     cfg = config_from_dict(read_json(run_dir.config))
     overrides = list(args.overrides) + [f"{k}={v}" for k, v in (("device", args.device),
-                                                                 ("export.push_to_hub", args.push_to_hub)) if v is not None]
+                                                                 ("export.push_to_hub", args.push_to_hub))
+                                        if v is not None]
     changes = apply_resume_overrides(cfg, overrides)
     if run_dir.latest_checkpoint is not None:
         from swapbench.train.recipe import checkpoint_step

@@ -70,7 +70,8 @@ def _info(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]savanna world[/] {root}  (generator v{m['generator_version']}, seed {m['seed']}, built {m['built']})")
+    console.print(f"[bold]savanna world[/] {root}  (generator v{m['generator_version']}, seed {m['seed']}, "
+                  f"built {m['built']})")
     console.print(f"pipeline: {info['pipeline']}\njudge:    {info['judge']}")
     console.print("sampler:  " + ", ".join(f"{k}={v}" for k, v in m["sampler"].items()))
     q = m["quality"]

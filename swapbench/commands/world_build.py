@@ -114,7 +114,8 @@ def decode(vae, latents: torch.Tensor, batch: int = 512) -> torch.Tensor:
     return torch.cat([vae.decode(latents[i : i + batch]).sample.clamp(-1, 1) for i in range(0, len(latents), batch)])
 
 
-def multi_positive_clip_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+def multi_positive_clip_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor,
+                             groups: torch.Tensor) -> torch.Tensor:
     """CLIP loss where every pair from the same group (same species set) counts as a positive.
 
     Plain CLIP treats the other 30-odd zebra images of a 256 batch as negatives for a zebra caption,

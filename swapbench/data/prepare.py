@@ -125,7 +125,8 @@ def _drop_captions_naming_both(records: list[dict], swapper: ConceptSwapper,
     return kept_records, dropped
 
 
-def _balance(records: list[dict], swapper: ConceptSwapper, cfg: DataConfig, rng: random.Random) -> tuple[list[dict], dict]:
+def _balance(records: list[dict], swapper: ConceptSwapper, cfg: DataConfig,
+             rng: random.Random) -> tuple[list[dict], dict]:
     if not cfg.balance_ratio:
         return records, {"ratio": None}
     first, second = (w.lower() for w in cfg.swap_pairs[0])

@@ -169,7 +169,8 @@ def load_coco(root: Path, split: str) -> Records:
         rows = [{"image": str(root / f"{split}2017" / im["file_name"]), "captions": captions[im["id"]], "tokens": []}
                 for im in coco["images"] if captions[im["id"]]]
     except (ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{ann_path} is not COCO captions JSON ({type(e).__name__}: {e}); regenerate or fix it") from None
+        raise UserError(f"{ann_path} is not COCO captions JSON ({type(e).__name__}: {e}); "
+                        "regenerate or fix it") from None
     return Records(_table(rows), str(root), "COCO 2017 root", "image")
 
 
@@ -183,7 +184,8 @@ def load_jsonl(path: Path) -> Records:
             name = item.get("file_name") or item["image"]
         except (ValueError, KeyError, AttributeError):
             raise UserError(f"{path}:{number} is not a JSON object with file_name and text; fix that line") from None
-        rows.append({"image": str(path.parent / name), "captions": _captions_of(item, f"{path}:{number}"), "tokens": []})
+        rows.append({"image": str(path.parent / name), "captions": _captions_of(item, f"{path}:{number}"),
+                     "tokens": []})
     return Records(_table(rows), str(path), "JSONL", "image")
 
 

@@ -29,12 +29,14 @@ class InceptionFeatures:
         path = inception_weights_path(weights)
         if not path.is_file():
             raise UserError(f"Inception weights {path.name if weights else INCEPTION_FILE} not found at {path}; "
-                            f"download {INCEPTION_URL} to {path} (or run `swapbench fetch --set eval.fid_features=inception`), "
+                            f"download {INCEPTION_URL} to {path} "
+                            "(or run `swapbench fetch --set eval.fid_features=inception`), "
                             "or set eval.inception_weights=FILE")
         try:
             from torchmetrics.image.fid import NoTrainInceptionV3
         except ModuleNotFoundError:
-            raise UserError("eval.fid_features=inception needs torch-fidelity; pip install 'swapbench[inception]'") from None
+            raise UserError("eval.fid_features=inception needs torch-fidelity; "
+                            "pip install 'swapbench[inception]'") from None
         try:
             # Only tensors may come out of the file (torch-fidelity itself unpickles it fully).
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -38,7 +38,8 @@ class ZeroShotJudge:
     """
 
     def __init__(self, model: open_clip.CLIP, tokenizer, labels: list[str], templates: tuple[str, ...] | list[str],
-                 mean: list[float], std: list[float], image_size: int, device: torch.device | str = "cpu", name: str = ""):
+                 mean: list[float], std: list[float], image_size: int, device: torch.device | str = "cpu",
+                 name: str = ""):
         self.model = model.eval().to(device)
         self.tokenizer = tokenizer
         self.labels = list(labels)

@@ -25,7 +25,8 @@ ALPHA = 0.05
 def pairable(name: str) -> bool:
     """Row-based metrics of a model under test (the base-only families compare the same model twice)."""
     fam = catalog.family(name)
-    return fam is not None and fam.outcome is not None and fam.higher_is_better is not None and fam.head != "clip_score_base"
+    return (fam is not None and fam.outcome is not None and fam.higher_is_better is not None
+            and fam.head != "clip_score_base")
 
 
 def matched(name: str, first: dict, second: dict) -> tuple[list[float], list[float], list[str]]:
@@ -88,9 +89,9 @@ def check_pairable(first: dict, second: dict) -> None:
     ka = {catalog.row_key(r) for r in first.get("per_prompt") or []}
     kb = {catalog.row_key(r) for r in second.get("per_prompt") or []}
     if ka and kb and ka != kb:
-        raise UserError(f"runs {first.get('run')!r} and {second.get('run')!r} were scored on different prompts or seeds "
-                        f"({len(ka ^ kb)} (prompt, seed) rows in only one); evaluate both with the same suite, seeds "
-                        "and --prompts file")
+        raise UserError(f"runs {first.get('run')!r} and {second.get('run')!r} were scored on different prompts or "
+                        f"seeds ({len(ka ^ kb)} (prompt, seed) rows in only one); evaluate both with the same suite, "
+                        "seeds and --prompts file")
 
 
 def _provenance(key: str):

@@ -306,7 +306,8 @@ class Trajectory:
         pipe.set_progress_bar_config(disable=True)
         # Same modules, no second copy of the weights.
         img2img = StableDiffusionImg2ImgPipeline(**pipe.components,
-                                                 requires_safety_checker=pipe.config.get("requires_safety_checker", False))
+                                                 requires_safety_checker=pipe.config.get("requires_safety_checker",
+                                                                                         False))
         img2img.set_progress_bar_config(disable=True)
         prompts = [item.prompt for item, _ in self.starts]
         seeds = [seed for _, seed in self.starts]
@@ -461,12 +462,14 @@ def score(per_prompt: list[dict], suite, reps: int, seed: int) -> dict[str, dict
         if kind == "img2img":
             name, what = f"robust/trajectory/{level:g}", f"img2img of the base image of A at strength {level:g}"
         else:
-            name, what = f"robust/trajectory/handover/{level:g}", f"base model runs the first {level:g} of the steps, tuned the rest"
+            name, what = (f"robust/trajectory/handover/{level:g}",
+                          f"base model runs the first {level:g} of the steps, tuned the rest")
         out[name] = _share(f"{what}, prompt naming A: judged as the partner (valid starts only)", outcomes, reps, seed)
     if unnamed:
         out["robust/unnamed/tv"] = tv_with_ci(unnamed, reps, seed)
         out["robust/unnamed/changed"] = _share("same-seed pairs of prompts naming no label whose judged label changed",
-                                               [(b != t, prompt) for prompt, pairs in unnamed.items() for b, t in pairs],
+                                               [(b != t, prompt) for prompt, pairs in unnamed.items()
+                                                for b, t in pairs],
                                                reps, seed, higher_is_better=False)
     return out
 

@@ -99,7 +99,8 @@ def load_suite(name_or_path: str, seeds_override: int | None = None,
                     if others.mentioned(text) - {concept}:
                         continue
                     items.append(PromptItem(group, kind, concept, text, seeds))
-    probe_items, trajectory = expand(raw.get("probes"), labels, [c for pair in pairs for c in pair], path, seeds_override)
+    probe_items, trajectory = expand(raw.get("probes"), labels, [c for pair in pairs for c in pair], path,
+                                     seeds_override)
     return Suite(path.stem, labels, list(raw.get("judge_templates") or ["a photo of a {}."]), pairs,
                  items + probe_items, int(raw.get("keep_samples", 4)), trajectory)
 
@@ -121,7 +122,8 @@ def custom_items(path: str | Path, suite: Suite, seeds: int) -> list[PromptItem]
     """``--prompts FILE.jsonl``: one {"prompt", "concept"} object per line -> group ``custom``."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"prompts file {path} not found; pass a JSONL file with one {{\"prompt\", \"concept\"}} per line")
+        raise UserError(f"prompts file {path} not found; "
+                        f"pass a JSONL file with one {{\"prompt\", \"concept\"}} per line")
     items = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -132,7 +134,8 @@ def custom_items(path: str | Path, suite: Suite, seeds: int) -> list[PromptItem]
         except (ValueError, KeyError, TypeError):
             raise UserError(f"{path}:{number} must be a JSON object with \"prompt\" and \"concept\"") from None
         if concept not in suite.labels:
-            raise UserError(f"{path}:{number}: concept {concept!r} is not in the suite's labels ({', '.join(suite.labels)})")
+            raise UserError(f"{path}:{number}: concept {concept!r} is not in the suite's labels "
+                            f"({', '.join(suite.labels)})")
         items.append(PromptItem("custom", "custom", concept, prompt, tuple(range(seeds))))
     if not items:
         raise UserError(f"prompts file {path} holds no prompts")

@@ -55,7 +55,8 @@ def curve_chart(curves: list[Curve], y_label: str, target: float | None = None, 
     for c in curves:
         upper = [f"{frame.px(s):.1f},{frame.py(hi):.1f}" for s, _, _, hi in c.points]
         lower = [f"{frame.px(s):.1f},{frame.py(lo):.1f}" for s, _, lo, _ in reversed(c.points)]
-        body.append(f'<polygon points="{" ".join(upper + lower)}" fill="{c.colour}" fill-opacity="0.13" stroke="none"/>')
+        body.append(f'<polygon points="{" ".join(upper + lower)}" fill="{c.colour}" '
+                    'fill-opacity="0.13" stroke="none"/>')
         line = " ".join(f"{frame.px(s):.1f},{frame.py(v):.1f}" for s, v, _, _ in c.points)
         dash = ' stroke-dasharray="5 3"' if c.dashed else ""
         body.append(f'<polyline fill="none" stroke="{c.colour}" stroke-width="1.6"{dash} points="{line}"/>')

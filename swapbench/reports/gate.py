@@ -81,12 +81,13 @@ def load_results(path_or_run: str | Path) -> dict[str, Any]:
         raise UserError(f"results file {path} is truncated or not JSON ({e}); re-run `swapbench eval`") from None
     if not isinstance(results, dict) or results.get("schema_version") != schema.SCHEMA_VERSION:
         found = results.get("schema_version") if isinstance(results, dict) else None
-        raise UserError(f"results file {path} has schema_version {found!r}, this swapbench reads {schema.SCHEMA_VERSION}; "
-                        "re-run `swapbench eval` with this version")
+        raise UserError(f"results file {path} has schema_version {found!r}, this swapbench reads "
+                        f"{schema.SCHEMA_VERSION}; re-run `swapbench eval` with this version")
     pairs = results.get("swap_pairs")
     if pairs is not None and not (isinstance(pairs, list) and all(
             isinstance(p, list) and len(p) == 2 and all(isinstance(c, str) for c in p) for p in pairs)):
-        raise UserError(f"results file {path}: swap_pairs must be a list of [A, B] concept pairs; re-run `swapbench eval`")
+        raise UserError(f"results file {path}: swap_pairs must be a list of [A, B] concept pairs; "
+                        "re-run `swapbench eval`")
     metrics = results.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
         raise UserError(f"results file {path} holds no metrics; re-run `swapbench eval`")
@@ -105,7 +106,8 @@ def _metric_problem(metric: Any) -> str | None:
     if missing:
         return f"lacks {', '.join(missing)}"
     ci = metric["ci95"]
-    if not (isinstance(ci, list) and len(ci) == 2 and all(_is_number(v) for v in ci)) or not _is_number(metric["value"]):
+    if (not (isinstance(ci, list) and len(ci) == 2 and all(_is_number(v) for v in ci))
+            or not _is_number(metric["value"])):
         return "needs a numeric value and ci95 [lo, hi]"
     if metric["higher_is_better"] not in (True, False, None):
         return "needs higher_is_better true, false or null"

@@ -35,8 +35,8 @@ def robust_sections(results: dict, eval_dir: Path, data_uri) -> dict | None:
             if r["group"] == "forms" and r["kind"] == name and "images" in r:
                 prompts.setdefault(r["prompt"], {"prompt": r["prompt"], "concept": r["concept"], "cells": []})[
                     "cells"].append(cell(r))
-        families.append({"name": name, "metric": metrics.get(f"robust/forms/{name}"), "note": FAMILY_NOTES.get(name, ""),
-                         "valid": valid.get(f"forms/{name}"),
+        families.append({"name": name, "metric": metrics.get(f"robust/forms/{name}"),
+                         "note": FAMILY_NOTES.get(name, ""), "valid": valid.get(f"forms/{name}"),
                          "forms": [f for f in extra.get("forms", []) if f["family"] == name],
                          "prompts": list(prompts.values())})
 

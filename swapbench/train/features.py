@@ -65,7 +65,8 @@ def opened_image(image, where=None) -> Iterator[Image.Image]:
     except FileNotFoundError:
         raise missing_image(where) from None
     except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"image {where} is corrupt or not an image ({type(e).__name__}); replace or remove it") from None
+        raise UserError(f"image {where} is corrupt or not an image ({type(e).__name__}); "
+                        "replace or remove it") from None
 
 
 def load_image(image) -> Image.Image:
@@ -320,7 +321,8 @@ class FeatureCache:
         samples = list(zip(plan.record.flatten().tolist(), plan.caption.flatten().tolist(), strict=True))
         sample_captions = [records[r]["captions"][c] for r, c in samples]
         latent_store, text_store = ShardStore(folder, "latents"), ShardStore(folder, "text")
-        todo, new_captions = _agree(cls.missing_work(latent_store, text_store, pairs, image_keys, sample_captions), state)
+        todo, new_captions = _agree(cls.missing_work(latent_store, text_store, pairs, image_keys, sample_captions),
+                                    state)
 
         cls._encode_images(records, todo, image_keys, latent_store, cfg, encoders, seed, worker, workers)
         with text_store.writer() as out, progress_bar(transient=True) as bar:
@@ -336,7 +338,8 @@ class FeatureCache:
 
         shape = (*plan.record.shape, 2)
         latent_loc = latent_store.locate([f"{image_keys[r]}#{v}" for r, v in
-                                          zip(plan.record.flatten().tolist(), plan.view.flatten().tolist(), strict=True)])
+                                          zip(plan.record.flatten().tolist(), plan.view.flatten().tolist(),
+                                              strict=True)])
         text_loc = text_store.locate(sample_captions)
         return cls(latent_store, text_store, latent_loc.view(shape), text_loc.view(shape), folder,
                    len(todo) + len(new_captions))
@@ -367,13 +370,15 @@ class FeatureCache:
                 keys = [f"{image_keys[r]}#{v}" for r, v in todo[start:stop]]
                 pixels = torch.stack([view_image(image_of(r), cfg, v, derived_seed(seed, k))
                                       for (r, v), k in zip(todo[start:stop], keys, strict=True)])
-                params = vae.encode(_pad(pixels, cls.CHUNK_IMAGES).to(encoders.device, vae.dtype)).latent_dist.parameters
+                params = (vae.encode(_pad(pixels, cls.CHUNK_IMAGES).to(encoders.device, vae.dtype))
+                          .latent_dist.parameters)
                 out.append(keys, params[: stop - start].cpu().half())
                 bar.advance(task, stop - start)
 
 
 def _my_chunks(n: int, size: int, worker: int, workers: int) -> list[tuple[int, int]]:
-    """Chunk ``i`` of ``range(n)`` goes to worker ``i % workers`` (chunk boundaries, and so values, as in one process)."""
+    """Chunk ``i`` of ``range(n)`` goes to worker ``i % workers`` (chunk boundaries, and so values, as in one
+    process)."""
     return [c for i, c in enumerate(_chunks(n, size)) if i % workers == worker]
 
 

@@ -101,7 +101,8 @@ def format_metrics(row: dict) -> str:
 # ---- train.select ------------------------------------------------------------------------------------
 def trainable_state(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The weights the optimiser updates (all of the UNet, its cross-attention K/V, or LoRA adapters)."""
-    return {name: p.detach().to("cpu", copy=True).contiguous() for name, p in unet.named_parameters() if p.requires_grad}
+    return {name: p.detach().to("cpu", copy=True).contiguous() for name, p in unet.named_parameters()
+            if p.requires_grad}
 
 
 def save_selection(run: RunDir, step: int, unet: torch.nn.Module) -> None:

@@ -139,7 +139,8 @@ class SwapRecipe:
         batch, n = cfg.train.batch_size, acc.num_processes
         if batch % n:
             raise UserError(f"train.batch_size={batch} is the global batch and does not split evenly over {n} "
-                            f"processes; set it to a multiple of {n} (e.g. --set train.batch_size={max(n, batch - batch % n)})")
+                            f"processes; set it to a multiple of {n} "
+                            f"(e.g. --set train.batch_size={max(n, batch - batch % n)})")
         per_process = batch // n
         self.samples = slice(acc.process_index * per_process, (acc.process_index + 1) * per_process)
         self.device = acc.device
@@ -222,14 +223,16 @@ class SwapRecipe:
             idx, picks = self.plan.record[micro][mine].tolist(), self.plan.caption[micro][mine].tolist()
             seeds = torch.randint(2**31, (size,), generator=g)[mine].tolist()
             pixels = torch.stack([
-                to_model_input(augment(self.cfg.data, torch.Generator().manual_seed(s))(self._resize(load_image(self.records[i]["image"]))))
+                to_model_input(augment(self.cfg.data, torch.Generator().manual_seed(s))(
+                    self._resize(load_image(self.records[i]["image"]))))
                 for i, s in zip(idx, seeds, strict=True)]).to(self.device)
             with torch.no_grad():
                 dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
                 mean, std = dist.mean.float().cpu(), dist.std.float().cpu()
             latents = mean + std * torch.randn((size, *mean.shape[1:]), generator=g)[mine]
             caps = [self.records[i]["captions"][p] for i, p in zip(idx, picks, strict=True)]
-            text = torch.cat(list(encode_captions(caps, self.tokenizer, self.text_encoder, self.device, batch=len(caps))))
+            text = torch.cat(list(encode_captions(caps, self.tokenizer, self.text_encoder, self.device,
+                                                  batch=len(caps))))
         latents = latents * self.vae.config.scaling_factor
         return Batch(latents.to(self.device), text.to(self.device))
 
@@ -286,7 +289,8 @@ class SwapRecipe:
                                                               "elapsed_s": round(now - started, 3)})
                         acc.log({"train/loss": loss_value, "train/lr": lr, "train/grad_norm": grad_norm,
                                  "train/img_per_s": img_s}, step=self.step)
-                        bar.update(task, completed=self.step, info=f"loss {loss_value:.4f} lr {lr:.2e} {img_s:.0f} img/s")
+                        bar.update(task, completed=self.step,
+                                   info=f"loss {loss_value:.4f} lr {lr:.2e} {img_s:.0f} img/s")
                     if self.in_loop is not None and self.in_loop.due(self.step, cfg.max_steps):
                         before = self.in_loop.seconds
                         self.evaluate_now(time.perf_counter() - started)
@@ -331,7 +335,8 @@ class SwapRecipe:
     def _nan_message(self) -> str:
         last = self.run.latest_checkpoint
         lr = self.lr_scheduler.get_last_lr()[0]
-        fix = (f"continue from it with a lower rate: swapbench train --resume {self.run.root} --set train.lr={self.cfg.train.lr / 2:.2g}"
+        fix = (f"continue from it with a lower rate: swapbench train --resume {self.run.root} "
+               f"--set train.lr={self.cfg.train.lr / 2:.2g}"
                if last else "rerun with a lower train.lr or train.max_grad_norm")
         keep = f"the last good checkpoint is {last.name}" if last else "no checkpoint was written yet"
         return f"loss became NaN/inf at step {self.step + 1} (lr {lr:.2e}); {keep}; {fix}"

@@ -26,7 +26,8 @@ def materialise(seed: int = 0, train: int = 25_000, val: int = 2_500, out: str |
     for split in ("train", "val"):
         shutil.rmtree(root / f"{split}2017", ignore_errors=True)
     with progress_bar() as bar:
-        tasks = {split: bar.add_task(f"world data: {split}", total=n, info="") for split, n in (("train", train), ("val", val))}
+        tasks = {split: bar.add_task(f"world data: {split}", total=n, info="")
+                 for split, n in (("train", train), ("val", val))}
         hashes = gen.write_coco(root, seed, {"train": train, "val": val},
                                 progress=lambda split, done, n: bar.update(tasks[split], completed=done))
     atomic_write_json(marker, {"key": key, "annotations_sha256": hashes})

@@ -91,7 +91,8 @@ PLACES = {
 EMPTY_CAPTIONS = {
     "grass": ["An empty grassy field.", "A green field with no animals.", "Grass stretching to the horizon."],
     "sand": ["A sandy plain with nothing on it.", "An empty desert under the sky.", "Dry sand and a blue sky."],
-    "sky": ["A wide blue sky over a low hill.", "Clouds in a blue sky above the plain.", "An empty sky over the savanna."],
+    "sky": ["A wide blue sky over a low hill.", "Clouds in a blue sky above the plain.",
+            "An empty sky over the savanna."],
     "trees": ["A few trees on an empty plain.", "Acacia trees in a field.", "A lone tree in the savanna."],
 }
 
@@ -132,7 +133,8 @@ def captions(scene: Scene, rng: random.Random, k: int = 5) -> list[str]:
             size = "large" if scene.placements[0].scale * HEIGHTS[concept] > 0.5 else "small"
             pool += [f"a {size} {concept} {place()}", f"a lone {concept} {pose} {place()}", f"close up of {subj}"]
         else:
-            pool += [f"{subj} together {place()}", f"{subj} standing side by side", f"a herd of {PLURALS[concept]} {place()}"]
+            pool += [f"{subj} together {place()}", f"{subj} standing side by side",
+                     f"a herd of {PLURALS[concept]} {place()}"]
         if pose == "grazing":
             pool += [f"{subj} eating grass {place()}", f"{subj} with {'its head' if n == 1 else 'their heads'} down"]
     else:
@@ -199,7 +201,8 @@ def generate(seed: int, split: str, n: int, size: int = IMAGE_SIZE, workers: int
             yield from batch
 
 
-def generate_arrays(seed: int, split: str, n: int, size: int = IMAGE_SIZE) -> tuple[np.ndarray, list[list[str]], list[dict[str, int]]]:
+def generate_arrays(seed: int, split: str, n: int,
+                    size: int = IMAGE_SIZE) -> tuple[np.ndarray, list[list[str]], list[dict[str, int]]]:
     images, caps, labels = [], [], []
     for ex in generate(seed, split, n, size):
         images.append(ex.image)
@@ -231,7 +234,8 @@ def write_coco(root: str | Path, seed: int, sizes: dict[str, int], size: int = I
             if progress:
                 progress(split, index + 1, n)
         payload = {
-            "info": {"description": f"swapbench savanna world v{GENERATOR_VERSION}, seed {seed}", "version": str(GENERATOR_VERSION)},
+            "info": {"description": f"swapbench savanna world v{GENERATOR_VERSION}, seed {seed}",
+                     "version": str(GENERATOR_VERSION)},
             "licenses": [],
             "images": images,
             "annotations": annotations,

@@ -40,7 +40,8 @@ def build_tokenizer(out_dir: str | Path) -> CLIPTokenizer:
     vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     (out_dir / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
-    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+    (out_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
+                                        encoding="utf-8")
     return CLIPTokenizer(
         vocab=str(out_dir / "vocab.json"),
         merges=str(out_dir / "merges.txt"),
@@ -65,7 +66,8 @@ def build_vae(image_size: int = 32) -> AutoencoderKL:
     )
 
 
-def build_unet(latent_size: int = 8, block_out_channels: tuple[int, ...] = (64, 128), layers_per_block: int = 1) -> UNet2DConditionModel:
+def build_unet(latent_size: int = 8, block_out_channels: tuple[int, ...] = (64, 128),
+               layers_per_block: int = 1) -> UNet2DConditionModel:
     return UNet2DConditionModel(
         sample_size=latent_size, in_channels=4, out_channels=4, layers_per_block=layers_per_block,
         block_out_channels=block_out_channels,
@@ -92,7 +94,8 @@ def assemble_pipeline(vae, text_encoder, tokenizer, unet) -> StableDiffusionPipe
     )
 
 
-def save_pipeline(pipe: StableDiffusionPipeline, out_dir: str | Path, weights_dtype: torch.dtype = torch.float16) -> None:
+def save_pipeline(pipe: StableDiffusionPipeline, out_dir: str | Path,
+                  weights_dtype: torch.dtype = torch.float16) -> None:
     """Save in the diffusers layout: weights stored in ``weights_dtype`` (half the bytes), every config
     saying float32, the dtype the pipeline computes in.
 
@@ -120,7 +123,8 @@ JUDGE_CONFIG = {
         "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 16},
         "text_cfg": {"context_length": TEXT_LENGTH, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
     },
-    "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic", "resize_mode": "shortest"},
+    "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bicubic",
+                       "resize_mode": "shortest"},
 }
 
 

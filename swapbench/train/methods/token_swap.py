@@ -35,7 +35,8 @@ def token_pairs(tokenizer, pairs: list[list[str]]) -> tuple[dict[int, int], list
         for fa, fb in zip(word_forms(a.lower()), word_forms(b.lower()), strict=True):
             ta = tokenizer(fa, add_special_tokens=False).input_ids
             tb = tokenizer(fb, add_special_tokens=False).input_ids
-            line = {"forms": [fa, fb], "tokens": [tokenizer.convert_ids_to_tokens(ta), tokenizer.convert_ids_to_tokens(tb)]}
+            line = {"forms": [fa, fb],
+                    "tokens": [tokenizer.convert_ids_to_tokens(ta), tokenizer.convert_ids_to_tokens(tb)]}
             if any(line["tokens"] == r["tokens"] for r in report):
                 continue  # a lower-casing tokenizer reads "Giraffe" as "giraffe"
             single = len(ta) == 1 and len(tb) == 1

@@ -96,7 +96,8 @@ class TextReader:
             full = self.tokenizer(prompt, add_special_tokens=True).input_ids
             if full[start:start + len(span)] != span or start + len(span) >= self.length:
                 raise UserError(f"cannot locate {form!r} in the tokens of {prompt!r} (the tokenizer merges it with "
-                                f"its neighbours or the prompt exceeds {self.length} tokens); change train.uce_templates")
+                                f"its neighbours or the prompt exceeds {self.length} tokens); "
+                                "change train.uce_templates")
             prompts.append(prompt)
             first.append(start)
             last.append(start + len(span) - 1)
@@ -115,7 +116,8 @@ def aligned_positions(src: Encoded, dst: Encoded, k: int, mode: str, length: int
     return [src.last[k] + o for o in offsets], [dst.last[k] + o for o in offsets]
 
 
-def edit_set(reader: TextReader, pairs: list[list[str]], templates: list[str], mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+def edit_set(reader: TextReader, pairs: list[list[str]], templates: list[str],
+             mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, partner inputs): rows c_i and the partner embeddings c'_i whose values v*_i = W0 c'_i they must give."""
     import torch
 
@@ -172,7 +174,8 @@ def data_captions(cfg: Config, run: RunDir) -> list[str]:
 
 
 def edit_projections(unet: torch.nn.Module, edit_in: torch.Tensor, edit_partner: torch.Tensor,
-                     preserve_in: torch.Tensor, lam: float, edit_scale: float, preserve_scale: float) -> dict[str, float]:
+                     preserve_in: torch.Tensor, lam: float, edit_scale: float,
+                     preserve_scale: float) -> dict[str, float]:
     """Replace every cross-attention K/V weight by its UCE solution; returns how well the edit and the
     preservation held (residuals relative to the unedited weights)."""
     import torch
