@@ -3,8 +3,8 @@
 Each interval kind is computed by the shipped code (``swapbench.eval.stats``, ``swapbench.eval.metrics``)
 on ``--reps`` synthetic evaluations per shape, and its coverage is the share of intervals that hold
 the true value. A shape is G prompts x m seeds: G from ``--prompts``, m the seeds per prompt of the
-shipped suites' groups (read from ``eval/suites/*.yaml`` through the suite loader and the scorer).
-Every data model has a prompt effect, so seeds inside a prompt are correlated:
+shipped suites' groups (read from ``eval/suites/*.yaml`` through the suite loader). Every data
+model has a prompt effect, so seeds inside a prompt are correlated:
 
 - share: probit, success when ``SHARE_MU + u_prompt + e > 0``, u ~ N(0, SHARE_SD^2), e ~ N(0, 1);
 - paired share: two runs on the same rows, a (prompt, seed) effect shared by both (correlation
@@ -13,21 +13,23 @@ Every data model has a prompt effect, so seeds inside a prompt are correlated:
 - mean, paired mean: a normal prompt effect (sd ``MEAN_SD``) plus unit row noise; run B
   ``MEAN_DELTA`` higher plus a prompt-specific shift (sd ``TAU``);
 - KID, FID: unit-norm feature vectors ``normalize(centre_prompt + SEED_SD * noise)``, a prompt's
-  images close to each other; "null" scores the base against itself (the tuned images are the
-  base's: KID's truth is 0), "drift" moves every prompt by its own random vector and each image
-  a little. KID's truth is the population MMD^2 (a 3,000 x 3,000 independent sample, four times);
-  FID's is the expected FID at the shape (``TRUTH_DRAWS`` point estimates): no interval from a
-  suite covers the population FID, which is ~60x smaller at 48 pairs (printed with --fid-bias).
+  images close to each other. "null" scores the base against itself (the tuned images are the
+  base's; KID's truth is 0, FID's interval is [0, 0] and not measured); "drift" moves every
+  prompt by its own random vector, each image a little and all of them by ``DRIFT_SHIFT``. Its
+  truth is the estimator's expectation at the shape (``TRUTH_DRAWS`` fresh evaluations): both
+  estimators at a suite's size sit far above the population distance when each prompt moves its
+  own way (``--bias`` prints both), so their intervals are for the KID / FID of a suite that size.
 
 "Before" is the interval as swapbench computed it before the t correction (the normal quantile on
 the same standard error; Wilson with z = 1.96; KID's jackknife alone, over pairs below 3 prompts;
 FID's bootstrap percentiles), "after" the shipped one, both on the same draws. Each cell reads
-``before -> after +- Monte-Carlo SE of after, median width after/before``. Run:
+``before -> after +- Monte-Carlo SE of after (at least 1/reps), median width after/before``.
+The defaults take ~5 minutes on a loaded 2-core machine; the table in docs/ci.md took
 
-    python benchmarks/interval_coverage.py --reps 1000 --feature-reps 200
+    python benchmarks/interval_coverage.py --reps 400 --kinds "share,paired share,mean,paired mean"
+    python benchmarks/interval_coverage.py --feature-reps 60 --kinds "KID null,KID drift,FID drift" --bias
 
-(about 5 minutes on a loaded 2-core machine; the defaults take a third of that). ``--json`` adds
-one line with every cell.
+``--json`` adds one line with every cell.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from swapbench.eval import metrics as M
 from swapbench.eval import stats
 from swapbench.eval.paired import pairable
 from swapbench.eval.scoring import score_rows
-from swapbench.eval.suite import load_suite
+from swapbench.eval.suite import DEFAULT_PAIRS, load_suite
 
 PROMPTS = (2, 3, 4, 6, 8, 12, 16, 24, 40)
 BOOT = EvalConfig.bootstrap
@@ -62,7 +64,7 @@ SHARE_MU, SHARE_SD = 1.0, 0.7  # share ~0.79, latent intra-prompt correlation 0.
 RHO, DELTA, TAU = 0.6, 0.5, 0.5
 MEAN_SD, MEAN_DELTA = 1.0, 0.3
 KID_DIM, FID_DIM = 64, 512  # the savanna judge's features; CLIP's (FID's sample-space path, n < 512)
-SEED_SD, DRIFT_PROMPT_SD, DRIFT_IMAGE_SD = 0.5, 0.5, 0.15
+SEED_SD, DRIFT_PROMPT_SD, DRIFT_IMAGE_SD, DRIFT_SHIFT = 0.5, 0.5, 0.15, 0.5
 TRUTH_DRAWS = 300
 MAX_FEATURE_ROWS = {"KID null": 240, "KID drift": 240, "FID drift": 96}
 """Pairs per simulated evaluation above which a cell is left out: each costs minutes (FID grows as n^3)."""
@@ -92,13 +94,25 @@ class Cell:
         return float(np.median(ratio[~np.isnan(ratio)])) if (~np.isnan(ratio)).any() else float("nan")
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "prompts": len(self.sizes), "seeds": _seeds_text(self.sizes), "reps": len(self.after),
-                "truth": self.truth, "before": self.coverage("before"), "after": self.coverage("after"),
-                "mc_error": self.mc_error(), "width_ratio": self.width_ratio()}
+        return {
+            "kind": self.kind,
+            "prompts": len(self.sizes),
+            "seeds": _seeds_text(self.sizes),
+            "reps": len(self.after),
+            "truth": self.truth,
+            "before": self.coverage("before"),
+            "after": self.coverage("after"),
+            "mc_error": self.mc_error(),
+            "width_ratio": self.width_ratio(),
+        }
 
 
 def _seeds_text(sizes: Sequence[int]) -> str:
-    return str(sizes[0]) if len(set(sizes)) == 1 else "+".join(f"{k}x{m}" for m, k in sorted(Counter(sizes).items()))
+    return (
+        str(sizes[0])
+        if len(set(sizes)) == 1
+        else "+".join(f"{k}x{m}" for m, k in sorted(Counter(sizes).items()))
+    )
 
 
 def _index(sizes: Sequence[int]) -> np.ndarray:
@@ -111,7 +125,9 @@ def _old_se(d: np.ndarray, index: np.ndarray) -> float:
 
 def share(sizes: Sequence[int], reps: int, seed: int) -> Cell:
     rng, index = np.random.default_rng(seed), _index(sizes)
-    latent = rng.normal(SHARE_MU, SHARE_SD, (reps, len(sizes)))[:, index] + rng.standard_normal((reps, len(index)))
+    latent = rng.normal(SHARE_MU, SHARE_SD, (reps, len(sizes)))[:, index] + rng.standard_normal(
+        (reps, len(index))
+    )
     before, after = [], []
     for y in latent > 0:
         est = stats.clustered_proportion(y, index, BOOT, 0)
@@ -122,7 +138,9 @@ def share(sizes: Sequence[int], reps: int, seed: int) -> Cell:
     return Cell("share", tuple(sizes), truth, np.array(before), np.array(after))
 
 
-def _two_runs(rng, sizes: Sequence[int], reps: int, prompt_sd: float, shift: float) -> tuple[np.ndarray, np.ndarray]:
+def _two_runs(
+    rng, sizes: Sequence[int], reps: int, prompt_sd: float, shift: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Latent outcomes of runs A and B on the same rows: a shared prompt effect and (prompt, seed)
     effect, B shifted by ``shift`` plus a prompt-specific part."""
     index = _index(sizes)
@@ -130,11 +148,19 @@ def _two_runs(rng, sizes: Sequence[int], reps: int, prompt_sd: float, shift: flo
     row = RHO * rng.standard_normal((reps, len(index)))
     noise = math.sqrt(1 - RHO * RHO)
     a = prompt + row + noise * rng.standard_normal((reps, len(index)))
-    b = prompt + row + shift + rng.normal(0, TAU, (reps, len(sizes)))[:, index] + noise * rng.standard_normal(a.shape)
+    b = (
+        prompt
+        + row
+        + shift
+        + rng.normal(0, TAU, (reps, len(sizes)))[:, index]
+        + noise * rng.standard_normal(a.shape)
+    )
     return a, b
 
 
-def _paired_cell(kind: str, sizes: Sequence[int], a: np.ndarray, b: np.ndarray, truth: float, binary: bool) -> Cell:
+def _paired_cell(
+    kind: str, sizes: Sequence[int], a: np.ndarray, b: np.ndarray, truth: float, binary: bool
+) -> Cell:
     index = _index(sizes)
     before, after = [], []
     for x, y in zip(a, b, strict=True):
@@ -148,7 +174,8 @@ def _paired_cell(kind: str, sizes: Sequence[int], a: np.ndarray, b: np.ndarray, 
 def paired_share(sizes: Sequence[int], reps: int, seed: int) -> Cell:
     a, b = _two_runs(np.random.default_rng(seed), sizes, reps, SHARE_SD, -DELTA)
     truth = sps.norm.cdf((SHARE_MU - DELTA) / math.sqrt(1 + SHARE_SD**2 + TAU**2)) - sps.norm.cdf(
-        SHARE_MU / math.hypot(1, SHARE_SD))
+        SHARE_MU / math.hypot(1, SHARE_SD)
+    )
     ok_a, ok_b = (a + SHARE_MU > 0).astype(float), (b + SHARE_MU > 0).astype(float)
     return _paired_cell("paired share", sizes, ok_a, ok_b, float(truth), binary=True)
 
@@ -169,7 +196,9 @@ def paired_mean(sizes: Sequence[int], reps: int, seed: int) -> Cell:
     return _paired_cell("paired mean", sizes, a, b, MEAN_DELTA, binary=False)
 
 
-def features(gen: torch.Generator, sizes: Sequence[int], dim: int, drift: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def features(
+    gen: torch.Generator, sizes: Sequence[int], dim: int, drift: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(tuned, base) unit-norm features of one evaluation's control pairs."""
     index = torch.from_numpy(_index(sizes))
     n, g = len(index), len(sizes)
@@ -177,22 +206,31 @@ def features(gen: torch.Generator, sizes: Sequence[int], dim: int, drift: bool) 
     if not drift:
         base = torch.nn.functional.normalize(base, dim=1)
         return base, base
-    tuned = (base + DRIFT_PROMPT_SD * torch.randn(g, dim, generator=gen)[index]
-             + DRIFT_IMAGE_SD * torch.randn(n, dim, generator=gen))
+    tuned = (
+        base
+        + DRIFT_PROMPT_SD * torch.randn(g, dim, generator=gen)[index]
+        + DRIFT_IMAGE_SD * torch.randn(n, dim, generator=gen)
+    )
+    tuned[:, 0] += DRIFT_SHIFT
     return torch.nn.functional.normalize(tuned, dim=1), torch.nn.functional.normalize(base, dim=1)
 
 
+def _kid_value(tuned: torch.Tensor, base: torch.Tensor, seed: int) -> float:
+    return M.KidKernels(tuned, base).kid(M.half_split(len(tuned), torch.Generator().manual_seed(seed)))
+
+
 @functools.cache
-def kid_truth(drift: bool, seed: int = 99) -> tuple[float, float]:
-    """Population MMD^2 of tuned vs base and its Monte-Carlo SE: new prompts with one image each."""
-    if not drift:
-        return 0.0, 0.0
+def expected(stat: str, sizes: tuple[int, ...], drift: bool, seed: int = 99) -> float:
+    """The estimator's expectation at the shape: its mean over ``TRUTH_DRAWS`` fresh evaluations
+    (KID's is exactly 0 without drift)."""
+    if stat == "KID" and not drift:
+        return 0.0
     gen = torch.Generator().manual_seed(seed)
-    values = []
-    for _ in range(4):  # tuned of one sample against base of another: independent sets
-        tuned, base = features(gen, (1,) * 3000, KID_DIM, True)[0], features(gen, (1,) * 3000, KID_DIM, True)[1]
-        values.append(M.mmd2(tuned, base))
-    return float(np.mean(values)), float(np.std(values, ddof=1) / 2)
+    if stat == "KID":
+        return float(
+            np.mean([_kid_value(*features(gen, sizes, KID_DIM, True), r) for r in range(TRUTH_DRAWS)])
+        )
+    return float(np.mean([M._fid(*features(gen, sizes, FID_DIM, True)) for _ in range(TRUTH_DRAWS)]))
 
 
 def kid(sizes: Sequence[int], reps: int, seed: int, drift: bool) -> Cell:
@@ -211,13 +249,17 @@ def kid(sizes: Sequence[int], reps: int, seed: int, drift: bool) -> Cell:
             value, old_se = spread.value, spread.jackknife_se
             after.append(spread.ci95)
         before.append((value - stats.Z95 * old_se, value + stats.Z95 * old_se))
-    return Cell(f"KID {'drift' if drift else 'null'}", tuple(sizes), kid_truth(drift)[0], np.array(before),
-                np.array(after))
+    return Cell(
+        f"KID {'drift' if drift else 'null'}",
+        tuple(sizes),
+        expected("KID", tuple(sizes), drift),
+        np.array(before),
+        np.array(after),
+    )
 
 
 def fid(sizes: Sequence[int], reps: int, seed: int) -> Cell:
     gen, index = torch.Generator().manual_seed(seed), list(_index(sizes))
-    truth = float(np.mean([M._fid(*features(gen, sizes, FID_DIM, True)) for _ in range(TRUTH_DRAWS)]))
     before, after = [], []
     for r in range(reps):
         tuned, base = features(gen, sizes, FID_DIM, True)
@@ -227,7 +269,34 @@ def fid(sizes: Sequence[int], reps: int, seed: int) -> Cell:
         # fid_vs_base's interval, unrounded
         too_few = stats.too_few_prompts(len(index), len(sizes))
         after.append((0.0, math.inf) if too_few else M.fid_interval(value, replicates, len(sizes)))
-    return Cell("FID drift", tuple(sizes), truth, np.array(before), np.array(after))
+    return Cell(
+        "FID drift", tuple(sizes), expected("FID", tuple(sizes), True), np.array(before), np.array(after)
+    )
+
+
+def population_bias(sizes: tuple[int, ...] = (6,) * 8, seed: int = 5) -> dict:
+    """KID's and FID's expectation at a suite's shape against their population values: KID's from
+    independent 3,000-image samples, FID's at infinitely many samples (FID_N is linear in 1 / N,
+    Chong and Forsyth 2020)."""
+    gen = torch.Generator().manual_seed(seed)
+    kid = np.mean(
+        [
+            M.mmd2(features(gen, (1,) * 3000, KID_DIM, True)[0], features(gen, (1,) * 3000, KID_DIM, True)[1])
+            for _ in range(4)
+        ]
+    )
+    big = (4000, 8000, 16000)
+    fids = [
+        M._fid(features(gen, (1,) * n, FID_DIM, True)[0], features(gen, (1,) * n, FID_DIM, True)[1])
+        for n in big
+    ]
+    return {
+        "shape": _seeds_text(sizes) + f" x {len(sizes)} prompts",
+        "kid_expected": expected("KID", sizes, True),
+        "kid_population": float(kid),
+        "fid_expected": expected("FID", sizes, True),
+        "fid_population": float(np.polyfit(1 / np.array(big), fids, 1)[1]),
+    }
 
 
 KINDS: dict[str, tuple[str, Callable[..., Cell]]] = {
@@ -241,14 +310,30 @@ KINDS: dict[str, tuple[str, Callable[..., Cell]]] = {
     "FID drift": ("control", fid),
 }
 FEATURE_KINDS = ("KID null", "KID drift", "FID drift")
+SCORED_GROUPS = {g for f in catalog.FAMILIES for g in f.groups}
+"""Prompt groups the metric table scores (a suite's probes have their own metrics)."""
 
 
 def suite_rows(name: str) -> list[dict]:
     """Per-prompt rows of the suite's shape, for the default pair (the outcomes do not matter here)."""
     suite = load_suite(name)
-    return [{"group": it.group, "kind": it.kind, "concept": it.concept, "prompt": it.prompt, "seed": s,
-             "base_label": it.concept, "tuned_label": it.concept, "success": True, "clip": 0.0, "clip_base": 0.0}
-            for it in suite.items for s in it.seeds if it.group in {g for f in catalog.FAMILIES for g in f.groups}]
+    return [
+        {
+            "group": it.group,
+            "kind": it.kind,
+            "concept": it.concept,
+            "prompt": it.prompt,
+            "seed": s,
+            "base_label": it.concept,
+            "tuned_label": it.concept,
+            "success": True,
+            "clip": 0.0,
+            "clip_base": 0.0,
+        }
+        for it in suite.items
+        for s in it.seeds
+        if it.group in SCORED_GROUPS
+    ]
 
 
 def shipped_shapes(suites: Sequence[str]) -> dict[str, set[tuple[int, ...]]]:
@@ -256,7 +341,7 @@ def shipped_shapes(suites: Sequence[str]) -> dict[str, set[tuple[int, ...]]]:
     shapes: dict[str, set[tuple[int, ...]]] = {kind: set() for kind in KINDS}
     for name in suites:
         rows = suite_rows(name)
-        for metric in score_rows(rows, [("giraffe", "zebra")], 2, 0):
+        for metric in score_rows(rows, DEFAULT_PAIRS, 2, 0):
             fam = catalog.family(metric)
             sizes = tuple(sorted(Counter(r["prompt"] for r in catalog.rows_for(metric, rows)).values()))
             base = "share" if fam.binary else "mean"
@@ -276,7 +361,7 @@ def seeds_per_prompt(suites: Sequence[str]) -> dict[str, dict[int, list[str]]]:
         found: dict[int, list[str]] = {}
         for name in suites:
             for item in load_suite(name).items:
-                if item.group in {g for f in catalog.FAMILIES for g in f.groups} and groups in ("all", item.group):
+                if item.group in SCORED_GROUPS and groups in ("all", item.group):
                     found.setdefault(len(item.seeds), [])
                     if name not in found[len(item.seeds)]:
                         found[len(item.seeds)].append(name)
@@ -284,8 +369,14 @@ def seeds_per_prompt(suites: Sequence[str]) -> dict[str, dict[int, list[str]]]:
     return out
 
 
-def measure(kinds: Sequence[str], prompts: Sequence[int], suites: Sequence[str], reps: int, feature_reps: int,
-            seed: int) -> list[Cell]:
+def measure(
+    kinds: Sequence[str],
+    prompts: Sequence[int],
+    suites: Sequence[str],
+    reps: int,
+    feature_reps: int,
+    seed: int,
+) -> list[Cell]:
     cells = []
     for kind in kinds:
         started = time.perf_counter()
@@ -300,8 +391,10 @@ def measure(kinds: Sequence[str], prompts: Sequence[int], suites: Sequence[str],
 
 def table(cells: list[Cell], kind: str, prompts: Sequence[int], suites: Sequence[str]) -> str:
     users = seeds_per_prompt(suites)[kind]
-    lines = [f"| {kind}: seeds/prompt (suites) | " + " | ".join(f"G={g}" for g in prompts) + " |",
-             "| --- | " + " | ".join("---" for _ in prompts) + " |"]
+    lines = [
+        f"| {kind}: seeds/prompt (suites) | " + " | ".join(f"G={g}" for g in prompts) + " |",
+        "| --- | " + " | ".join("---" for _ in prompts) + " |",
+    ]
     for m, names in users.items():
         row = {len(c.sizes): c for c in cells if c.kind == kind and c.sizes[0] == m}
         text = [_cell_text(row[g]) if g in row else "—" for g in prompts]
@@ -315,27 +408,28 @@ def _cell_text(c: Cell) -> str:
     return f"{c.coverage('before'):.3f} → {c.coverage('after'):.3f} ±{c.mc_error():.3f}, {width}"
 
 
-def fid_bias(seed: int = 5) -> dict:
-    """FID's expectation at the default suite's control shape (8 x 6) against the population FID
-    (Chong and Forsyth's FID at infinitely many samples: FID_N is linear in 1 / N)."""
-    gen = torch.Generator().manual_seed(seed)
-    sizes = (4000, 8000, 16000)
-    big = [M._fid(features(gen, (1,) * n, FID_DIM, True)[0], features(gen, (1,) * n, FID_DIM, True)[1]) for n in sizes]
-    population = float(np.polyfit(1 / np.array(sizes), big, 1)[1])
-    at_suite = float(np.mean([M._fid(*features(gen, (6,) * 8, FID_DIM, True)) for _ in range(TRUTH_DRAWS)]))
-    return {"fid_at_8x6": at_suite, "fid_population": population, "fid_n": dict(zip(sizes, big, strict=True))}
-
-
 def main(argv: list[str] | None = None) -> list[Cell]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=400, help="simulated evaluations per cell, row-based kinds")
-    parser.add_argument("--feature-reps", type=int, default=60, help="simulated evaluations per cell, KID and FID")
+    parser.add_argument(
+        "--reps", type=int, default=300, help="simulated evaluations per cell, row-based kinds"
+    )
+    parser.add_argument(
+        "--feature-reps", type=int, default=40, help="simulated evaluations per cell, KID and FID"
+    )
     parser.add_argument("--kinds", default=",".join(KINDS), help="which: " + ", ".join(KINDS))
     parser.add_argument("--prompts", default=",".join(map(str, PROMPTS)), help="numbers of prompts G")
-    parser.add_argument("--suites", default=",".join(asset_names("eval/suites")),
-                        help="suites whose seeds per prompt are measured")
+    parser.add_argument(
+        "--suites",
+        default=",".join(asset_names("eval/suites")),
+        help="suites whose seeds per prompt are measured",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fid-bias", action="store_true", help="also print FID's bias at the default suite's size")
+    parser.add_argument(
+        "--bias",
+        action="store_true",
+        help="also print KID's and FID's expectation at the default suite's control shape against the "
+        "population distance (a minute)",
+    )
     parser.add_argument("--json", action="store_true", help="also print every cell as one JSON line")
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
@@ -347,12 +441,14 @@ def main(argv: list[str] | None = None) -> list[Cell]:
     torch.set_num_threads(1)  # small kernels: a second thread only contends on a shared machine
     started = time.perf_counter()
     cells = measure(kinds, prompts, suites, args.reps, args.feature_reps, args.seed)
-    print(f"interval coverage: {args.reps} reps per row-based cell, {args.feature_reps} per KID/FID cell; "
-          f"cell = before -> after +- MC SE, median width after/before; {time.perf_counter() - started:.0f} s\n")
+    print(
+        f"interval coverage: {args.reps} reps per row-based cell, {args.feature_reps} per KID/FID cell; "
+        f"cell = before -> after +- MC SE, median width after/before; {time.perf_counter() - started:.0f} s\n"
+    )
     for kind in kinds:
         print(table(cells, kind, prompts, suites) + "\n")
-    if args.fid_bias:
-        print(json.dumps(fid_bias()))
+    if args.bias:
+        print(json.dumps(population_bias()))
     if args.json:
         print(json.dumps([c.to_dict() for c in cells]))
     return cells

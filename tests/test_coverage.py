@@ -1,4 +1,4 @@
-"""The shipped 95% intervals cover at the shipped suites' shapes (simulation: benchmarks/interval_coverage.py).
+"""The shipped 95% intervals cover at the shipped suites' shapes (benchmarks/interval_coverage.py).
 
 Every metric of the default and quick suites has a shape (its prompts and their seeds, read from the
 suite files by the suite loader and the scorer); each interval kind is simulated at every shape its
@@ -22,7 +22,7 @@ from swapbench.eval import metrics as M  # noqa: E402
 from swapbench.eval import stats  # noqa: E402
 
 FLOOR = 0.93
-ROW_REPS, FEATURE_REPS = 600, 150
+ROW_REPS, FEATURE_REPS = 400, 150
 SUITES = ("default", "quick")
 
 
@@ -60,9 +60,17 @@ def test_row_intervals_cover_at_every_shipped_shape(kind, shapes):
 @pytest.mark.parametrize("kind", ["KID null", "KID drift"])
 def test_kid_covers_at_the_shipped_control_shapes(kind, shapes):
     cells = [ic.KINDS[kind][1](sizes, FEATURE_REPS, 2) for sizes in sorted(shapes[kind])]
-    assert all(c.coverage("after") >= _lowest_allowed(FEATURE_REPS) for c in cells), [c.to_dict() for c in cells]
-    if kind == "KID null":  # the jackknife alone: the base against itself missed 0 far too often
-        assert min(c.coverage("before") for c in cells) < _lowest_allowed(FEATURE_REPS)
+    assert all(c.coverage("after") >= _lowest_allowed(FEATURE_REPS) for c in cells), [
+        c.to_dict() for c in cells
+    ]
+
+
+def test_the_base_against_itself_on_three_prompts_covers_zero():
+    # 3 control prompts x 5 seeds: the prompt jackknife alone held KID's 0 far too rarely
+    cell = ic.KINDS["KID null"][1]((5, 5, 5), FEATURE_REPS, 4)
+    assert cell.coverage("before") < 0.85 and cell.coverage("after") >= _lowest_allowed(FEATURE_REPS), (
+        cell.to_dict()
+    )
 
 
 def test_the_benchmark_measures_the_intervals_results_json_holds():
@@ -81,11 +89,13 @@ def test_the_benchmark_measures_the_intervals_results_json_holds():
 
 
 @pytest.mark.slow
-def test_fid_and_every_interval_cover_from_3_to_40_prompts():
-    """The benchmark's own grid at the default suite's seeds per prompt (minutes)."""
+def test_every_interval_covers_from_3_to_40_prompts():
+    """The benchmark's grid at the default suite's seeds per prompt, FID included (minutes)."""
     for kind in ic.KINDS:
+        m = 6 if kind in ic.FEATURE_KINDS or kind.endswith("mean") else 10
         for g in (3, 4, 8, 16, 40):
-            m = 6 if kind in ic.FEATURE_KINDS or kind.endswith("mean") else 10
+            if kind in ic.FEATURE_KINDS and g * m > ic.MAX_FEATURE_ROWS[kind]:
+                continue
             reps = FEATURE_REPS if kind in ic.FEATURE_KINDS else 2000
             cell = ic.KINDS[kind][1]((m,) * g, reps, 3)
             assert cell.coverage("after") >= _lowest_allowed(reps), cell.to_dict()

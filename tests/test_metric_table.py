@@ -46,7 +46,8 @@ def test_every_scored_metric_is_in_the_table_with_its_direction():
         assert fam is not None, name
         assert entry["higher_is_better"] is fam.higher_is_better and entry["description"] == fam.definition
         assert 1 <= entry["n_clusters"] <= entry["n"]
-        assert entry["interval"] == (fam.interval if entry["n_clusters"] >= stats.MIN_PROMPTS else stats.TOO_FEW_PROMPTS)
+        honest = entry["n_clusters"] >= stats.MIN_PROMPTS
+        assert entry["interval"] == (fam.interval if honest else stats.TOO_FEW_PROMPTS)
     assert {"swap_success", "swap_success/giraffe->zebra", "swap_success_valid/giraffe->zebra", "preservation",
             "clip_score/control", "base_fidelity/giraffe", "source_retained/zebra"} <= set(metrics)
 

@@ -73,7 +73,8 @@ def test_clustered_mean_is_never_narrower_than_independent_rows_and_takes_t_over
     assert (est.ci95[1] - est.ci95[0]) / 2 == pytest.approx(4.302653 * se_cluster)
     assert est.value == pytest.approx(np.mean(x))
     rows = stats.clustered_mean([1.0, 2.0, 4.0, 3.0], list(range(4)), 1000, 0)  # one row per cluster
-    assert rows.df == 3 and (rows.ci95[1] - rows.ci95[0]) / 2 == pytest.approx(3.182446 * np.std([1, 2, 4, 3], ddof=1) / 2)
+    half = 3.182446 * np.std([1, 2, 4, 3], ddof=1) / 2
+    assert rows.df == 3 and (rows.ci95[1] - rows.ci95[0]) / 2 == pytest.approx(half)
 
 
 def test_t_quantile_is_the_normal_one_at_infinite_degrees_of_freedom():
@@ -84,7 +85,8 @@ def test_t_quantile_is_the_normal_one_at_infinite_degrees_of_freedom():
 def test_fewer_than_three_prompts_give_the_whole_range_and_no_evidence():
     outcomes, clusters = _clustered([10, 2], 10)  # two prompts, ten seeds each
     share = stats.clustered_proportion(outcomes, clusters, 1000, 0)
-    assert share.value == 0.6 and share.ci95 == (0.0, 1.0) and stats.too_few_prompts(share.n, share.n_clusters)
+    assert share.value == 0.6 and share.ci95 == (0.0, 1.0)
+    assert stats.too_few_prompts(share.n, share.n_clusters)
     mean = stats.clustered_mean([float(v) for v in outcomes], clusters, 1000, 0)
     assert mean.value == 0.6 and mean.ci95 == (-math.inf, math.inf)
     before = [True] * 20
@@ -92,7 +94,8 @@ def test_fewer_than_three_prompts_give_the_whole_range_and_no_evidence():
     # McNemar alone would read 8 flips in 20 rows as p = 0.008; two prompts cannot show a change
     assert (diff.diff, diff.ci95, diff.p, diff.discordant) == (pytest.approx(-0.4), (-1.0, 1.0), 1.0, (8, 0))
     assert stats.noninferiority_p(diff, 0.0, True) == 1.0
-    assert stats.paired([1.0, 2.0], [1.5, 2.5], ["a", "a"], 100, 0, binary=False).ci95 == (-math.inf, math.inf)
+    one_prompt = stats.paired([1.0, 2.0], [1.5, 2.5], ["a", "a"], 100, 0, binary=False)
+    assert one_prompt.ci95 == (-math.inf, math.inf)
     # rows without prompt labels are their own clusters: the plain Wilson interval
     assert not stats.too_few_prompts(2, 2) and stats.too_few_prompts(2, 1)
     assert stats.clustered_proportion([True, False], [0, 1], 100, 0).ci95 == stats.wilson(1, 2)
@@ -135,7 +138,8 @@ def test_paired_p_follows_the_t_interval_where_the_prompts_spread_sets_it():
     result = stats.paired(before, after, clusters, 2000, 0, binary=True)
     se = stats.cluster_se(np.subtract(after, before, dtype=float), clusters, 2000, 0)
     assert result.df == 5 and result.se == pytest.approx(se) and stats.mcnemar(before, after)[0] < 0.01
-    assert result.ci95 == pytest.approx((-1 / 6 - 2.570582 * se, -1 / 6 + 2.570582 * se)) and result.ci95[1] > 0
+    assert result.ci95 == pytest.approx((-1 / 6 - 2.570582 * se, -1 / 6 + 2.570582 * se))
+    assert result.ci95[1] > 0
     assert result.p == pytest.approx(2 * sps.t.sf(1 / 6 / se, 5)) and result.p > 0.05
     assert stats.noninferiority_p(result, 0.05, True) == pytest.approx(sps.t.cdf((-1 / 6 + 0.05) / se, 5))
     means = stats.paired([0.0] * 60, [float(v) - 1 for v in after], clusters, 2000, 0, binary=False)

@@ -151,8 +151,8 @@ class KidKernels:
         # unbiased estimator is only unbiased for independent sets, hence tuned of one half against
         # base of the other half, both ways.
         a, b = (halves, ~halves) if keep is None else (halves & keep, ~halves & keep)
-        return 0.5 * (self._across(np.flatnonzero(a), np.flatnonzero(b)) + self._across(np.flatnonzero(b),
-                                                                                          np.flatnonzero(a)))
+        a, b = np.flatnonzero(a), np.flatnonzero(b)
+        return 0.5 * (self._across(a, b) + self._across(b, a))
 
     def _across(self, x: np.ndarray, y: np.ndarray) -> float:
         """MMD^2 of the tuned rows ``x`` against the base rows ``y``."""
@@ -160,6 +160,7 @@ class KidKernels:
 
 
 KID_MIN_PAIRS = 8
+"""Fewer control pairs than this: KID has no value (each half needs pairs for its within-set sums)."""
 RESPLITS = 32
 """Other half splits KID is recomputed on, to see the part of its variance the split itself adds."""
 
@@ -204,8 +205,8 @@ def kid_spread(tuned: torch.Tensor, base: torch.Tensor, seed: int, index: np.nda
     halves = half_split(n, generator)
     kernels = KidKernels(tuned, base)
     resplit = [kernels.kid(half_split(n, generator)) for _ in range(RESPLITS)]
-    return KidSpread(kernels.kid(halves), kid_jackknife_se(kernels, halves, index, g), float(np.std(resplit, ddof=1)),
-                     g)
+    jackknife = kid_jackknife_se(kernels, halves, index, g)
+    return KidSpread(kernels.kid(halves), jackknife, float(np.std(resplit, ddof=1)), g)
 
 
 def kid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int, features: str = "judge features",
@@ -257,10 +258,11 @@ def fid_vs_base(tuned: torch.Tensor, base: torch.Tensor, seed: int, reps: int, f
                 clusters: list | None = None) -> dict:
     """FID vs base: Frechet distance between Gaussians fitted to tuned and base control-sample features.
 
-    FID is biased upward at small n, by far more than a drift it measures (48 pairs of 512-d features
-    read ~0.19 where the population distance is ~0.003), so no interval from a suite covers the
-    population FID: ``fid_interval`` is one for the expected FID at the suite's size, comparable
-    between runs of one suite only. Fewer than ``stats.MIN_PROMPTS`` prompts: no interval."""
+    FID is biased upward at small n, by far more than a drift it measures (in
+    benchmarks/interval_coverage.py 48 pairs of 512-d features read ~0.19 where the population
+    distance is ~0.0005), so no interval from a suite covers the population FID: ``fid_interval``
+    is one for the expected FID at the suite's size, comparable between runs of one suite only.
+    Fewer than ``stats.MIN_PROMPTS`` prompts: no interval."""
     value = _fid(tuned, base)
     g = stats.cluster_index(clusters)[1] if clusters is not None else len(tuned)
     description = f"FID between tuned and base control samples ({features}; biased at small n)"

@@ -7,8 +7,8 @@ with their seeds inside, from a seeded generator, so the same inputs give the sa
 
 A variance read from the spread of G prompts is itself an estimate with G - 1 degrees of freedom:
 where it sets an interval's width, the interval takes Student's t quantile with G - 1 degrees of
-freedom, not the normal one (at the 2-8 prompts a suite has per metric the normal quantile covered
-80-90%, docs/ci.md "Interval coverage"). Below ``MIN_PROMPTS`` prompts no interval over prompts is
+freedom, not the normal one (at the 3-8 prompts a suite has per metric the normal quantile covered
+as little as 80%, docs/ci.md "Interval coverage"). Below ``MIN_PROMPTS`` prompts no interval over prompts is
 honest: the interval is then the whole possible range and its ``interval`` says so.
 
 - proportions: the Wilson score interval at the cluster bootstrap's effective sample size
@@ -21,10 +21,10 @@ honest: the interval is then the whole possible range and its ``interval`` says 
   freedom) and the independent-rows one (n - 1).
 - paired differences (two runs or tuned vs base, row by row on (prompt, seed)): mean difference,
   standard error from a paired cluster bootstrap (never below the independent-rows one, for
-  shares Agresti and Min's from the discordant counts), a t
-  interval with the degrees of freedom of the standard error used, and its two-sided t p-value;
-  for binary outcomes the p-value is also never below the exact McNemar one
-  (``scipy.stats.binomtest`` on the discordant pairs). Holm across the metrics compared.
+  shares Agresti and Min's from the discordant counts), a t interval with the degrees of freedom
+  of the standard error used, and its two-sided t p-value; for binary outcomes the p-value is also
+  never below the exact McNemar one (``scipy.stats.binomtest`` on the discordant pairs). Holm
+  across the metrics compared.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def matched_pairs_se(b: int, c: int, n: int) -> float:
     """Standard error of a difference of two shares on the same ``n`` rows from its discordant counts,
     with half a row added to each cell of the 2 x 2 table (Agresti and Min 2005): never 0, so a few
     rows that happen to agree cannot give a zero-width interval (at one seed per prompt and 4-8
-    prompts the plain one covered 70-85%)."""
+    prompts the plain one covered 69-84%)."""
     m = n + 2
     only_first, only_second = (b + 0.5) / m, (c + 0.5) / m
     return math.sqrt((only_first + only_second - (only_second - only_first) ** 2) / m)
@@ -232,7 +232,8 @@ def paired(first: Sequence[float], second: Sequence[float], clusters: Sequence[H
     se_cluster = cluster_se(d, clusters, reps, seed)
     se, df = (se_cluster, g - 1) if se_cluster > se_rows else (se_rows, n - 1)
     if n < 2 or too_few_prompts(n, g):  # nothing can be shown: the whole range, p = 1
-        return Paired(diff, (-1.0, 1.0) if binary else (-math.inf, math.inf), math.inf, 1.0, n, g, discordant, df)
+        whole = (-1.0, 1.0) if binary else (-math.inf, math.inf)
+        return Paired(diff, whole, math.inf, 1.0, n, g, discordant, df)
     half = t95(df) * se
     ci = (diff - half, diff + half)
     if binary:  # a difference of two shares lies in [-1, 1]
