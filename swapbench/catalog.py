@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 Row = dict[str, Any]
-PROPORTION_INTERVAL = "Wilson at the cluster-bootstrap effective n (prompts as clusters)"
-MEAN_INTERVAL = "mean +- 1.96 cluster-bootstrap SE (prompts as clusters)"
+PROPORTION_INTERVAL = "Wilson at the cluster-bootstrap effective n, t quantile (prompts as clusters)"
+MEAN_INTERVAL = "mean +- t cluster-bootstrap SE (prompts as clusters)"
 
 
 @dataclass(frozen=True)
@@ -107,9 +107,11 @@ FAMILIES: tuple[Family, ...] = (
            base_outcome=_custom_base),
     Family("kid_vs_base", "kid_vs_base", "KID (unbiased MMD^2, cubic kernel) between tuned and base control samples, "
            "independent halves of the same-seed pairs", False, "distance",
-           "value +- 1.96 delete-one-prompt jackknife SE", headline=True),
+           "value +- t SE, the larger of a delete-one-prompt jackknife and the spread over other half splits",
+           headline=True),
     Family("fid_vs_base", "fid_vs_base", "Frechet distance between Gaussians fitted to tuned and base control "
-           "features (biased at small n)", False, "distance", "percentile cluster bootstrap over prompts"),
+           "features (biased at small n)", False, "distance",
+           "value +- t cluster-bootstrap SE over prompts (the FID at the suite's size)"),
     Family("clip_score", "clip_score/control", "100 x cos(tuned image, prompt) in the judge's space, control prompts",
            True, "mean", MEAN_INTERVAL, groups=("control",), by="group", outcome=lambda row: float(row["clip"]),
            base_outcome=lambda row, partner: float(row["clip_base"]), keep=lambda row: "clip" in row),

@@ -30,12 +30,13 @@ def test_cluster_bootstrap_equals_a_brute_force_resampling_of_prompts():
         resampled = [v for p in drawn for v in rows[p]]
         brute.append(sum(resampled) / len(resampled))
     assert fast == pytest.approx(brute, abs=1e-12)
-    # The interval is Wilson at n / deff, deff from that bootstrap's variance (G/(G-1) corrected).
+    # The interval is Wilson at n / deff, deff from that bootstrap's variance (G/(G-1) corrected), and
+    # the prompts' spread sets it (deff > 1), so its z is t with G - 1 = 2 degrees of freedom.
     est = stats.clustered_proportion([bool(v) for v in outcomes], clusters, reps, seed)
     p, n = 6 / 9, 9
     deff = max(1.0, np.var(brute) * 3 / 2 / (p * (1 - p) / n))
-    assert est.design_effect == pytest.approx(deff)
-    assert est.ci95 == pytest.approx(stats.wilson(p * n / deff, n / deff))
+    assert est.design_effect == pytest.approx(deff) and deff > 1 and est.df == 2
+    assert est.ci95 == pytest.approx(stats.wilson(p * n / deff, n / deff, 4.302653))
     assert (est.n, est.n_clusters, est.value) == (9, 3, pytest.approx(p))
 
 
@@ -62,12 +63,42 @@ def test_intervals_are_seeded():
     assert stats.clustered_proportion(*data, 500, 3) == stats.clustered_proportion(*data, 500, 3)
 
 
-def test_clustered_mean_is_never_narrower_than_independent_rows():
-    x = [1.0, 1.2, 0.9, 5.0, 5.1, 4.9]
-    est = stats.clustered_mean(x, ["a", "a", "a", "b", "b", "b"], 1000, 0)
-    se_iid = np.std(x, ddof=1) / math.sqrt(6)
-    assert (est.ci95[1] - est.ci95[0]) / (2 * 1.959964) > 2 * se_iid
+def test_clustered_mean_is_never_narrower_than_independent_rows_and_takes_t_over_prompts():
+    x = [1.0, 1.2, 0.9, 5.0, 5.1, 4.9, 3.0, 3.1, 2.9]
+    clusters = ["a"] * 3 + ["b"] * 3 + ["c"] * 3
+    est = stats.clustered_mean(x, clusters, 1000, 0)
+    se_iid = np.std(x, ddof=1) / math.sqrt(9)
+    se_cluster = stats.cluster_se(x, clusters, 1000, 0)
+    assert se_cluster > 2 * se_iid and est.df == 2  # three prompts' spread: t with 2 degrees of freedom
+    assert (est.ci95[1] - est.ci95[0]) / 2 == pytest.approx(4.302653 * se_cluster)
     assert est.value == pytest.approx(np.mean(x))
+    rows = stats.clustered_mean([1.0, 2.0, 4.0, 3.0], list(range(4)), 1000, 0)  # one row per cluster
+    half = 3.182446 * np.std([1, 2, 4, 3], ddof=1) / 2
+    assert rows.df == 3 and (rows.ci95[1] - rows.ci95[0]) / 2 == pytest.approx(half)
+
+
+def test_t_quantile_is_the_normal_one_at_infinite_degrees_of_freedom():
+    assert stats.t95(math.inf) == stats.Z95 == pytest.approx(sps.norm.ppf(0.975), abs=1e-6)
+    assert stats.t95(1) == pytest.approx(12.706205) and stats.t95(7) == pytest.approx(2.364624)
+
+
+def test_fewer_than_three_prompts_give_the_whole_range_and_no_evidence():
+    outcomes, clusters = _clustered([10, 2], 10)  # two prompts, ten seeds each
+    share = stats.clustered_proportion(outcomes, clusters, 1000, 0)
+    assert share.value == 0.6 and share.ci95 == (0.0, 1.0)
+    assert stats.too_few_prompts(share.n, share.n_clusters)
+    mean = stats.clustered_mean([float(v) for v in outcomes], clusters, 1000, 0)
+    assert mean.value == 0.6 and mean.ci95 == (-math.inf, math.inf)
+    before = [True] * 20
+    diff = stats.paired(before, outcomes, clusters, 1000, 0, binary=True)
+    # McNemar alone would read 8 flips in 20 rows as p = 0.008; two prompts cannot show a change
+    assert (diff.diff, diff.ci95, diff.p, diff.discordant) == (pytest.approx(-0.4), (-1.0, 1.0), 1.0, (8, 0))
+    assert stats.noninferiority_p(diff, 0.0, True) == 1.0
+    one_prompt = stats.paired([1.0, 2.0], [1.5, 2.5], ["a", "a"], 100, 0, binary=False)
+    assert one_prompt.ci95 == (-math.inf, math.inf)
+    # rows without prompt labels are their own clusters: the plain Wilson interval
+    assert not stats.too_few_prompts(2, 2) and stats.too_few_prompts(2, 1)
+    assert stats.clustered_proportion([True, False], [0, 1], 100, 0).ci95 == stats.wilson(1, 2)
 
 
 def test_mcnemar_matches_a_hand_count_and_scipy():
@@ -91,9 +122,28 @@ def test_holm_on_a_known_example():
 def test_a_run_compared_with_itself_differs_by_zero_with_p_one():
     outcomes, clusters = _clustered([3, 5, 1, 4], 5)
     same = stats.paired(outcomes, outcomes, clusters, 500, 0, binary=True)
-    assert (same.diff, same.ci95, same.p, same.discordant) == (0.0, (0.0, 0.0), 1.0, (0, 0))
+    assert (same.diff, same.p, same.discordant) == (0.0, 1.0, (0, 0))
+    # no row differs, yet 20 rows cannot show that none ever would: half a row added to each cell of
+    # the 2 x 2 table gives se = sqrt((1 / 22) / 22) = 1 / 22, with t at 19 degrees of freedom
+    assert same.ci95 == pytest.approx((-2.093024 / 22, 2.093024 / 22))
     means = stats.paired([0.3, 0.7, 0.1], [0.3, 0.7, 0.1], ["a", "b", "c"], 500, 0, binary=False)
     assert (means.diff, means.p) == (0.0, 1.0)
+
+
+def test_paired_p_follows_the_t_interval_where_the_prompts_spread_sets_it():
+    # One prompt of six loses all ten seeds: McNemar reads 10 discordant rows (p = 0.002), but
+    # which prompts a suite drew decides such a move, and the t interval over prompts holds 0.
+    before, clusters = _clustered([10] * 6, 10)
+    after, _ = _clustered([0] + [10] * 5, 10)
+    result = stats.paired(before, after, clusters, 2000, 0, binary=True)
+    se = stats.cluster_se(np.subtract(after, before, dtype=float), clusters, 2000, 0)
+    assert result.df == 5 and result.se == pytest.approx(se) and stats.mcnemar(before, after)[0] < 0.01
+    assert result.ci95 == pytest.approx((-1 / 6 - 2.570582 * se, -1 / 6 + 2.570582 * se))
+    assert result.ci95[1] > 0
+    assert result.p == pytest.approx(2 * sps.t.sf(1 / 6 / se, 5)) and result.p > 0.05
+    assert stats.noninferiority_p(result, 0.05, True) == pytest.approx(sps.t.cdf((-1 / 6 + 0.05) / se, 5))
+    means = stats.paired([0.0] * 60, [float(v) - 1 for v in after], clusters, 2000, 0, binary=False)
+    assert means.p == pytest.approx(result.p) and means.ci95 == pytest.approx(result.ci95)
 
 
 def test_paired_difference_of_a_clear_regression():

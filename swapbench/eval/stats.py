@@ -5,15 +5,26 @@ for every seed, so outcomes inside a prompt are correlated and an interval that 
 independent is too narrow exactly where runs differ. Everything here resamples prompts (clusters)
 with their seeds inside, from a seeded generator, so the same inputs give the same numbers.
 
+A variance read from the spread of G prompts is itself an estimate with G - 1 degrees of freedom:
+where it sets an interval's width, the interval takes Student's t quantile with G - 1 degrees of
+freedom, not the normal one (at the 3-8 prompts a suite has per metric the normal quantile covered
+as little as 80%, docs/ci.md "Interval coverage"). Below ``MIN_PROMPTS`` prompts no interval over prompts is
+honest: the interval is then the whole possible range and its ``interval`` says so.
+
 - proportions: the Wilson score interval at the cluster bootstrap's effective sample size
   ``n / deff`` (Kish's design effect: bootstrap variance of the share over prompts / binomial
   variance, never below 1). Wilson keeps its good behaviour at 0 and 1; the design effect carries
-  the clustering. With one row per cluster it is the plain Wilson interval.
-- means: mean +- 1.96 cluster-bootstrap standard errors.
+  the clustering, and its z is t with G - 1 degrees of freedom when deff > 1 (the prompts' spread
+  sets the width), Wilson's own normal z when the binomial variance does. With one row per
+  cluster it is the plain Wilson interval.
+- means: mean +- t standard errors, the larger of the cluster-bootstrap one (G - 1 degrees of
+  freedom) and the independent-rows one (n - 1).
 - paired differences (two runs or tuned vs base, row by row on (prompt, seed)): mean difference,
-  standard error from a paired cluster bootstrap (never below the independent-rows one), normal
-  95% interval; an exact McNemar p-value for binary outcomes (``scipy.stats.binomtest`` on the
-  discordant pairs) and a normal p-value for means; Holm across the metrics compared.
+  standard error from a paired cluster bootstrap (never below the independent-rows one, for
+  shares Agresti and Min's from the discordant counts), a t interval with the degrees of freedom
+  of the standard error used, and its two-sided t p-value; for binary outcomes the p-value is also
+  never below the exact McNemar one (``scipy.stats.binomtest`` on the discordant pairs). Holm
+  across the metrics compared.
 """
 
 from __future__ import annotations
@@ -26,7 +37,22 @@ import numpy as np
 from scipy import stats as sps
 
 Z95 = 1.959964
-Z80 = 0.841621
+"""The normal two-sided 95% quantile: t95 at infinite degrees of freedom."""
+MIN_PROMPTS = 3
+"""Prompts an interval over prompts needs: with two, a variance read from their spread has one
+degree of freedom and the binomial floor hides it whenever the two happen to agree."""
+TOO_FEW_PROMPTS = f"none: fewer than {MIN_PROMPTS} prompts, the interval is the whole possible range"
+
+
+def t95(df: float) -> float:
+    """Two-sided 95% quantile of Student's t with ``df`` degrees of freedom (``Z95`` at infinity)."""
+    return Z95 if math.isinf(df) else float(sps.t.ppf(0.975, df))
+
+
+def too_few_prompts(n_rows: int, n_clusters: int) -> bool:
+    """Rows in fewer than ``MIN_PROMPTS`` clusters of several rows: no honest interval over prompts.
+    Rows that are their own clusters (no prompt labels) need no prompts."""
+    return n_clusters < min(MIN_PROMPTS, n_rows)
 
 
 def wilson(successes: float, n: float, z: float = Z95) -> tuple[float, float]:
@@ -88,10 +114,13 @@ class Estimate:
     n: int
     n_clusters: int
     design_effect: float
+    df: float = math.inf
+    """Degrees of freedom of the interval's quantile (infinite: the normal one)."""
 
 
 def clustered_proportion(outcomes: Sequence[bool], clusters: Sequence[Hashable], reps: int, seed: int) -> Estimate:
-    """Share of successes with the Wilson interval at the effective sample size n / deff."""
+    """Share of successes with the Wilson interval at the effective sample size n / deff, its z from
+    t with G - 1 degrees of freedom where the prompts' spread sets the variance (deff > 1)."""
     x = np.asarray(outcomes, dtype=float)
     n = len(x)
     _, g = cluster_index(clusters)
@@ -102,20 +131,28 @@ def clustered_proportion(outcomes: Sequence[bool], clusters: Sequence[Hashable],
     if g < n and 0 < p < 1:  # singleton clusters or a share of 0/1 have nothing to correct
         binomial_var = p * (1 - p) / n
         deff = max(1.0, cluster_se(x, clusters, reps, seed) ** 2 / binomial_var)
+    df = g - 1 if deff > 1 else math.inf
+    if too_few_prompts(n, g):
+        return Estimate(p, (0.0, 1.0), n, g, deff, df)
     n_eff = n / deff
-    return Estimate(p, wilson(p * n_eff, n_eff), n, g, deff)
+    return Estimate(p, wilson(p * n_eff, n_eff, t95(df)), n, g, deff, df)
 
 
 def clustered_mean(values: Sequence[float], clusters: Sequence[Hashable], reps: int, seed: int) -> Estimate:
-    """Mean +- 1.96 standard errors, the larger of the cluster-bootstrap and the independent-rows one."""
+    """Mean +- t standard errors, the larger of the cluster-bootstrap and the independent-rows one."""
     x = np.asarray(values, dtype=float)
+    n = len(x)
     _, g = cluster_index(clusters)
-    if len(x) == 0:
+    if n == 0:
         return Estimate(float("nan"), (float("nan"), float("nan")), 0, 0, 1.0)
-    se_iid = iid_se(x)
-    se = max(cluster_se(x, clusters, reps, seed), se_iid)
+    se_iid, se_cluster = iid_se(x), cluster_se(x, clusters, reps, seed)
+    se, df = (se_cluster, g - 1) if se_cluster > se_iid else (se_iid, n - 1)
     mean = float(x.mean())
-    return Estimate(mean, (mean - Z95 * se, mean + Z95 * se), len(x), g, (se / se_iid) ** 2 if se_iid else 1.0)
+    deff = (se / se_iid) ** 2 if se_iid else 1.0
+    if n < 2 or too_few_prompts(n, g):
+        return Estimate(mean, (-math.inf, math.inf), n, g, deff, df)
+    half = t95(df) * se
+    return Estimate(mean, (mean - half, mean + half), n, g, deff, df)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -139,9 +176,22 @@ def mcnemar(first: Sequence[bool], second: Sequence[bool]) -> tuple[float, int, 
     return p, b, c
 
 
+def matched_pairs_se(b: int, c: int, n: int) -> float:
+    """Standard error of a difference of two shares on the same ``n`` rows from its discordant counts,
+    with half a row added to each cell of the 2 x 2 table (Agresti and Min 2005): never 0, so a few
+    rows that happen to agree cannot give a zero-width interval (at one seed per prompt and 4-8
+    prompts the plain one covered 69-84%)."""
+    m = n + 2
+    only_first, only_second = (b + 0.5) / m, (c + 0.5) / m
+    return math.sqrt((only_first + only_second - (only_second - only_first) ** 2) / m)
+
+
 @dataclass(frozen=True)
 class Paired:
-    """``second - first`` row by row: the mean difference, its 95% interval and a two-sided p-value."""
+    """``second - first`` row by row: the mean difference, its 95% interval and a two-sided p-value.
+
+    ``se`` is infinite where too few prompts leave no interval; ``df`` is the degrees of freedom of
+    the t reference of the interval and the p-values."""
 
     diff: float
     ci95: tuple[float, float]
@@ -150,6 +200,7 @@ class Paired:
     n_pairs: int
     n_clusters: int
     discordant: tuple[int, int] | None
+    df: float = math.inf
 
     def to_dict(self, p_holm: float | None = None) -> dict:
         out = {"diff": _r(self.diff), "ci95": [_r(self.ci95[0]), _r(self.ci95[1])], "p": _r(self.p),
@@ -164,7 +215,9 @@ def _r(x: float) -> float:
 
 def paired(first: Sequence[float], second: Sequence[float], clusters: Sequence[Hashable], reps: int, seed: int,
            binary: bool) -> Paired:
-    """Paired comparison of two outcome vectors on the same rows, clusters = prompts."""
+    """Paired comparison of two outcome vectors on the same rows, clusters = prompts: a t interval
+    with G - 1 degrees of freedom where the prompts' spread sets the standard error, n - 1 where
+    the rows' does."""
     a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
     d = b - a
     n = len(d)
@@ -172,25 +225,35 @@ def paired(first: Sequence[float], second: Sequence[float], clusters: Sequence[H
     if n == 0:
         return Paired(float("nan"), (float("nan"), float("nan")), float("nan"), 1.0, 0, 0, (0, 0) if binary else None)
     diff = float(d.mean())
-    se = max(cluster_se(d, clusters, reps, seed), iid_se(d))
-    ci = (diff - Z95 * se, diff + Z95 * se)
+    # a share's p is never below the exact McNemar p of its rows; a mean's has no such floor
+    floor, nb, nc = mcnemar(a.astype(bool), b.astype(bool)) if binary else (0.0, 0, 0)
+    discordant = (nb, nc) if binary else None
+    se_rows = matched_pairs_se(nb, nc, n) if binary else iid_se(d)
+    se_cluster = cluster_se(d, clusters, reps, seed)
+    se, df = (se_cluster, g - 1) if se_cluster > se_rows else (se_rows, n - 1)
+    if n < 2 or too_few_prompts(n, g):  # nothing can be shown: the whole range, p = 1
+        whole = (-1.0, 1.0) if binary else (-math.inf, math.inf)
+        return Paired(diff, whole, math.inf, 1.0, n, g, discordant, df)
+    half = t95(df) * se
+    ci = (diff - half, diff + half)
     if binary:  # a difference of two shares lies in [-1, 1]
         ci = (max(ci[0], -1.0), min(ci[1], 1.0))
-        p, nb, nc = mcnemar(a.astype(bool), b.astype(bool))
-        return Paired(diff, ci, se, p, n, g, (nb, nc))
-    p = 1.0 if se == 0 and diff == 0 else (0.0 if se == 0 else float(2 * sps.norm.sf(abs(diff) / se)))
-    return Paired(diff, ci, se, p, n, g, None)
+    p = 1.0 if se == 0 and diff == 0 else (0.0 if se == 0 else float(2 * sps.t.sf(abs(diff) / se, df)))
+    return Paired(diff, ci, se, max(p, floor), n, g, discordant, df)
 
 
 def noninferiority_p(result: Paired, margin: float, higher_is_better: bool) -> float:
     """One-sided p-value of "worse than the reference by more than ``margin``" (H0: not that much worse).
 
-    Normal test on the paired difference with its clustered standard error; for binary outcomes it
-    is also bounded below by the exact one-sided McNemar p of "worse at all", so a handful of rows
-    whose standard error reads 0 cannot fail a gate on their own."""
+    t test on the paired difference with its clustered standard error and the interval's degrees
+    of freedom; for binary outcomes it is also bounded below by the exact one-sided McNemar p of
+    "worse at all", so a handful of rows whose standard error reads 0 cannot fail a gate on their
+    own. Too few prompts for an interval (``se`` infinite): 1, nothing is shown."""
+    if math.isinf(result.se):
+        return 1.0
     better = result.diff if higher_is_better else -result.diff
     if result.se > 0:
-        p = float(sps.norm.cdf((better + margin) / result.se))
+        p = float(sps.t.cdf((better + margin) / result.se, result.df))
     else:
         p = 0.0 if better < -margin else 1.0
     if result.discordant is not None:

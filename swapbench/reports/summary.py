@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from swapbench import catalog
+from swapbench.eval import stats
 
 
 def ordered(metrics: dict) -> list[str]:
@@ -24,8 +25,9 @@ def print_summary(results: dict, console: Console | None = None, show_all: bool 
     names = ordered(metrics) if show_all else head
     table = Table(title=f"{results['run']} — suite {results['suite']}"
                   + ("" if show_all else f" (headline; {len(metrics) - len(head)} more with --all)"),
-                  title_justify="left", caption="95% CI: prompts as clusters (Wilson at the cluster-bootstrap "
-                  "effective n for shares; cluster-bootstrap SE for means; prompt jackknife for KID)",
+                  title_justify="left", caption="95% CI: prompts as clusters, t quantile (Wilson at the "
+                  "cluster-bootstrap effective n for shares; cluster-bootstrap SE for means; prompt "
+                  f"jackknife or re-splits for KID); under {stats.MIN_PROMPTS} prompts the whole range",
                   caption_justify="left")
     for col, justify in (("metric", "left"), ("value", "right"), ("95% CI", "right"), ("n", "right"),
                          ("prompts", "right")):
