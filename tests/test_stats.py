@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from swapbench.eval import stats
+from swapbench.eval import paired, stats
 
 
 def _clustered(per_prompt_successes, seeds):
@@ -93,7 +93,6 @@ def test_fewer_than_three_prompts_give_the_whole_range_and_no_evidence():
     diff = stats.paired(before, outcomes, clusters, 1000, 0, binary=True)
     # McNemar alone would read 8 flips in 20 rows as p = 0.008; two prompts cannot show a change
     assert (diff.diff, diff.ci95, diff.p, diff.discordant) == (pytest.approx(-0.4), (-1.0, 1.0), 1.0, (8, 0))
-    assert stats.noninferiority_p(diff, 0.0, True) == 1.0
     one_prompt = stats.paired([1.0, 2.0], [1.5, 2.5], ["a", "a"], 100, 0, binary=False)
     assert one_prompt.ci95 == (-math.inf, math.inf)
     # rows without prompt labels are their own clusters: the plain Wilson interval
@@ -141,7 +140,6 @@ def test_paired_p_follows_the_t_interval_where_the_prompts_spread_sets_it():
     assert result.ci95 == pytest.approx((-1 / 6 - 2.570582 * se, -1 / 6 + 2.570582 * se))
     assert result.ci95[1] > 0
     assert result.p == pytest.approx(2 * sps.t.sf(1 / 6 / se, 5)) and result.p > 0.05
-    assert stats.noninferiority_p(result, 0.05, True) == pytest.approx(sps.t.cdf((-1 / 6 + 0.05) / se, 5))
     means = stats.paired([0.0] * 60, [float(v) - 1 for v in after], clusters, 2000, 0, binary=False)
     assert means.p == pytest.approx(result.p) and means.ci95 == pytest.approx(result.ci95)
 
@@ -152,16 +150,20 @@ def test_paired_difference_of_a_clear_regression():
     result = stats.paired(before, after, clusters, 1000, 0, binary=True)
     assert result.diff == pytest.approx(-0.6) and result.ci95[1] < -0.4
     assert result.discordant == (24, 0) and result.p == pytest.approx(2 * 0.5 ** 24)
-    assert stats.noninferiority_p(result, 0.05, True) < 1e-6  # worse by more than 0.05
-    assert stats.noninferiority_p(result, 0.05, False) == 1.0  # for a lower-is-better metric it improved
+    # the gate's test on the suite's rows: 24 rows worse, none better
+    assert paired.worse_p(before, after, binary=True, higher_is_better=True) == pytest.approx(0.5 ** 24)
+    assert paired.worse_p(before, after, binary=True, higher_is_better=False) == 1.0  # lower is better: improved
 
 
-def test_noninferiority_needs_more_than_a_few_discordant_rows():
-    before, clusters = _clustered([5, 5], 5)
+def test_the_gates_row_test_needs_more_than_a_few_changed_rows():
+    before, _ = _clustered([5, 5], 5)
     after, _ = _clustered([3, 5], 5)
-    result = stats.paired(before, after, clusters, 1000, 0, binary=True)
-    # Two rows flipped in one prompt: the exact McNemar bound (p = 0.25) keeps the gate from failing.
-    assert stats.noninferiority_p(result, 0.0, True) >= 0.25
+    # Two rows flipped: exact one-sided McNemar p = 0.25, no evidence of a regression.
+    assert paired.worse_p(before, after, binary=True, higher_is_better=True) == pytest.approx(0.25)
+    # Means: a paired t-test on the rows, one-sided.
+    x, y = [1.0, 2.0, 3.0, 4.0], [0.5, 1.4, 2.6, 3.5]
+    expected = sps.ttest_rel(y, x, alternative="less").pvalue
+    assert paired.worse_p(x, y, binary=False, higher_is_better=True) == pytest.approx(expected)
 
 
 def test_power_shrinks_with_seeds_until_the_prompts_floor():

@@ -242,27 +242,6 @@ def paired(first: Sequence[float], second: Sequence[float], clusters: Sequence[H
     return Paired(diff, ci, se, max(p, floor), n, g, discordant, df)
 
 
-def noninferiority_p(result: Paired, margin: float, higher_is_better: bool) -> float:
-    """One-sided p-value of "worse than the reference by more than ``margin``" (H0: not that much worse).
-
-    t test on the paired difference with its clustered standard error and the interval's degrees
-    of freedom; for binary outcomes it is also bounded below by the exact one-sided McNemar p of
-    "worse at all", so a handful of rows whose standard error reads 0 cannot fail a gate on their
-    own. Too few prompts for an interval (``se`` infinite): 1, nothing is shown."""
-    if math.isinf(result.se):
-        return 1.0
-    better = result.diff if higher_is_better else -result.diff
-    if result.se > 0:
-        p = float(sps.t.cdf((better + margin) / result.se, result.df))
-    else:
-        p = 0.0 if better < -margin else 1.0
-    if result.discordant is not None:
-        b, c = result.discordant
-        worse_count = b if higher_is_better else c  # b: only the reference succeeded
-        p = max(p, 1.0 if b + c == 0 else float(sps.binomtest(worse_count, b + c, 0.5, alternative="greater").pvalue))
-    return p
-
-
 def detectable_difference(p: float, n_clusters: int, per_cluster: int, icc: float, power: float = 0.8) -> float:
     """Smallest paired difference in a share that a two-sided 5% test detects with ``power``.
 

@@ -10,17 +10,18 @@ Rules live in YAML (``eval/gates/default.yaml``)::
       - baseline: all                         # or a list of metric name patterns (fnmatch)
         exclude: ["base_fidelity/*"]          # optional patterns to leave out
         test: paired                          # the default; ci-overlap: the old disjoint-intervals rule
+        adjust: none                          # or holm (the default): across the metrics compared
         margins: {"preservation*": 0.05}      # largest tolerated drop per pattern (first match; else 0)
 
 A metric's direction comes from the metric table (``swapbench.catalog``; a metric outside it
 keeps its results.json ``higher_is_better``; ``null``: no direction, not compared).
 
-``test: paired`` is a paired non-inferiority test on the (prompt, seed) rows both evaluations share:
-a metric fails when it is worse than the baseline by more than its margin with 95% confidence,
-Holm-adjusted across the metrics the rule compares so that one build's many metrics do not add up to
-a false alarm (``stats.noninferiority_p``). Metrics without per-prompt rows (KID, FID) or results
-files without rows fall back to ``ci-overlap``: a regression needs the two 95% intervals to be
-disjoint on the worse side.
+``test: paired`` compares the (prompt, seed) rows both evaluations share: a metric fails when its
+point drop exceeds its margin and the run is significantly worse on those rows (one-sided 5%,
+``paired.worse_p``: exact McNemar for shares, a paired t-test for means), with ``adjust: holm`` (the
+default for a rule file) or ``none`` (the shipped file: each headline metric a primary endpoint).
+Metrics without per-prompt rows (KID, FID) or results files without rows fall back to
+``ci-overlap``: a regression needs the two 95% intervals to be disjoint on the worse side.
 """
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ def print_summary(results: dict, console: Console | None = None, show_all: bool 
     moved = what_moved(results)
     if moved:
         console.print("moved from the base (paired, Holm p < 0.05): " + "; ".join(
-            f"{m['metric']} {m['diff']:+.3f} [{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}]" for m in moved), soft_wrap=True)
+            f"{m['metric']} {m['diff']:+.3f} [{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}]" for m in moved),
+            soft_wrap=True)
     t = results.get("timing") or {}
     if "base_sampled" in t:
         console.print(f"sampled {t['base_sampled']} base (+{t['base_cached']} cached) and {t['tuned_sampled']} tuned "
