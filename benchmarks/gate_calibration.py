@@ -13,9 +13,10 @@ Both the paired rule (``test: paired``) and the old disjoint-intervals rule (``t
 are applied to the same pairs, so one run measures both. Each run is trained once and evaluated on
 every suite of ``--suites``; ``--subsets`` gates a smaller suite on the rows it shares with the last
 one (the default suite is the gate suite's prompts with fewer seeds), and ``--inject DROP`` measures
-the power for a drop of DROP placed in one endpoint of the real seed re-runs. With 1 thread per
-process a savanna run is ~1 min to train and ~1 min to evaluate on the gate suite on an idle 2-core
-machine; K = 8 and 4 runs per regression take ~40 minutes:
+the power for a drop of DROP placed in one endpoint of the real seed re-runs. Run it with one
+thread per process: three 2-thread torch processes on 2 cores slowed each other to 5 img/s, against
+~95 with one thread each. Measured on a 2-core machine shared with 3-4 other jobs: 2-3.5 min per
+training, 2.5-5 min per gate-suite evaluation; K = 8 with 4 runs per regression took ~95 minutes:
 
     OMP_NUM_THREADS=1 python benchmarks/gate_calibration.py --k 8 --per-regression 4 --suites gate \
         --subsets default --inject 0.1 --work /tmp/calib
