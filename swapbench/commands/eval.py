@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from swapbench.assets import asset_names
 from swapbench.errors import UserError
 
 if TYPE_CHECKING:
@@ -32,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "run under --runs")
     p.add_argument("--base", help="base pipeline folder or spec (default: the run's model.pretrained)")
     p.add_argument("--model", choices=["base"], help="evaluate the base model against itself (a sanity check)")
-    p.add_argument("--suite", default=None, help="suite name (quick, default, full) or a suite YAML path")
+    p.add_argument("--suite", default=None, help=f"suite name ({', '.join(asset_names('eval/suites'))}) or a "
+                   "suite YAML path (gate: sized for `swapbench gate`, docs/ci.md)")
     p.add_argument("--prompts", metavar="FILE.jsonl", help="extra prompts, one {\"prompt\", \"concept\"} per line")
     p.add_argument("--out", help="output folder (default: RUN/eval)")
     p.add_argument("--runs", default="runs", help="where to look for the latest run (default: runs)")
