@@ -4,9 +4,10 @@ For each headline share of an evaluated run (``p`` its value, ``G`` its prompts,
 prompt, the design effect its interval measured): two runs compared row by row differ in a row's
 outcome with variance at most ``2 p (1 - p)``; prompts correlate their seeds with
 ``icc = (deff - 1) / (m - 1)``. The smallest difference a two-sided 5% paired test detects with 80%
-power is ``(z_0.975 + z_0.8) sqrt(2 p (1 - p) (1 + (m - 1) icc) / (G m))``. More seeds shrink it only
-down to the prompts' floor ``(z_0.975 + z_0.8) sqrt(2 p (1 - p) icc / G)``; below that a suite needs
-more prompts, not more seeds.
+power is ``(t_0.975 + z_0.8) sqrt(2 p (1 - p) (1 + (m - 1) icc) / (G m))``, t with G - 1 degrees of
+freedom when icc > 0 (the paired interval's quantile). More seeds shrink it only down to the
+prompts' floor ``(t_0.975 + z_0.8) sqrt(2 p (1 - p) icc / G)``; below that a suite needs more prompts,
+not more seeds.
 """
 
 from __future__ import annotations

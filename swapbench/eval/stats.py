@@ -246,11 +246,17 @@ def detectable_difference(p: float, n_clusters: int, per_cluster: int, icc: floa
     """Smallest paired difference in a share that a two-sided 5% test detects with ``power``.
 
     Two runs whose rows are independent given the prompt have Var(d) <= 2 p (1 - p) per row; the
-    design effect 1 + (m - 1) icc carries the prompts' clustering."""
-    z_power = float(sps.norm.ppf(power))
+    design effect 1 + (m - 1) icc carries the prompts' clustering, and with it the test's quantile
+    is t with G - 1 degrees of freedom, as the paired interval's is."""
     n = n_clusters * per_cluster
     var = 2 * p * (1 - p) * (1 + (per_cluster - 1) * icc) / n
-    return (Z95 + z_power) * math.sqrt(max(var, 0.0))
+    return _power_quantile(n_clusters, icc, power) * math.sqrt(max(var, 0.0))
+
+
+def _power_quantile(n_clusters: int, icc: float, power: float) -> float:
+    """The two-sided 5% quantile plus the power's: t(G - 1) where the prompts' spread counts."""
+    critical = t95(n_clusters - 1) if icc > 0 and n_clusters > 1 else Z95
+    return critical + float(sps.norm.ppf(power))
 
 
 def seeds_needed(diff: float, p: float, n_clusters: int, icc: float, power: float = 0.8) -> int | None:
@@ -258,7 +264,7 @@ def seeds_needed(diff: float, p: float, n_clusters: int, icc: float, power: floa
     can (the prompts' own spread, icc / G, is the floor: then the suite needs more prompts).
 
     Solves z^2 2 p (1 - p) ((1 - icc) / m + icc) / G <= diff^2 for the smallest whole m."""
-    z = Z95 + float(sps.norm.ppf(power))
+    z = _power_quantile(n_clusters, icc, power)
     var_unit = 2 * p * (1 - p)
     if var_unit <= 0:
         return 1
