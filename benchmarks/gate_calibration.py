@@ -185,20 +185,23 @@ def main(argv: list[str] | None = None) -> dict:
     if args.train_only:
         return {"work": str(work), "trained": sorted(runs)}
     summary = {"work": str(work), "k": args.k, "rules": yaml.safe_dump(baseline_rules("paired")), "suites": {}}
-    for suite in args.suites.split(","):
+    suites = args.suites.split(",")
+    for suite in suites:
         results = {name: load_results(evaluate_run(run, suite)) for name, run in runs.items()}
-        summary["suites"][suite] = calibration_table(results, suite, args)
-        if args.inject:
-            summary["suites"][suite]["injected"] = power_table(results, suite, args.inject, args)
-    for suite in filter(None, (args.subsets or "").split(",")):
-        results = {name: subset(load_results(evaluate_run(run, args.suites.split(",")[-1])), suite)
-                   for name, run in runs.items()}
-        name = f"{suite} (rows of {args.suites.split(',')[-1]})"
-        summary["suites"][name] = calibration_table(results, name, args)
-        if args.inject:
-            summary["suites"][name]["injected"] = power_table(results, name, args.inject, args)
+        summary["suites"][suite] = measure(results, suite, args)
+    for suite in filter(None, (args.subsets or "").split(",")):  # rows of the last suite's evaluations
+        label = f"{suite} (rows of {suites[-1]})"
+        summary["suites"][label] = measure({name: subset(r, suite) for name, r in results.items()}, label, args)
     print(json.dumps(summary))
     return summary
+
+
+def measure(results: dict[str, dict], label: str, args: argparse.Namespace) -> dict:
+    """The calibration table of one suite's evaluations, and the injected power table when asked."""
+    table = calibration_table(results, label, args)
+    if args.inject:
+        table["injected"] = power_table(results, label, args.inject, args)
+    return table
 
 
 def train_runs(work: Path, args: argparse.Namespace) -> dict[str, Path]:

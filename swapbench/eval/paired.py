@@ -62,10 +62,9 @@ def worse_p(first: Sequence[float], second: Sequence[float], binary: bool, highe
     Given the two models and a prompt, every seed is its own noise, so the rows are independent pairs
     and no cluster correction applies; the clustered interval (prompts as a sample) is what `compare`
     reports for a claim about prompts beyond the suite."""
-    sign = 1.0 if higher_is_better else -1.0
-    d = sign * (np.asarray(second, dtype=float) - np.asarray(first, dtype=float))  # < 0: the row got worse
+    d = _better_by(first, second, higher_is_better)
     if binary:
-        worse, better = int((d < 0).sum()), int((d > 0).sum())
+        worse, better = changed_rows(first, second, higher_is_better)
         return 1.0 if worse + better == 0 else float(sps.binomtest(worse, worse + better, 0.5,
                                                                    alternative="greater").pvalue)
     if len(d) < 2 or not d.any():
@@ -75,11 +74,23 @@ def worse_p(first: Sequence[float], second: Sequence[float], binary: bool, highe
     return float(sps.ttest_1samp(d, 0.0, alternative="less").pvalue)
 
 
+def changed_rows(first: Sequence[float], second: Sequence[float], higher_is_better: bool) -> tuple[int, int]:
+    """(rows where ``second`` is worse than ``first``, rows where it is better)."""
+    d = _better_by(first, second, higher_is_better)
+    return int((d < 0).sum()), int((d > 0).sum())
+
+
+def _better_by(first: Sequence[float], second: Sequence[float], higher_is_better: bool) -> np.ndarray:
+    sign = 1.0 if higher_is_better else -1.0
+    return sign * (np.asarray(second, dtype=float) - np.asarray(first, dtype=float))
+
+
 def check_pairable(first: dict, second: dict) -> None:
     """Two evaluations pair row by row when they scored the same rows the same way: the suite, the
-    sampler, the judge, the edited concepts and every row's (prompt, seed). Anything else about the runs
-    (their training seed, the bootstrap seed of their own intervals, the method) is what a comparison
-    is for, so it never blocks one; paired statistics use their own fixed bootstrap seed."""
+    sampler, the judge's labels and templates, the edited concepts and every row's (prompt, seed).
+    Anything else about the runs (their training seed, the bootstrap seed of their own intervals, the
+    method) is what a comparison is for, so it never blocks one; paired statistics use their own fixed
+    bootstrap seed."""
     for what, get in PAIRING_SETTINGS.items():
         va, vb = get(first), get(second)
         if va is not None and vb is not None and va != vb:

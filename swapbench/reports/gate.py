@@ -184,10 +184,8 @@ def rule_metrics(name: str, results: dict) -> list[str]:
     swap pair the results record, so one rule file gates a giraffe<->zebra run and a horse<->cow run."""
     if "{a}" not in name and "{b}" not in name:
         return [name]
-    from swapbench.schema import directions
-
-    pairs = schema.swap_pairs(results)
-    return [name.replace("{a}", a).replace("{b}", b) for a, b in directions(pairs)] or [name]
+    directions = schema.directions(schema.swap_pairs(results))
+    return [name.replace("{a}", a).replace("{b}", b) for a, b in directions] or [name]
 
 
 def _threshold(metrics: dict, rule: dict, name: str) -> Verdict:
@@ -224,8 +222,7 @@ def _versus_baseline(results: dict, baseline: dict, rule: dict) -> list[Verdict]
         diff = (sum(y) - sum(x)) / len(x)
         drop = -diff if up else diff
         tests.append((len(verdicts), paired.worse_p(x, y, binary, bool(up)), drop > margin))
-        rows = stats.mcnemar(x, y)[1:] if binary else None
-        counted = f" (rows worse {rows[0] if up else rows[1]}, better {rows[1] if up else rows[0]})" if rows else ""
+        counted = " (rows worse {}, better {})".format(*paired.changed_rows(x, y, bool(up))) if binary else ""
         verdicts.append(Verdict("vs baseline (paired)", name, m["value"],
                                 f"diff {diff:+.4g}{counted} vs baseline {b['value']:.4g}, margin {margin:g}", True))
     holm = rule.get("adjust", "holm") == "holm"
