@@ -211,18 +211,20 @@ def test_seed_reruns_compare_and_gate_and_a_short_run_fails_the_baseline_rule(de
     baseline_rule = tmp_path / "baseline-only.yaml"
     rules = yaml.safe_load(asset_path("eval/gates/default.yaml").read_text())["rules"]
     baseline_rule.write_text(yaml.safe_dump({"rules": [r for r in rules if "baseline" in r]}))
-    for name, extra in (("seed1", []), ("short", ["--set", "train.max_steps=27"])):
-        seed = "1" if name == "seed1" else "2"
+    for name, seed, extra in (("seed1", "1", []), ("short", "2", ["--set", "train.max_steps=27"])):
         assert main(["train", "--out", str(tmp_path), "--name", name, "--seed", seed, *extra]) == 0
         assert main(["eval", str(tmp_path / name)]) == 0
     capsys.readouterr()
     assert main(["compare", str(default_run), str(tmp_path / "seed1"), "--json"]) == 0
     paired = json.loads(capsys.readouterr().out)["paired"]["seed1"]
     assert paired["preservation"]["n_pairs"] == 48 and paired["swap_success/giraffe->zebra"]["n_pairs"] == 40
-    gate = ["gate", "--baseline", str(default_run), "--rules", str(baseline_rule), "--json"]
-    assert main([*gate[:1], str(tmp_path / "seed1"), *gate[1:]]) == 0
+    def gate(run: str) -> int:
+        return main(["gate", str(tmp_path / run), "--baseline", str(default_run), "--rules", str(baseline_rule),
+                     "--json"])
+
+    assert gate("seed1") == 0
     capsys.readouterr()
-    assert main([*gate[:1], str(tmp_path / "short"), *gate[1:]]) == 1
+    assert gate("short") == 1
     failed = {v["metric"] for v in json.loads(capsys.readouterr().out)["verdicts"] if not v["passed"]}
     assert failed & {"swap_success/giraffe->zebra", "swap_success/zebra->giraffe"}, failed
 
