@@ -35,6 +35,9 @@ class ModelConfig:
     """Base pipeline: ``world:savanna``, a local diffusers folder, or a hub name (real presets)."""
     revision: str | None = None
     variant: str | None = None
+    max_sequence_length: int | None = None
+    """T5 tokens of a caption's conditioning (SD3.5, FLUX.1); None = the pipeline's own default (SD3: 256,
+    FLUX.1-dev: 512, FLUX.1-schnell: 256). Training and sampling read the same length."""
 
 
 @dataclass
@@ -62,7 +65,9 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     trainable: str = "unet"
-    """``unet`` (all UNet weights) or ``unet.cross_attention`` (attn2 to_k/to_v only)."""
+    """What the optimiser updates, named by the model family: ``unet`` / ``unet.cross_attention`` (attn2
+    to_k/to_v only) on UNet families, ``transformer`` / ``transformer.text_attention`` on MMDiT families
+    (swapbench/families/)."""
     lr: float = 2e-5
     lr_scheduler: str = "linear"
     warmup_steps: int = 200
@@ -86,6 +91,14 @@ class TrainConfig:
     log_every: int = 10
     noise_offset: float = 0.0
     """Offset noise: adds ``noise_offset * N(0, 1)`` per image and channel, as diffusers' example trainer; 0 = off."""
+    weighting_scheme: str = "logit_normal"
+    """Flow-matching families: how timesteps are drawn and weighted (diffusers' SD3/FLUX trainers' names):
+    ``logit_normal`` or ``mode`` (timestep density), ``sigma_sqrt`` or ``cosmap`` (loss weights), ``none``."""
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    mode_scale: float = 1.29
+    guidance: float = 1.0
+    """Guidance-distilled families (FLUX.1-dev): the guidance embedding's value in training."""
     method: str = "finetune"
     """How the swap is made: one of ``CHOICES["train.method"]``, each a module of swapbench/train/methods/
     that declares what it does, edits and reads (``swapbench train --help`` lists them)."""
@@ -180,7 +193,9 @@ class Config:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.caption": ("random", "first"),
-    "train.trainable": ("unet", "unet.cross_attention"),
+    # Which of these applies is the model family's to say (swapbench/families/).
+    "train.trainable": ("unet", "unet.cross_attention", "transformer", "transformer.text_attention"),
+    "train.weighting_scheme": ("logit_normal", "mode", "sigma_sqrt", "cosmap", "none"),
     # The methods' names; what each one is lives in its module, swapbench/train/methods/<name>.py
     # ("-" written "_"). This module sits below train and names them without importing them.
     "train.method": ("finetune", "lora", "uce", "token-swap"),

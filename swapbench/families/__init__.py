@@ -1,0 +1,188 @@
+"""Model families: one small module per family behind :class:`Family`; nothing else branches on which one.
+
+A family owns everything that differs between Stable Diffusion 1.x/2.x, SDXL, SD3.5 and FLUX.1: how
+captions become the denoiser's conditioning (sequence and pooled embeddings, masks, ids, time ids),
+latents from the VAE (shift and scale), the training objective (DDPM epsilon/v, or flow matching:
+:mod:`swapbench.families.objectives`), the denoiser call (packing, timestep scale, guidance embedding),
+the trainable and closed-form-editable module sets, the samplers it supports, the image-to-image
+pipeline class and LoRA I/O. Train, the feature cache, every method, sampling, the probes, export and
+the model card ask the family; the family is read from ``model_index.json``'s ``_class_name``.
+
+This module stays free of heavy imports so config checks and ``swapbench fetch`` can read the
+declarations cheaply; each family imports diffusers where it computes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from swapbench.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from swapbench.config import TrainConfig
+    from swapbench.families.objectives import Objective
+
+FAMILIES = ("sd",)
+"""The family modules (swapbench/families/<name>.py), in the order tables list them."""
+
+Conditioning = dict[str, "torch.Tensor"]
+"""What the denoiser reads of a caption, batch-first: ``text`` (sequence embeddings) and, where the family
+has them, ``pooled``. Every family's keys are fixed (:attr:`Family.cond_keys`): the feature cache keeps one
+store per key."""
+
+
+class Family(ABC):
+    """One model family: its declarations (class attributes) and the computations that differ by family."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    """How tables and the model card name it."""
+    pipelines: ClassVar[tuple[str, ...]]
+    """The ``model_index.json`` ``_class_name`` values it reads."""
+    denoiser: ClassVar[str]
+    """The pipeline component that is trained and edited: ``unet`` or ``transformer``."""
+    text_parts: ClassVar[tuple[tuple[str, str], ...]]
+    """(tokenizer, text encoder) component names, in the pipeline's order."""
+    cond_keys: ClassVar[tuple[str, ...]] = ("text",)
+    trainable: ClassVar[dict[str, str]]
+    """``train.trainable`` values this family accepts -> what each trains (the model card and errors)."""
+    text_attention: ClassVar[str]
+    """Which modules read the text: what ``<denoiser>.{cross,text}_attention`` and UCE edit, and why."""
+    samplers: ClassVar[tuple[str, ...]]
+    """The ``eval.sampler`` names it samples with."""
+    img2img: ClassVar[str]
+    """The diffusers image-to-image pipeline class built from the text-to-image pipeline's components."""
+    lora_pipeline: ClassVar[str]
+    """The diffusers pipeline class whose ``save_lora_weights`` writes this family's LoRA files."""
+    tags: ClassVar[tuple[str, ...]]
+    """Hugging Face model-card tags."""
+
+    # ---- declarations derived from the above --------------------------------------------------
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """Pipeline components the recipe and the evaluation cannot do without."""
+        return (self.denoiser, "vae", "scheduler", *(p for pair in self.text_parts for p in pair))
+
+    def check_trainable(self, spec: str) -> None:
+        if spec not in self.trainable:
+            raise UserError(f"train.trainable={spec} does not apply to the {self.title} family (its denoiser is "
+                            f"the {self.denoiser}); use {' or '.join(self.trainable)}")
+
+    def check_sampler(self, name: str) -> None:
+        if name not in self.samplers:
+            raise UserError(f"eval.sampler={name} does not apply to the {self.title} family; use "
+                            f"{' or '.join(self.samplers)} (--set eval.sampler={self.samplers[0]})")
+
+    # ---- conditioning and latents --------------------------------------------------------------
+    @abstractmethod
+    def encode(self, pipe: DiffusionPipeline, captions: list[str], device: Any) -> Conditioning:
+        """The conditioning of ``captions`` as the family's pipeline computes it for sampling, float32 on the CPU."""
+
+    def token_lengths(self, pipe: DiffusionPipeline) -> dict[str, int]:
+        """The token length of every tokenizer (part of the feature cache's key)."""
+        return {tok: getattr(pipe, tok).model_max_length for tok, _ in self.text_parts}
+
+    def to_latents(self, vae: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
+        """A VAE posterior sample in the denoiser's latent space: ``(z - shift) * scale``."""
+        shift = vae.config.get("shift_factor") or 0.0
+        return (z - shift) * vae.config.scaling_factor if shift else z * vae.config.scaling_factor
+
+    # ---- training --------------------------------------------------------------------------------
+    @abstractmethod
+    def objective(self, scheduler_config: Any, train: TrainConfig) -> Objective:
+        """Timestep sampling, the noisy input and the target, and the loss."""
+
+    @abstractmethod
+    def predict(self, pipe: DiffusionPipeline, denoiser: torch.nn.Module, noisy: torch.Tensor,
+                timesteps: torch.Tensor, cond: Conditioning, train: TrainConfig) -> torch.Tensor:
+        """The denoiser's output for ``noisy`` latents (B x C x h x w) at the objective's ``timesteps``."""
+
+    def trainable_parameters(self, denoiser: torch.nn.Module, spec: str) -> list[torch.nn.Parameter]:
+        """The whole denoiser, or only :meth:`text_projections` (the family's text-reading subset)."""
+        self.check_trainable(spec)
+        if spec == self.denoiser:
+            denoiser.requires_grad_(True)
+            return list(denoiser.parameters())
+        denoiser.requires_grad_(False)
+        params = []
+        for _, module in self.text_projections(denoiser):
+            module.requires_grad_(True)
+            params += list(module.parameters())
+        return params
+
+    @abstractmethod
+    def text_projections(self, denoiser: torch.nn.Module) -> list[tuple[str, torch.nn.Linear]]:
+        """The linear layers whose inputs are the text encoders' outputs (what UCE solves in closed form)."""
+
+    # ---- sampling --------------------------------------------------------------------------------
+    def denoiser_of(self, pipe: DiffusionPipeline) -> torch.nn.Module:
+        return getattr(pipe, self.denoiser)
+
+    def image_size(self, pipe: DiffusionPipeline) -> int:
+        """The pipeline's native image side in pixels."""
+        return self.denoiser_of(pipe).config.sample_size * pipe.vae_scale_factor
+
+    def latent_channels(self, pipe: DiffusionPipeline) -> int:
+        return self.denoiser_of(pipe).config.in_channels
+
+    def initial_latents(self, pipe: DiffusionPipeline, seeds: list[int], height: int, width: int) -> torch.Tensor:
+        """Starting noise, one CPU generator per seed so an image does not depend on its batch or position,
+        in the layout the pipeline's ``latents=`` argument takes."""
+        import torch
+
+        factor = pipe.vae_scale_factor
+        shape = (self.latent_channels(pipe), height // factor, width // factor)
+        return torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds])
+
+    def sampler(self, name: str, config: Any) -> Any:
+        """The ``eval.sampler`` scheduler on the noise schedule of the pipeline's scheduler ``config``."""
+        from swapbench.samplers import build_scheduler
+
+        self.check_sampler(name)
+        return build_scheduler(name, config)
+
+    def img2img_pipeline(self, pipe: DiffusionPipeline) -> DiffusionPipeline:
+        """The image-to-image pipeline over the same modules (no second copy of the weights)."""
+        import diffusers
+
+        cls = getattr(diffusers, self.img2img)
+        accepted = set(cls._get_signature_keys(cls)[0]) | set(cls._get_signature_keys(cls)[1])
+        parts = {k: v for k, v in pipe.components.items() if k in accepted}
+        extras = {k: pipe.config[k] for k in ("requires_safety_checker", "force_zeros_for_empty_prompt")
+                  if k in accepted and k in pipe.config}
+        return cls(**parts, **extras)
+
+    def save_lora(self, folder: Any, layers: dict, metadata: dict, weight_name: str) -> None:
+        """The denoiser's LoRA layers in the diffusers format of the family's pipeline (peft config in the metadata)."""
+        import diffusers
+
+        getattr(diffusers, self.lora_pipeline).save_lora_weights(
+            folder, **{f"{self.denoiser}_lora_layers": layers, f"{self.denoiser}_lora_adapter_metadata": metadata},
+            weight_name=weight_name, safe_serialization=True)
+
+
+def get_family(name: str) -> Family:
+    return importlib.import_module(f"{__name__}.{name}").FAMILY
+
+
+def all_families() -> list[Family]:
+    return [get_family(name) for name in FAMILIES]
+
+
+def for_class(class_name: str | None, where: str = "the model") -> Family:
+    """The family whose pipelines include ``class_name`` (``model_index.json``'s ``_class_name``)."""
+    for family in all_families():
+        if class_name in family.pipelines:
+            return family
+    supported = ", ".join(f"{c} ({f.title})" for f in all_families() for c in f.pipelines)
+    raise UserError(f"{where} is a {class_name or 'pipeline without a _class_name'}, which swapbench does not "
+                    f"support; supported pipelines: {supported}")
+
+
+def for_pipeline(pipe: DiffusionPipeline) -> Family:
+    return for_class(type(pipe).__name__)
