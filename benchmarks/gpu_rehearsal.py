@@ -68,7 +68,7 @@ def child(args: argparse.Namespace) -> dict:
     img_s = args.steps * cfg.train.batch_size / loop["seconds"]
     result = {"mode": args.child, "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
               "img_per_s": round(img_s, 2), "setup_s": round(setup_s, 1), "timed_steps": args.steps,
-              "unet_parameters": sum(p.numel() for p in recipe.accelerator.unwrap_model(recipe.unet).parameters()),
+              "unet_parameters": sum(p.numel() for p in recipe.accelerator.unwrap_model(recipe.denoiser).parameters()),
               "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20) if device == "cuda" else None,
               "mixed_precision": recipe.accelerator.mixed_precision}
     if recipe.features is not None:

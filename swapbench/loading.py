@@ -23,11 +23,10 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
     from swapbench.config import ModelConfig
+    from swapbench.families import Family
 
 SHIPPED_WORLD = Path(__file__).resolve().parent / "world" / "savanna"
 WORLD_PREFIX = "world:"
-REQUIRED = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-"""Pipeline parts the recipe and the evaluation cannot do without."""
 SAFETY_PARTS = ("safety_checker", "feature_extractor")
 
 
@@ -90,14 +89,18 @@ def is_hub_name(spec: str) -> bool:
 
 
 def resolve_model(spec: str) -> str:
-    """``world:savanna`` -> its pipeline folder; a local folder must hold a complete diffusers pipeline;
-    anything else is taken as a hub name."""
+    """``world:savanna`` -> its pipeline folder; a local folder must hold a complete diffusers pipeline of a
+    supported family; anything else is taken as a hub name."""
     path = resolve_world(spec, "pipeline")
     if Path(path).is_dir():
-        missing = [c for c in REQUIRED if not (Path(path) / c).is_dir()]
-        if not (Path(path) / "model_index.json").is_file() or missing:
-            raise UserError(f"{path} is not a complete diffusers pipeline (missing "
-                            f"{', '.join(missing) or 'model_index.json'}); pass a folder saved with save_pretrained")
+        index = Path(path) / "model_index.json"
+        if not index.is_file():
+            raise UserError(f"{path} is not a diffusers pipeline (no model_index.json); pass a folder saved with "
+                            "save_pretrained")
+        missing = [c for c in family_of_index(read_json(index), path).parts if not (Path(path) / c).is_dir()]
+        if missing:
+            raise UserError(f"{path} is not a complete diffusers pipeline (missing {', '.join(missing)}); pass a "
+                            "folder saved with save_pretrained")
     elif Path(path).exists() or not is_hub_name(path):
         raise UserError(f"model {path} not found; pass a diffusers pipeline folder or a hub name")
     return path
@@ -168,6 +171,23 @@ def model_index(model: ModelConfig | ModelSpec | str) -> dict | None:
         return None
     index = folder / "model_index.json"
     return read_json(index) if index.is_file() else None
+
+
+def family_of_index(index: dict, where: str) -> Family:
+    from swapbench.families import for_class
+
+    return for_class(index.get("_class_name"), where)
+
+
+def family_of(model: ModelConfig | ModelSpec | str) -> Family:
+    """The model family of a base pipeline, from its ``model_index.json`` (no weights are read)."""
+    spec = ModelSpec.of(model)
+    index = model_index(spec)
+    if index is None:
+        resolve_model(spec.name)  # a local problem is named first
+        raise UserError(f"base model {spec.name!r} is not in the local Hugging Face cache, so its family cannot be "
+                        f"read; run `swapbench fetch --model {spec.name}` where there is network")
+    return family_of_index(index, spec.name)
 
 
 def _has_safety_checker(spec: ModelSpec) -> bool:

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from swapbench.config import DataConfig
 from swapbench.data.sources import load_records
+from swapbench.families import for_pipeline
 from swapbench.loading import load_pipeline
 from swapbench.train.features import Encoders, FeatureCache
 from swapbench.train.plan import draw_plan
@@ -30,7 +31,7 @@ def main(pipeline: str, coco: str, out: str) -> None:
     records = load_records(coco, "train").to_list()
     plan = draw_plan([len(r["captions"]) for r in records], 20, 0.5, 12, 12, 2, "random", seed=4)
     cfg = DataConfig(resolution=32)
-    encoders = Encoders(pipe.vae, pipe.tokenizer, pipe.text_encoder, "cpu", weights_key="tiny")
+    encoders = Encoders(pipe, for_pipeline(pipe), "cpu", weights_key="tiny")
     flag = out_dir / "rank0-wrote"
     own: dict[str, int] = {}
     listing = FeatureCache.missing_work

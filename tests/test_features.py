@@ -5,6 +5,7 @@ import torch
 
 from swapbench.config import DataConfig
 from swapbench.data.sources import load_records
+from swapbench.families import for_pipeline
 from swapbench.loading import load_pipeline
 from swapbench.train.features import Encoders, FeatureCache, ShardStore
 from swapbench.train.plan import draw_plan
@@ -34,14 +35,14 @@ def parts(tiny_pipeline, coco_root):
 def _cache(parts, plan):
     pipe, records = parts
     cfg = DataConfig(resolution=32)
-    encoders = Encoders(pipe.vae, pipe.tokenizer, pipe.text_encoder, "cpu", weights_key="tiny")
+    encoders = Encoders(pipe, for_pipeline(pipe), "cpu", weights_key="tiny")
     return FeatureCache.for_plan(records, plan, cfg, encoders, seed=0)
 
 
 def _tensors(cache, plan):
     """Every micro-batch the plan reads, as the trainer reads it."""
     batches = [cache.batch(m) for m in range(len(plan.record))]
-    return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    return torch.cat([b[0] for b in batches]), torch.cat([b[1]["text"] for b in batches])
 
 
 def test_cache_encodes_only_the_plan_and_reuse_never_changes_a_number(parts, tmp_path, monkeypatch):

@@ -47,15 +47,18 @@ def test_uce_closed_form_satisfies_its_normal_equations():
 
 @shipped
 def test_uce_maps_edits_to_their_partners_and_keeps_other_concepts(world_pipe):
-    from swapbench.train.methods.uce import PROJECTIONS, UCE, TextReader, aligned_positions
+    from swapbench.families import for_pipeline
+    from swapbench.train.methods.uce import UCE, TextReader, aligned_positions
 
     pipe = world_pipe()
     cfg = load_config("savanna", None, ["train.method=uce"])
-    base = {n: m.weight.detach().clone() for n, m in pipe.unet.named_modules() if n.endswith(PROJECTIONS)}
+    family = for_pipeline(pipe)
+    base = {n: m.weight.detach().clone() for n, m in family.text_projections(pipe.unet)}
+    assert all(n.endswith(("attn2.to_k", "attn2.to_v")) for n in base)
     info = UCE().edit(pipe, cfg, run=None)["uce"]
     assert info["projections"] == len(base) == 14
-    edited = {n: m.weight.detach().double() for n, m in pipe.unet.named_modules() if n.endswith(PROJECTIONS)}
-    reader = TextReader(pipe.tokenizer, pipe.text_encoder)
+    edited = {n: m.weight.detach().double() for n, m in family.text_projections(pipe.unet)}
+    reader = TextReader(pipe, family)
 
     # Each edit embedding now gives (nearly) what its partner gave before; the unedited gap is large.
     t = cfg.train
@@ -187,7 +190,7 @@ def test_lora_targets_that_match_nothing_fail_clearly(tmp_path, tiny_pipeline, c
     code = main(["train", "--preset", "sd15-coco", "--model", str(tiny_pipeline), "--data", str(coco_root),
                  "--out", str(tmp_path), "--name", "x", "--method", "lora", *FAST, "--set", "train.max_steps=1",
                  "--set", "train.lora_targets=[to_nothing]"])
-    assert_one_line_error(capsys, code, "train.lora_targets", "matches no UNet module")
+    assert_one_line_error(capsys, code, "train.lora_targets", "matches no module of the Stable Diffusion 1.x/2.x unet")
 
 
 # ---- every method: train -> eval ------------------------------------------------------------------

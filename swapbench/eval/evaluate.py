@@ -29,11 +29,11 @@ from swapbench.eval.rows import PromptItem, PromptRow, label_scores
 from swapbench.eval.samples import SampleStore, keep_image, to_float, to_uint8
 from swapbench.eval.sampling import deal, my_batches, sample
 from swapbench.eval.suite import Suite
+from swapbench.families import for_pipeline
 from swapbench.io import atomic_write_json
-from swapbench.loading import ModelSpec, SafetyChecker, load_pipeline, resolve_model
+from swapbench.loading import ModelSpec, SafetyChecker, family_of, load_pipeline, resolve_model
 from swapbench.paths import cache_dir
 from swapbench.progress import progress_bar
-from swapbench.samplers import build_scheduler
 from swapbench.weights import model_hash
 
 Job = tuple[PromptItem, int]
@@ -81,7 +81,7 @@ class Judgement:
 
 
 def prepare_pipeline(pipe: DiffusionPipeline, cfg: Config, device: torch.device) -> DiffusionPipeline:
-    pipe.scheduler = build_scheduler(cfg.eval.sampler, pipe.scheduler.config)
+    pipe.scheduler = for_pipeline(pipe).sampler(cfg.eval.sampler, pipe.scheduler.config)
     return pipe.to(device)
 
 
@@ -332,7 +332,7 @@ def results_document(cfg: Config, target: Target, suite: Suite, judge: ZeroShotJ
             "swapbench": __version__, "git": _git_hash(), "torch": torch.__version__,
             "diffusers": diffusers.__version__, "device": str(device),
             "processes": PartialState().num_processes, "judge": judge.name,
-            "judge_templates": judge.templates, "base_model": target.base,
+            "judge_templates": judge.templates, "base_model": target.base, "family": family_of(target.base).name,
             "base_weights_sha256": samples.base_hash, "tuned_model": target.tuned, "safety_checker": safety,
             "seeds": {"per_prompt": seeds, "bootstrap_seed": cfg.seed}, "config_sha256": cfg.sha256(),
         },

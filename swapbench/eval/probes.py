@@ -242,7 +242,7 @@ class Trajectory:
         import torch
         from safetensors.torch import load_file, save_file
 
-        from swapbench.eval.sampling import deal, image_size, initial_latents
+        from swapbench.eval.sampling import deal, denoiser_dtype, image_size, initial_latents
         from swapbench.io import atomic_write
 
         if not self.spec.handover or not self.starts:
@@ -277,7 +277,7 @@ class Trajectory:
             with torch.no_grad():
                 pipe(prompt=[it.prompt for it, _ in starts], num_inference_steps=self.steps,
                      guidance_scale=self.guidance_scale, height=size, width=size,
-                     latents=latents.to(pipe.device, pipe.unet.dtype), output_type="latent",
+                     latents=latents.to(pipe.device, denoiser_dtype(pipe)), output_type="latent",
                      callback_on_step_end=keep, callback_on_step_end_tensor_inputs=["latents"])
             pipe._interrupt = False
             return torch.stack([captured[k] for k in wanted], dim=1).numpy()
@@ -295,23 +295,21 @@ class Trajectory:
     def tuned_half(self, pipe) -> None:
         """img2img at each strength and the handover continuations, with the tuned pipeline's own parts."""
         import torch
-        from diffusers import StableDiffusionImg2ImgPipeline
         from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 
         from swapbench.eval.samples import to_float, to_uint8
-        from swapbench.eval.sampling import deal, image_size
+        from swapbench.eval.sampling import deal, denoiser_dtype, image_size
+        from swapbench.families import for_pipeline
 
         if not self.starts:
             return
+        family = for_pipeline(pipe)
         pipe.set_progress_bar_config(disable=True)
-        # Same modules, no second copy of the weights.
-        img2img = StableDiffusionImg2ImgPipeline(**pipe.components,
-                                                 requires_safety_checker=pipe.config.get("requires_safety_checker",
-                                                                                         False))
+        img2img = family.img2img_pipeline(pipe)
         img2img.set_progress_bar_config(disable=True)
         prompts = [item.prompt for item, _ in self.starts]
         seeds = [seed for _, seed in self.starts]
-        dtype, device = pipe.unet.dtype, pipe.device
+        dtype, device = denoiser_dtype(pipe), pipe.device
         sampled = 0
 
         @torch.no_grad()
@@ -320,7 +318,7 @@ class Trajectory:
             # then draws exactly the noise plain sampling starts from with seed s, and strength 1 is
             # plain sampling of that seed (up to the start image's faint trace at the first timestep).
             images = to_float(self.start_images[batch]).to(device, dtype) * 2 - 1
-            return retrieve_latents(pipe.vae.encode(images), sample_mode="argmax") * pipe.vae.config.scaling_factor
+            return family.to_latents(pipe.vae, retrieve_latents(pipe.vae.encode(images), sample_mode="argmax"))
 
         for strength in self.spec.strengths:
             def run(batch: list[int], strength=strength) -> np.ndarray:
@@ -329,7 +327,7 @@ class Trajectory:
                     if int(self.steps * strength) == 0:
                         # No denoising step: diffusers' img2img refuses to run zero steps; its output
                         # would be the start latents decoded.
-                        decoded = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+                        decoded = pipe.vae.decode(family.from_latents(pipe.vae, latents)).sample
                         images = pipe.image_processor.postprocess(decoded, output_type="pt")
                     else:
                         images = img2img(prompt=[prompts[i] for i in batch], image=latents, strength=strength,

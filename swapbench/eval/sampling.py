@@ -14,17 +14,21 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from diffusers import DiffusionPipeline
 
+from swapbench.families import for_pipeline
+
 
 def image_size(pipe: DiffusionPipeline, resolution: int | None = None) -> int:
     """The side of the sampled images: ``eval.resolution``, else the pipeline's own size."""
-    return resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return resolution or for_pipeline(pipe).image_size(pipe)
 
 
 def initial_latents(pipe: DiffusionPipeline, seeds: list[int], height: int, width: int) -> torch.Tensor:
     """One CPU generator per seed, so an image does not depend on its batch or position."""
-    factor = pipe.vae_scale_factor
-    shape = (pipe.unet.config.in_channels, height // factor, width // factor)
-    return torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds])
+    return for_pipeline(pipe).initial_latents(pipe, seeds, height, width)
+
+
+def denoiser_dtype(pipe: DiffusionPipeline) -> torch.dtype:
+    return for_pipeline(pipe).denoiser_of(pipe).dtype
 
 
 @torch.no_grad()
@@ -40,7 +44,7 @@ def sample(pipe: DiffusionPipeline, prompts: list[str], seeds: list[int], steps:
         latents = initial_latents(pipe, seeds[start : start + batch_size], size, size)
         result = pipe(
             prompt=chunk_prompts, num_inference_steps=steps, guidance_scale=guidance_scale, height=size, width=size,
-            latents=latents.to(pipe.device, pipe.unet.dtype), output_type="pt",
+            latents=latents.to(pipe.device, denoiser_dtype(pipe)), output_type="pt",
         )
         out.append(result.images.float().cpu().clamp(0, 1))
         if progress:

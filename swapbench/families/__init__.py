@@ -92,6 +92,11 @@ class Family(ABC):
         shift = vae.config.get("shift_factor") or 0.0
         return (z - shift) * vae.config.scaling_factor if shift else z * vae.config.scaling_factor
 
+    def from_latents(self, vae: torch.nn.Module, latents: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`to_latents`: what ``vae.decode`` reads."""
+        shift = vae.config.get("shift_factor") or 0.0
+        return latents / vae.config.scaling_factor + shift if shift else latents / vae.config.scaling_factor
+
     # ---- training --------------------------------------------------------------------------------
     @abstractmethod
     def objective(self, scheduler_config: Any, train: TrainConfig) -> Objective:

@@ -24,7 +24,7 @@ class StableDiffusion(Family):
     samplers = ("dpmsolver++", "ddim", "euler")
     img2img = "StableDiffusionImg2ImgPipeline"
     lora_pipeline = "StableDiffusionPipeline"
-    tags = ("stable-diffusion", "stable-diffusion-diffusers")
+    tags = ("stable-diffusion",)
 
     def encode(self, pipe, captions: list[str], device) -> Conditioning:
         import torch

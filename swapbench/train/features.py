@@ -33,9 +33,10 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate import PartialState
@@ -46,9 +47,13 @@ from torchvision import transforms
 from swapbench.config import DataConfig
 from swapbench.data.sources import ImageRef
 from swapbench.errors import UserError
+from swapbench.families import Conditioning, Family
 from swapbench.paths import cache_dir
 from swapbench.progress import progress_bar
 from swapbench.train.plan import SamplePlan, derived_seed
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
 
 
 def missing_image(image) -> UserError:
@@ -156,13 +161,12 @@ def _pad(batch: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat([batch, batch[-1:].expand(size - len(batch), *batch.shape[1:])]) if len(batch) < size else batch
 
 
-def encode_captions(captions: list[str], tokenizer, text_encoder, device, batch: int = 256) -> Iterator[torch.Tensor]:
-    """Text embeddings of ``captions`` in chunks of ``batch`` (fixed encoder batch shape, last chunk padded)."""
-    with torch.no_grad():
-        for start, stop in _chunks(len(captions), batch):
-            ids = tokenizer(captions[start:stop], padding="max_length", truncation=True,
-                            max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
-            yield text_encoder(_pad(ids, batch).to(device))[0][: stop - start].float().cpu()
+def encode_captions(captions: list[str], encoders: Encoders, batch: int = 256) -> Iterator[Conditioning]:
+    """The conditioning of ``captions`` in chunks of ``batch`` (fixed encoder batch shape, last chunk padded)."""
+    for start, stop in _chunks(len(captions), batch):
+        chunk = captions[start:stop]
+        cond = encoders.family.encode(encoders.pipe, chunk + chunk[-1:] * (batch - len(chunk)), encoders.device)
+        yield {key: value[: stop - start] for key, value in cond.items()}
 
 
 SHARD_BYTES = 64 << 20
@@ -275,39 +279,43 @@ class _ShardWriter:
 
 @dataclass
 class Encoders:
-    """The frozen encoders a cache entry depends on; ``weights_key`` names their weights (swapbench/weights.py)."""
+    """The frozen encoders a cache entry depends on (the pipeline's VAE, tokenizers and text encoders, read
+    through its family); ``weights_key`` names their weights (swapbench/weights.py)."""
 
-    vae: torch.nn.Module
-    tokenizer: object
-    text_encoder: torch.nn.Module
+    pipe: DiffusionPipeline
+    family: Family
     device: torch.device | str
     weights_key: str
 
+    @property
+    def vae(self) -> torch.nn.Module:
+        return self.pipe.vae
+
 
 class FeatureCache:
-    """Where the latent distributions and caption embeddings of one sample plan live, read per micro-batch."""
+    """Where the latent distributions and caption conditionings of one sample plan live, read per micro-batch."""
 
     CHUNK_IMAGES = 64
     CHUNK_CAPTIONS = 256
 
-    def __init__(self, latents: ShardStore, text: ShardStore, latent_loc: torch.Tensor, text_loc: torch.Tensor,
-                 path: Path, encoded: int):
+    def __init__(self, latents: ShardStore, text: dict[str, ShardStore], latent_loc: torch.Tensor,
+                 text_loc: dict[str, torch.Tensor], path: Path, encoded: int):
         self.latents, self.text = latents, text
         self.latent_loc = latent_loc  # micro-batch x sample x (shard, row): posterior mean and logvar
-        self.text_loc = text_loc  # micro-batch x sample x (shard, row): caption embedding
+        self.text_loc = text_loc  # per conditioning key: micro-batch x sample x (shard, row)
         self.path = path
         self.encoded = encoded  # entries missing when the run started (0 on a warm cache)
 
-    def batch(self, micro: int, samples: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
-        """(posterior parameters, text embeddings) of ``samples`` of micro-batch ``micro``, in float32."""
+    def batch(self, micro: int, samples: slice = slice(None)) -> tuple[torch.Tensor, Conditioning]:
+        """(posterior parameters, conditioning) of ``samples`` of micro-batch ``micro``, in float32."""
         return (self.latents.read(self.latent_loc[micro, samples]).float(),
-                self.text.read(self.text_loc[micro, samples]).float())
+                {key: store.read(self.text_loc[key][micro, samples]).float() for key, store in self.text.items()})
 
     @classmethod
     def for_plan(cls, records: list[dict], plan: SamplePlan, cfg: DataConfig, encoders: Encoders,
                  seed: int) -> FeatureCache:
         key = hashlib.sha256(json.dumps({
-            "weights": encoders.weights_key, "tokens": encoders.tokenizer.model_max_length,
+            "weights": encoders.weights_key, "tokens": encoders.family.token_lengths(encoders.pipe),
             "resolution": cfg.resolution, "jitter": cfg.color_jitter, "hflip": cfg.hflip, "seed": seed, "format": 3,
         }, sort_keys=True).encode()).hexdigest()[:24]
         folder = cache_dir("train-features", key)
@@ -320,35 +328,39 @@ class FeatureCache:
         image_keys = {r: image_key(records[r]["image"]) for r in dict.fromkeys(r for r, _ in pairs)}
         samples = list(zip(plan.record.flatten().tolist(), plan.caption.flatten().tolist(), strict=True))
         sample_captions = [records[r]["captions"][c] for r, c in samples]
-        latent_store, text_store = ShardStore(folder, "latents"), ShardStore(folder, "text")
-        todo, new_captions = _agree(cls.missing_work(latent_store, text_store, pairs, image_keys, sample_captions),
+        latent_store = ShardStore(folder, "latents")
+        text_stores = {k: ShardStore(folder, k) for k in encoders.family.cond_keys}
+        todo, new_captions = _agree(cls.missing_work(latent_store, text_stores, pairs, image_keys, sample_captions),
                                     state)
 
         cls._encode_images(records, todo, image_keys, latent_store, cfg, encoders, seed, worker, workers)
-        with text_store.writer() as out, progress_bar(transient=True) as bar:
+        with ExitStack() as stack, progress_bar(transient=True) as bar:
+            outs = {k: stack.enter_context(store.writer()) for k, store in text_stores.items()}
             task = bar.add_task("cache: text embeddings", total=len(new_captions), info="")
             for start, stop in _my_chunks(len(new_captions), cls.CHUNK_CAPTIONS, worker, workers):
-                (emb,) = encode_captions(new_captions[start:stop], encoders.tokenizer, encoders.text_encoder,
-                                         encoders.device, cls.CHUNK_CAPTIONS)
-                out.append(new_captions[start:stop], emb.half())
+                (cond,) = encode_captions(new_captions[start:stop], encoders, cls.CHUNK_CAPTIONS)
+                for k, out in outs.items():
+                    out.append(new_captions[start:stop], cond[k].half())
                 bar.advance(task, stop - start)
         state.wait_for_everyone()
-        latent_store.refresh()
-        text_store.refresh()
+        for store in (latent_store, *text_stores.values()):
+            store.refresh()
 
         shape = (*plan.record.shape, 2)
         latent_loc = latent_store.locate([f"{image_keys[r]}#{v}" for r, v in
                                           zip(plan.record.flatten().tolist(), plan.view.flatten().tolist(),
                                               strict=True)])
-        text_loc = text_store.locate(sample_captions)
-        return cls(latent_store, text_store, latent_loc.view(shape), text_loc.view(shape), folder,
+        text_loc = {k: store.locate(sample_captions).view(shape) for k, store in text_stores.items()}
+        return cls(latent_store, text_stores, latent_loc.view(shape), text_loc, folder,
                    len(todo) + len(new_captions))
 
     @staticmethod
-    def missing_work(latents: ShardStore, text: ShardStore, pairs: list[tuple[int, int]], image_keys: dict[int, str],
-                     captions: list[str]) -> tuple[list[tuple[int, int]], list[str]]:
-        """The (record, view) pairs, sorted, and the distinct captions that the stores do not hold yet."""
-        return sorted((r, v) for r, v in pairs if f"{image_keys[r]}#{v}" not in latents.index), text.missing(captions)
+    def missing_work(latents: ShardStore, text: dict[str, ShardStore], pairs: list[tuple[int, int]],
+                     image_keys: dict[int, str], captions: list[str]) -> tuple[list[tuple[int, int]], list[str]]:
+        """The (record, view) pairs, sorted, and the distinct captions that some conditioning store lacks."""
+        lacking = {c for store in text.values() for c in store.missing(captions)}
+        return (sorted((r, v) for r, v in pairs if f"{image_keys[r]}#{v}" not in latents.index),
+                [c for c in dict.fromkeys(captions) if c in lacking])
 
     @classmethod
     def _encode_images(cls, records, todo, image_keys, store: ShardStore, cfg: DataConfig, encoders: Encoders,

@@ -66,18 +66,20 @@ class InLoopEval:
         every = self.cfg.train.eval_every
         return bool(every) and (step % every == 0 or step == last)
 
-    def run(self, step: int, unet: torch.nn.Module, pipe: DiffusionPipeline, elapsed: float) -> dict | None:
-        """Evaluate ``unet`` (the unwrapped model in training) in ``pipe``'s other components.
+    def run(self, step: int, denoiser: torch.nn.Module, pipe: DiffusionPipeline, elapsed: float) -> dict | None:
+        """Evaluate ``denoiser`` (the unwrapped model in training) in ``pipe``'s other components.
 
         Every process samples its share; the main process scores, appends the eval_log row and returns it."""
+        from swapbench.families import for_pipeline
+
         started = time.perf_counter()
-        was_training = unet.training
-        unet.eval()
-        tuned = type(pipe)(**{**pipe.components, "unet": unet})
+        was_training = denoiser.training
+        denoiser.eval()
+        tuned = type(pipe)(**{**pipe.components, for_pipeline(pipe).denoiser: denoiser})
         try:
             out = self.evaluator(tuned)
         finally:
-            unet.train(was_training)
+            denoiser.train(was_training)
         seconds = time.perf_counter() - started
         self.seconds += seconds
         if out is None:
@@ -99,17 +101,17 @@ def format_metrics(row: dict) -> str:
 
 
 # ---- train.select ------------------------------------------------------------------------------------
-def trainable_state(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The weights the optimiser updates (all of the UNet, its cross-attention K/V, or LoRA adapters)."""
-    return {name: p.detach().to("cpu", copy=True).contiguous() for name, p in unet.named_parameters()
+def trainable_state(denoiser: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights the optimiser updates (all of the denoiser, its text-reading subset, or LoRA adapters)."""
+    return {name: p.detach().to("cpu", copy=True).contiguous() for name, p in denoiser.named_parameters()
             if p.requires_grad}
 
 
-def save_selection(run: RunDir, step: int, unet: torch.nn.Module) -> None:
+def save_selection(run: RunDir, step: int, denoiser: torch.nn.Module) -> None:
     """Main process: keep this step's trainable weights."""
 
     def write(tmp: Path) -> None:
-        save_file(trainable_state(unet), str(tmp / SELECTED_FILE))
+        save_file(trainable_state(denoiser), str(tmp / SELECTED_FILE))
         atomic_write_json(tmp / "state.json", {"step": step})
 
     atomic_write_dir(selection_dir(run), write)
@@ -120,11 +122,11 @@ def selected_step(run: RunDir) -> int | None:
     return read_json(state)["step"] if state.is_file() else None
 
 
-def restore_selection(run: RunDir, unet: torch.nn.Module) -> int:
-    """Load the kept weights into ``unet``; returns their step."""
+def restore_selection(run: RunDir, denoiser: torch.nn.Module) -> int:
+    """Load the kept weights into ``denoiser``; returns their step."""
     weights = load_file(str(selection_dir(run) / SELECTED_FILE))
-    missing, unexpected = unet.load_state_dict(weights, strict=False)
-    trainable = {name for name, p in unet.named_parameters() if p.requires_grad}
+    missing, unexpected = denoiser.load_state_dict(weights, strict=False)
+    trainable = {name for name, p in denoiser.named_parameters() if p.requires_grad}
     if unexpected or trainable - set(weights):
         raise UserError(f"{selection_dir(run)} does not hold this run's trainable weights; delete that folder and "
                         "resume with --set train.select=last, or train again")

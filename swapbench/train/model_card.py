@@ -16,6 +16,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from swapbench import __version__, catalog
 from swapbench.config import Config
 from swapbench.io import atomic_write_text, read_json
+from swapbench.loading import family_of
 from swapbench.rundir import RunDir
 from swapbench.train.methods import get_method
 
@@ -47,8 +48,8 @@ def build_card(cfg: Config, run: RunDir, details: dict[str, Any] | None = None) 
     reads_data = declared.reads_data(cfg)
     data = ModelCardData(
         base_model=base, library_name="diffusers", pipeline_tag="text-to-image",
-        tags=["text-to-image", "diffusers", "stable-diffusion", "swapbench", "concept-swap", f"swapbench-{method}",
-              *(f"swap-{a}-{b}" for a, b in pairs)],
+        tags=["text-to-image", "diffusers", *family_of(cfg.model).tags, "swapbench", "concept-swap",
+              f"swapbench-{method}", *(f"swap-{a}-{b}" for a, b in pairs)],
         datasets=[_public_name(cfg.data.source)] if reads_data else None,
     )
     config = cfg.to_dict()

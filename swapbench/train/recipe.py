@@ -23,17 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
-from diffusers import DDPMScheduler
 from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 
-from swapbench.config import Config
+from swapbench.config import Config, TrainConfig
 from swapbench.data.prepare import Prepared, prepare
 from swapbench.data.sources import load_records
 from swapbench.devices import is_cpu, peak_rss_mb, version_info
 from swapbench.errors import UserError
+from swapbench.families import Conditioning, Family, for_pipeline
+from swapbench.families.objectives import Objective
 from swapbench.io import append_jsonl, atomic_write_json, read_json, replace_dir, staging_dir, truncate_jsonl
 from swapbench.loading import load_pipeline, pipeline_folder
 from swapbench.progress import console, progress_bar
@@ -70,22 +70,18 @@ class Interrupted(Exception):
     """SIGINT/SIGTERM arrived; a checkpoint was written."""
 
 
-def diffusion_loss(unet, scheduler: DDPMScheduler, latents: torch.Tensor, text: torch.Tensor,
-                   noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """MSE between the UNet's prediction and its target: epsilon, or v for v-prediction schedulers."""
-    noisy = scheduler.add_noise(latents, noise, timesteps)
-    pred = unet(noisy, timesteps, text).sample
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
-    return F.mse_loss(pred.float(), target.float())
+def diffusion_loss(family: Family, objective: Objective, pipe, denoiser: torch.nn.Module, batch: Batch,
+                   noise: torch.Tensor, timesteps: torch.Tensor, train: TrainConfig) -> torch.Tensor:
+    """The family's objective on one batch: the denoiser's prediction against its target."""
+    noisy, target = objective.noisy_and_target(batch.latents, noise, timesteps)
+    pred = family.predict(pipe, denoiser, noisy, timesteps, batch.cond, train)
+    return objective.loss(pred, target, timesteps)
 
 
 @dataclass
 class Batch:
     latents: torch.Tensor
-    text: torch.Tensor
+    cond: Conditioning
 
 
 class SwapRecipe:
@@ -159,16 +155,17 @@ class SwapRecipe:
                            cfg.data, cfg.seed)
             pipe = load_pipeline(cfg.model, safety_checker=False)  # the export takes it from the base
             folder = pipeline_folder(cfg.model)
-            weights_key = "/".join(weights_hash(folder / part) for part in ("vae", "text_encoder", "tokenizer"))
+            text_parts = for_pipeline(pipe).text_parts
+            frozen = ("vae", *(encoder for _, encoder in text_parts), *(tokenizer for tokenizer, _ in text_parts))
+            weights_key = "/".join(weights_hash(folder / part) for part in frozen)
             if cfg.model.variant is not None:  # a hub snapshot keeps every variant's files side by side
                 weights_key += f"/variant={cfg.model.variant}"
-        self.pipe = pipe
-        self.vae, self.text_encoder, self.tokenizer = pipe.vae, pipe.text_encoder, pipe.tokenizer
-        for frozen in (self.vae, self.text_encoder):
+        self.pipe, self.family = pipe, for_pipeline(pipe)
+        for frozen in (pipe.vae, *(getattr(pipe, encoder) for _, encoder in self.family.text_parts)):
             frozen.requires_grad_(False).eval().to(self.device)
-        self.unet = pipe.unet.to(self.device)
-        self.unet.train()
-        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.denoiser = self.family.denoiser_of(pipe).to(self.device)
+        self.denoiser.train()
+        self.objective = self.family.objective(pipe.scheduler.config, cfg.train)
         return data, weights_key
 
     def _plan(self, data: Prepared, weights_key: str) -> None:
@@ -184,14 +181,14 @@ class SwapRecipe:
                               cfg.train.max_steps * cfg.train.grad_accum, cfg.train.batch_size,
                               cfg.train.cache_views if cfg.train.cache else 1, cfg.data.caption, cfg.seed)
         if cfg.train.cache:
-            encoders = Encoders(self.vae, self.tokenizer, self.text_encoder, self.device, weights_key)
+            encoders = Encoders(self.pipe, self.family, self.device, weights_key)
             self.features = FeatureCache.for_plan(self.records, self.plan, cfg.data, encoders, cfg.seed)
         else:
             self.features = None
             self._resize = base_transform(cfg.data.resolution)
 
     def _optimiser(self) -> None:
-        """AdamW over what the method trains and the LR schedule, prepared with the UNet by accelerate."""
+        """AdamW over what the method trains and the LR schedule, prepared with the denoiser by accelerate."""
         t = self.cfg.train
         params = self.trainable_parameters()
         # One fused kernel per step instead of a loop over ~300 tensors: ~6% of a savanna step on CPU.
@@ -200,12 +197,12 @@ class SwapRecipe:
                                            fused=self.device.type in ("cpu", "cuda"))
         self.lr_scheduler = get_scheduler(t.lr_scheduler, self.optimizer, num_warmup_steps=t.warmup_steps,
                                           num_training_steps=t.max_steps)
-        self.unet, self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.unet, self.optimizer,
-                                                                                self.lr_scheduler)
+        self.denoiser, self.optimizer, self.lr_scheduler = self.accelerator.prepare(self.denoiser, self.optimizer,
+                                                                                    self.lr_scheduler)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """What the optimiser updates: the method decides (LoRA injects its adapters here)."""
-        return get_method(self.cfg.train.method).trainable_parameters(self.unet, self.cfg)
+        return get_method(self.cfg.train.method).trainable_parameters(self.denoiser, self.family, self.cfg)
 
     # ---- data --------------------------------------------------------------------------------
     def next_batch(self, micro: int) -> Batch:
@@ -215,7 +212,7 @@ class SwapRecipe:
         identically in every process and the slice is what one process would have drawn."""
         g, mine, size = self.generator, self.samples, self.cfg.train.batch_size
         if self.features is not None:
-            params, text = self.features.batch(micro, mine)
+            params, cond = self.features.batch(micro, mine)
             mean, logvar = params.chunk(2, dim=1)
             eps = torch.randn((size, *mean.shape[1:]), generator=g)[mine]
             latents = mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * eps
@@ -226,22 +223,22 @@ class SwapRecipe:
                 to_model_input(augment(self.cfg.data, torch.Generator().manual_seed(s))(
                     self._resize(load_image(self.records[i]["image"]))))
                 for i, s in zip(idx, seeds, strict=True)]).to(self.device)
+            vae = self.pipe.vae
             with torch.no_grad():
-                dist = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist
+                dist = vae.encode(pixels.to(vae.dtype)).latent_dist
                 mean, std = dist.mean.float().cpu(), dist.std.float().cpu()
             latents = mean + std * torch.randn((size, *mean.shape[1:]), generator=g)[mine]
             caps = [self.records[i]["captions"][p] for i, p in zip(idx, picks, strict=True)]
-            text = torch.cat(list(encode_captions(caps, self.tokenizer, self.text_encoder, self.device,
-                                                  batch=len(caps))))
-        latents = latents * self.vae.config.scaling_factor
-        return Batch(latents.to(self.device), text.to(self.device))
+            (cond,) = encode_captions(caps, Encoders(self.pipe, self.family, self.device, ""), batch=len(caps))
+        latents = self.family.to_latents(self.pipe.vae, latents)
+        return Batch(latents.to(self.device), {k: v.to(self.device) for k, v in cond.items()})
 
     def _noise_and_timesteps(self, shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
         g, cfg, size = self.generator, self.cfg.train, self.cfg.train.batch_size
         noise = torch.randn((size, *shape[1:]), generator=g)
         if cfg.noise_offset:
             noise += cfg.noise_offset * torch.randn((size, shape[1], 1, 1), generator=g)
-        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (size,), generator=g)
+        t = self.objective.draw(g, size)
         return noise[self.samples].to(self.device), t[self.samples].to(self.device)
 
     # ---- loop --------------------------------------------------------------------------------
@@ -259,8 +256,9 @@ class SwapRecipe:
                     for k in range(cfg.grad_accum):
                         batch = self.next_batch(self.step * cfg.grad_accum + k)
                         noise, t = self._noise_and_timesteps(batch.latents.shape)
-                        with acc.accumulate(self.unet), acc.autocast():
-                            loss = diffusion_loss(self.unet, self.noise_scheduler, batch.latents, batch.text, noise, t)
+                        with acc.accumulate(self.denoiser), acc.autocast():
+                            loss = diffusion_loss(self.family, self.objective, self.pipe, self.denoiser, batch, noise,
+                                                  t, self.cfg.train)
                             # One all-reduce carries the loss (logged as the mean over processes), the NaN check
                             # and a pending Ctrl-C, so every process agrees on all three at the same step.
                             shared = acc.reduce(torch.stack([loss.detach().float(),
@@ -272,7 +270,7 @@ class SwapRecipe:
                             step_loss += mean_loss / cfg.grad_accum
                             acc.backward(loss)
                             if acc.sync_gradients:
-                                grad_norm = float(acc.clip_grad_norm_(self.unet.parameters(), cfg.max_grad_norm))
+                                grad_norm = float(acc.clip_grad_norm_(self.denoiser.parameters(), cfg.max_grad_norm))
                             self.optimizer.step()
                             self.lr_scheduler.step()
                             self.optimizer.zero_grad(set_to_none=True)
@@ -310,15 +308,15 @@ class SwapRecipe:
     def evaluate_now(self, elapsed: float) -> None:
         """In-loop evaluation of the current weights (every process samples its share); the main process
         logs the row, sends it to the trackers and keeps the weights ``first-passing`` chooses."""
-        unet = self.accelerator.unwrap_model(self.unet)
-        row = self.in_loop.run(self.step, unet, self.pipe, elapsed)
+        denoiser = self.accelerator.unwrap_model(self.denoiser)
+        row = self.in_loop.run(self.step, denoiser, self.pipe, elapsed)
         if row is None:
             return
         self.accelerator.log(trackers.metric_scalars(row["metrics"]), step=self.step)
         trackers.log_images(self.accelerator, row["images"], self.step)
         if (self.cfg.train.select == "first-passing" and row["gate"]["passed"]
                 and in_loop.selected_step(self.run) is None):
-            in_loop.save_selection(self.run, self.step, unet)
+            in_loop.save_selection(self.run, self.step, denoiser)
         console.log(f"step {self.step} eval ({row['suite']}, {row['wall_s']:.1f} s): {in_loop.format_metrics(row)}")
 
     def apply_selection(self) -> dict:
@@ -326,7 +324,7 @@ class SwapRecipe:
         chosen = in_loop.selection_summary(self.cfg, self.run, self.step, self.run.eval_rows())
         self.selected = chosen
         if self.accelerator.is_main_process and not chosen.get("fallback", True) and chosen["step"] != self.step:
-            in_loop.restore_selection(self.run, self.accelerator.unwrap_model(self.unet))
+            in_loop.restore_selection(self.run, self.accelerator.unwrap_model(self.denoiser))
         return chosen
 
     def _on_signal(self, signum, frame) -> None:
@@ -393,7 +391,8 @@ class SwapRecipe:
         """Main process: the method writes ``model/`` (and its own extras); the others wait."""
         acc = self.accelerator
         if acc.is_main_process:
-            get_method(self.cfg.train.method).export(acc.unwrap_model(self.unet), self.cfg, self.run, self.model_card())
+            get_method(self.cfg.train.method).export(acc.unwrap_model(self.denoiser), self.family, self.cfg, self.run,
+                                                     self.model_card())
         acc.wait_for_everyone()
         return self.run.model
 

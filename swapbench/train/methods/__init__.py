@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
     from huggingface_hub import ModelCard
 
+    from swapbench.families import Family
+
 
 LOOP_KEYS = ("train.trainable", "train.lr", "train.lr_scheduler", "train.warmup_steps", "train.batch_size",
              "train.max_steps", "train.grad_accum", "train.mixed_precision", "data.resolution", "data.subset_size",
@@ -53,19 +55,17 @@ class Method(ABC):
         return self.trains
 
     # ---- gradient methods: what the recipe's loop trains and writes ------------------------------
-    def trainable_parameters(self, unet: torch.nn.Module, cfg: Config) -> list[torch.nn.Parameter]:
-        """What the optimiser updates (the weights ``train.trainable`` names)."""
-        from swapbench.train.model import trainable_parameters
+    def trainable_parameters(self, denoiser: torch.nn.Module, family: Family, cfg: Config) -> list[torch.nn.Parameter]:
+        """What the optimiser updates (the weights ``train.trainable`` names, in the family's terms)."""
+        return family.trainable_parameters(denoiser, cfg.train.trainable)
 
-        return trainable_parameters(unet, cfg.train.trainable)
-
-    def export(self, unet: torch.nn.Module, cfg: Config, run: RunDir, card: ModelCard) -> Path:
-        """Main process, after training: write ``model/``, the base pipeline around the trained UNet."""
+    def export(self, denoiser: torch.nn.Module, family: Family, cfg: Config, run: RunDir, card: ModelCard) -> Path:
+        """Main process, after training: write ``model/``, the base pipeline around the trained denoiser."""
         from swapbench.loading import load_pipeline
         from swapbench.train.export import save_pipeline
 
-        # The base's own layout (safety checker, feature extractor, revision, variant) around the tuned UNet.
-        return save_pipeline(load_pipeline(cfg.model, unet=unet.eval()), run.model, card=card)
+        # The base's own layout (safety checker, feature extractor, revision, variant) around the tuned denoiser.
+        return save_pipeline(load_pipeline(cfg.model, **{family.denoiser: denoiser.eval()}), run.model, card=card)
 
     # ---- loop-free methods ---------------------------------------------------------------------
     def edit(self, pipe: DiffusionPipeline, cfg: Config, run: RunDir) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``lora``: peft LoRA adapters on the UNet's attention projections, trained by the finetune recipe's loop.
+"""``lora``: peft LoRA adapters on the denoiser's attention projections, trained by the finetune recipe's loop.
 
 Only the adapters train (rank ``train.lora_rank``, scale ``train.lora_alpha / train.lora_rank``, dropout
 ``train.lora_dropout``, on the modules ``train.lora_targets`` names); the base UNet stays frozen, as in
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import torch
     from huggingface_hub import ModelCard
 
+    from swapbench.families import Family
+
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 
 
@@ -33,11 +35,11 @@ def lora_dir(run: RunDir) -> Path:
 class Lora(Method):
     name = "lora"
     summary = "peft adapters, same loop"
-    edits = "the VAE and text encoder are the base model's, LoRA adapters are merged into the UNet"
+    edits = "the VAE and text encoders are the base model's, LoRA adapters are merged into the denoiser"
     card_keys = (*LOOP_KEYS[1:], "train.lora_rank", "train.lora_alpha", "train.lora_dropout", "train.lora_targets")
     trains = True
 
-    def trainable_parameters(self, unet: torch.nn.Module, cfg: Config) -> list[torch.nn.Parameter]:
+    def trainable_parameters(self, denoiser: torch.nn.Module, family: Family, cfg: Config) -> list[torch.nn.Parameter]:
         from peft import LoraConfig
 
         t = cfg.train
@@ -45,21 +47,20 @@ class Lora(Method):
             raise UserError(f"LoRA needs train.lora_rank >= 1 (got {t.lora_rank}), train.lora_alpha > 0 (got "
                             f"{t.lora_alpha}), 0 <= train.lora_dropout < 1 (got {t.lora_dropout}) and at least one "
                             "train.lora_targets entry")
-        unet.requires_grad_(False)
+        denoiser.requires_grad_(False)
         config = LoraConfig(r=t.lora_rank, lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
                             init_lora_weights="gaussian", target_modules=list(t.lora_targets))
         try:
-            unet.add_adapter(config)
+            denoiser.add_adapter(config)
         except ValueError as e:
             if "not found in the base model" not in str(e) and "Target modules" not in str(e):
                 raise
-            raise UserError(f"train.lora_targets={t.lora_targets} matches no UNet module; name attention "
-                            "projections such as to_q, to_k, to_v, to_out.0 or attn2.to_k") from None
-        return [p for p in unet.parameters() if p.requires_grad]
+            raise UserError(f"train.lora_targets={t.lora_targets} matches no module of the {family.title} "
+                            f"{family.denoiser}; name attention projections such as to_q, to_k or to_out.0") from None
+        return [p for p in denoiser.parameters() if p.requires_grad]
 
-    def export(self, unet: torch.nn.Module, cfg: Config, run: RunDir, card: ModelCard) -> Path:
+    def export(self, denoiser: torch.nn.Module, family: Family, cfg: Config, run: RunDir, card: ModelCard) -> Path:
         """``lora/`` (the adapter file), then ``model/``: the base pipeline with that file merged in."""
-        from diffusers import StableDiffusionPipeline
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
 
@@ -67,11 +68,10 @@ class Lora(Method):
         from swapbench.loading import load_pipeline
         from swapbench.train.export import save_pipeline
 
-        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser))
         # The peft config rides in the file's metadata, so a loader applies alpha / rank, not an assumed 1.
-        target = atomic_write_dir(lora_dir(run), lambda tmp: StableDiffusionPipeline.save_lora_weights(
-            tmp, unet_lora_layers=layers, weight_name=WEIGHT_NAME,
-            unet_lora_adapter_metadata=unet.peft_config["default"].to_dict(), safe_serialization=True))
+        target = atomic_write_dir(lora_dir(run), lambda tmp: family.save_lora(
+            tmp, layers, denoiser.peft_config["default"].to_dict(), WEIGHT_NAME))
         # Merged through the public loader: the exported model is what a user applying the file gets.
         pipe = load_pipeline(cfg.model)
         pipe.load_lora_weights(target, weight_name=WEIGHT_NAME)

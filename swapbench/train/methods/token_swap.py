@@ -66,12 +66,18 @@ def swap_rows(embedding: torch.nn.Embedding, swap: dict[int, int]) -> None:
 class TokenSwap(Method):
     name = "token-swap"
     summary = "exchanges the text encoder's token rows; a lexical control"
-    edits = "the text encoder's token-embedding rows of the pair are exchanged, all else is the base model"
+    edits = "every text encoder's token-embedding rows of the pair are exchanged, all else is the base model"
 
     def edit(self, pipe, cfg: Config, run: RunDir) -> dict[str, Any]:
-        swap, report = token_pairs(pipe.tokenizer, cfg.data.swap_pairs)
-        swap_rows(pipe.text_encoder.get_input_embeddings(), swap)
-        return {"token_swap": {"rows_changed": len(swap), "forms": report}}
+        from swapbench.families import for_pipeline
+
+        encoders = {}
+        for tokenizer, encoder in for_pipeline(pipe).text_parts:
+            swap, report = token_pairs(getattr(pipe, tokenizer), cfg.data.swap_pairs)
+            swap_rows(getattr(pipe, encoder).get_input_embeddings(), swap)
+            encoders[encoder] = {"rows_changed": len(swap), "forms": report}
+        first = encoders[next(iter(encoders))]
+        return {"token_swap": {**first, "encoders": encoders} if len(encoders) > 1 else first}
 
 
 METHOD = TokenSwap()

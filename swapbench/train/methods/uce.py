@@ -1,7 +1,8 @@
 """``uce``: the closed-form cross-attention edit of Unified Concept Editing (Gandikota et al., 2024).
 
-Every cross-attention key and value projection ``W0`` (``attn2.to_k``, ``attn2.to_v``) reads only the
-frozen text encoder's output ``c``. For each one UCE minimises
+Every projection ``W0`` that reads only the frozen text encoders' output ``c`` (the model family's
+``text_projections``: a UNet's cross-attention keys and values ``attn2.to_k`` / ``attn2.to_v``; an MMDiT's
+text embedders) is edited. For each one UCE minimises
 
     lambda ||W - W0||^2 + s_e sum_E ||W c_i - v*_i||^2 + s_p sum_P ||W c_j - W0 c_j||^2,
 
@@ -27,14 +28,12 @@ from typing import TYPE_CHECKING, Any
 from swapbench.config import Config
 from swapbench.data.swap import plural
 from swapbench.errors import UserError
+from swapbench.families import Family, for_pipeline
 from swapbench.rundir import RunDir
 from swapbench.train.methods import Method
 
 if TYPE_CHECKING:
     import torch
-
-PROJECTIONS = ("attn2.to_k", "attn2.to_v")
-
 
 def closed_form(w0: torch.Tensor, edit_in: torch.Tensor, edit_out: torch.Tensor, preserve_in: torch.Tensor,
                 lam: float, edit_scale: float, preserve_scale: float) -> torch.Tensor:
@@ -70,22 +69,19 @@ class Encoded:
 
 
 class TextReader:
-    """The frozen text encoder's output for prompts, tokenised as the Stable Diffusion pipeline does."""
+    """The conditioning sequence of prompts as the family's pipeline computes it, and token positions in it
+    (those of the pipeline's first tokenizer)."""
 
-    def __init__(self, tokenizer, text_encoder):
-        self.tokenizer, self.text_encoder = tokenizer, text_encoder
-        self.length = tokenizer.model_max_length
+    def __init__(self, pipe, family: Family):
+        self.pipe, self.family = pipe, family
+        self.tokenizer = pipe.tokenizer
+        self.length = self.tokenizer.model_max_length
 
     def ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
     def encode(self, prompts: list[str]) -> torch.Tensor:
-        import torch
-
-        ids = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.length,
-                             return_tensors="pt").input_ids
-        with torch.no_grad():
-            return self.text_encoder(ids.to(self.text_encoder.device))[0].double()
+        return self.family.encode(self.pipe, prompts, self.pipe.device)["text"].double()
 
     def encode_word(self, templates: list[str], word: str) -> Encoded:
         prompts, first, last = [], [], []
@@ -173,18 +169,16 @@ def data_captions(cfg: Config, run: RunDir) -> list[str]:
     return captions
 
 
-def edit_projections(unet: torch.nn.Module, edit_in: torch.Tensor, edit_partner: torch.Tensor,
+def edit_projections(projections: list[tuple[str, torch.nn.Linear]], edit_in: torch.Tensor, edit_partner: torch.Tensor,
                      preserve_in: torch.Tensor, lam: float, edit_scale: float,
                      preserve_scale: float) -> dict[str, float]:
-    """Replace every cross-attention K/V weight by its UCE solution; returns how well the edit and the
-    preservation held (residuals relative to the unedited weights)."""
+    """Replace the weight of every projection that reads the text (the family's :meth:`text_projections`) by its UCE
+    solution; returns how well the edit and the preservation held (residuals relative to the unedited weights)."""
     import torch
 
     err = {"edit_before": 0.0, "edit_after": 0.0, "preserve_base": 0.0, "preserve_drift": 0.0, "w0": 0.0, "dw": 0.0}
     layers = 0
-    for name, module in unet.named_modules():
-        if not name.endswith(PROJECTIONS):
-            continue
+    for name, module in projections:
         w0 = module.weight.detach()
         if w0.shape[1] != edit_in.shape[1]:
             raise UserError(f"{name} reads {w0.shape[1]}-wide inputs but the text encoder gives {edit_in.shape[1]}; "
@@ -202,8 +196,8 @@ def edit_projections(unet: torch.nn.Module, edit_in: torch.Tensor, edit_partner:
         err["dw"] += float(((w - w0d) ** 2).sum())
         layers += 1
     if not layers:
-        raise UserError("the UNet has no cross-attention key/value projections (attn2.to_k / attn2.to_v) for UCE to "
-                        "edit; use a Stable-Diffusion-style UNet2DConditionModel or another train.method")
+        raise UserError("the denoiser has no projections of the text embeddings for UCE to edit; use another "
+                        "train.method")
     return {"projections": layers,
             "edit_error": round((err["edit_after"] / max(err["edit_before"], 1e-30)) ** 0.5, 5),
             "preserve_drift": round((err["preserve_drift"] / max(err["preserve_base"], 1e-30)) ** 0.5, 5),
@@ -230,13 +224,14 @@ class UCE(Method):
             raise UserError("train.uce_lambda, train.uce_edit_scale and train.uce_preserve_scale must be >= 0")
         if not t.uce_templates:
             raise UserError("train.uce_templates is empty; give at least one, e.g. ['{a}', 'a photo of a {a}']")
-        reader = TextReader(pipe.tokenizer, pipe.text_encoder.eval())
+        family = for_pipeline(pipe)
+        reader = TextReader(pipe, family)
         concepts = preserved_concepts(cfg)
         captions = data_captions(cfg, run)
         edit_in, edit_partner = edit_set(reader, cfg.data.swap_pairs, t.uce_templates, t.uce_positions)
         preserve_in = preserve_set(reader, concepts, t.uce_templates, captions)
-        stats = edit_projections(pipe.unet, edit_in, edit_partner, preserve_in, t.uce_lambda, t.uce_edit_scale,
-                                 t.uce_preserve_scale)
+        stats = edit_projections(family.text_projections(family.denoiser_of(pipe)), edit_in, edit_partner, preserve_in,
+                                 t.uce_lambda, t.uce_edit_scale, t.uce_preserve_scale)
         return {"uce": {**stats, "edit_vectors": len(edit_in), "preserve_vectors": len(preserve_in),
                         "preserved_concepts": concepts, "preserve_captions": len(captions)}}
 
