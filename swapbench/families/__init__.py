@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from swapbench.config import TrainConfig
     from swapbench.families.objectives import Objective
 
-FAMILIES = ("sd",)
+FAMILIES = ("sd", "sdxl")
 """The family modules (swapbench/families/<name>.py), in the order tables list them."""
 
 Conditioning = dict[str, "torch.Tensor"]
