@@ -21,7 +21,6 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from swapbench.config import TrainConfig
 from swapbench.errors import UserError
 from swapbench.families import for_class, for_pipeline, get_family
-from swapbench.families.sd import cross_attention_kv
 from swapbench.samplers import SAMPLERS
 from swapbench.world.models import TEXT_LENGTH, build_tokenizer
 
@@ -150,7 +149,7 @@ def test_a_ddpm_step_on_unet_cross_attention_reaches_only_attn2_k_v(pipe):
     unet = copy.deepcopy(pipe.unet)
     train = TrainConfig(trainable="unet.cross_attention")
     params = FAMILY.trainable_parameters(unet, train.trainable)
-    kv = {f"{name}.{p}" for name, module in cross_attention_kv(unet) for p, _ in module.named_parameters()}
+    kv = {f"{name}.{p}" for name, module, _ in FAMILY.text_projections(unet) for p, _ in module.named_parameters()}
     assert kv and all(n.endswith(("attn2.to_k.weight", "attn2.to_v.weight")) for n in kv)
     assert {n for n, p in unet.named_parameters() if p.requires_grad} == kv and len(params) == len(kv)
 

@@ -15,8 +15,9 @@ declarations cheaply; each family imports diffusers where it computes.
 from __future__ import annotations
 
 import importlib
+import inspect
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from swapbench.errors import UserError
 
@@ -27,13 +28,22 @@ if TYPE_CHECKING:
     from swapbench.config import TrainConfig
     from swapbench.families.objectives import Objective
 
-FAMILIES = ("sd", "sdxl")
+FAMILIES = ("sd", "sdxl", "sd3", "flux")
 """The family modules (swapbench/families/<name>.py), in the order tables list them."""
 
 Conditioning = dict[str, "torch.Tensor"]
 """What the denoiser reads of a caption, batch-first: ``text`` (sequence embeddings) and, where the family
 has them, ``pooled``. Every family's keys are fixed (:attr:`Family.cond_keys`): the feature cache keeps one
 store per key."""
+
+
+class Projection(NamedTuple):
+    """A linear layer whose input is a conditioning tensor, ``cond[reads]``, as the text encoders give it
+    (what a closed-form edit such as UCE solves for)."""
+
+    name: str
+    module: torch.nn.Linear
+    reads: str
 
 
 class Family(ABC):
@@ -49,10 +59,12 @@ class Family(ABC):
     text_parts: ClassVar[tuple[tuple[str, str], ...]]
     """(tokenizer, text encoder) component names, in the pipeline's order."""
     cond_keys: ClassVar[tuple[str, ...]] = ("text",)
+    t5_tokenizer: ClassVar[str | None] = None
+    """The tokenizer whose length is ``model.max_sequence_length`` (a T5 one); None where there is none."""
     trainable: ClassVar[dict[str, str]]
     """``train.trainable`` values this family accepts -> what each trains (the model card and errors)."""
     text_attention: ClassVar[str]
-    """Which modules read the text: what ``<denoiser>.{cross,text}_attention`` and UCE edit, and why."""
+    """Which modules read the text: what ``<denoiser>.{cross,text}_attention`` trains and UCE edits, and why."""
     samplers: ClassVar[tuple[str, ...]]
     """The ``eval.sampler`` names it samples with."""
     img2img: ClassVar[str]
@@ -80,12 +92,32 @@ class Family(ABC):
 
     # ---- conditioning and latents --------------------------------------------------------------
     @abstractmethod
-    def encode(self, pipe: DiffusionPipeline, captions: list[str], device: Any) -> Conditioning:
-        """The conditioning of ``captions`` as the family's pipeline computes it for sampling, float32 on the CPU."""
+    def encode(self, pipe: DiffusionPipeline, captions: list[str], device: Any,
+               max_sequence_length: int | None = None) -> Conditioning:
+        """The conditioning of ``captions`` as the family's pipeline computes it for sampling, float32 on the CPU;
+        ``max_sequence_length``: ``model.max_sequence_length`` (:meth:`sequence_length`)."""
 
-    def token_lengths(self, pipe: DiffusionPipeline) -> dict[str, int]:
-        """The token length of every tokenizer (part of the feature cache's key)."""
-        return {tok: getattr(pipe, tok).model_max_length for tok, _ in self.text_parts}
+    def sequence_length(self, pipe: DiffusionPipeline, requested: int | None = None) -> int | None:
+        """The T5 tokens a caption is encoded with: ``requested`` (``model.max_sequence_length``) or the
+        pipeline's default; None for a family without a T5 encoder (this default)."""
+        if requested is not None:
+            raise UserError(f"model.max_sequence_length={requested} does not apply to the {self.title} family "
+                            "(it has no T5 text encoder); leave it unset")
+        return None
+
+    def token_lengths(self, pipe: DiffusionPipeline, max_sequence_length: int | None = None) -> dict[str, int]:
+        """The token length of every tokenizer (part of the feature cache's key): the T5 one encodes
+        :meth:`sequence_length` tokens, not its ``model_max_length``."""
+        lengths = {tok: getattr(pipe, tok).model_max_length for tok, _ in self.text_parts}
+        length = self.sequence_length(pipe, max_sequence_length)
+        if length is not None:
+            lengths[self.t5_tokenizer] = length
+        return lengths
+
+    def prompt_kwargs(self, pipe: DiffusionPipeline, max_sequence_length: int | None = None) -> dict[str, Any]:
+        """Pipeline-call arguments that make the pipeline encode a prompt as :meth:`encode` does."""
+        length = self.sequence_length(pipe, max_sequence_length)
+        return {} if length is None else {"max_sequence_length": length}
 
     def to_latents(self, vae: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
         """A VAE posterior sample in the denoiser's latent space: ``(z - shift) * scale``."""
@@ -108,21 +140,25 @@ class Family(ABC):
         """The denoiser's output for ``noisy`` latents (B x C x h x w) at the objective's ``timesteps``."""
 
     def trainable_parameters(self, denoiser: torch.nn.Module, spec: str) -> list[torch.nn.Parameter]:
-        """The whole denoiser, or only :meth:`text_projections` (the family's text-reading subset)."""
+        """The whole denoiser, or only :meth:`text_attention_modules` (the family's text-reading subset)."""
         self.check_trainable(spec)
         if spec == self.denoiser:
             denoiser.requires_grad_(True)
             return list(denoiser.parameters())
         denoiser.requires_grad_(False)
         params = []
-        for _, module in self.text_projections(denoiser):
+        for _, module in self.text_attention_modules(denoiser):
             module.requires_grad_(True)
             params += list(module.parameters())
         return params
 
     @abstractmethod
-    def text_projections(self, denoiser: torch.nn.Module) -> list[tuple[str, torch.nn.Linear]]:
+    def text_projections(self, denoiser: torch.nn.Module) -> list[Projection]:
         """The linear layers whose inputs are the text encoders' outputs (what UCE solves in closed form)."""
+
+    def text_attention_modules(self, denoiser: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+        """What ``<denoiser>.{cross,text}_attention`` trains: by default the :meth:`text_projections`."""
+        return [(p.name, p.module) for p in self.text_projections(denoiser)]
 
     # ---- sampling --------------------------------------------------------------------------------
     def denoiser_of(self, pipe: DiffusionPipeline) -> torch.nn.Module:
@@ -150,6 +186,21 @@ class Family(ABC):
 
         self.check_sampler(name)
         return build_scheduler(name, config)
+
+    def continuation(self, pipe: DiffusionPipeline, steps: int, k: int, latents: torch.Tensor) -> dict[str, Any]:
+        """Pipeline-call arguments that run only what follows step ``k`` of ``steps``-step sampling with
+        ``pipe``'s scheduler, from ``latents``: the denoising loop's latents after step ``k`` (what a
+        ``callback_on_step_end`` sees). Here: the remaining ``timesteps``, and the latents divided by the
+        shortened schedule's ``init_noise_sigma``, since the pipeline multiplies given latents by it."""
+        import copy
+
+        schedule = copy.deepcopy(pipe.scheduler)
+        if "timesteps" not in inspect.signature(schedule.set_timesteps).parameters:
+            raise UserError(f"the {type(schedule).__name__} sampler cannot start from a given timestep")
+        schedule.set_timesteps(steps)
+        rest = schedule.timesteps.tolist()[k * schedule.order:]
+        schedule.set_timesteps(timesteps=rest)
+        return {"timesteps": rest, "latents": latents / float(schedule.init_noise_sigma)}
 
     def img2img_pipeline(self, pipe: DiffusionPipeline) -> DiffusionPipeline:
         """The image-to-image pipeline over the same modules (no second copy of the weights)."""

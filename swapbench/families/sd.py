@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from swapbench.families import Conditioning, Family
+from swapbench.families import Conditioning, Family, Projection
 
 
 class StableDiffusion(Family):
@@ -26,9 +26,10 @@ class StableDiffusion(Family):
     lora_pipeline = "StableDiffusionPipeline"
     tags = ("stable-diffusion",)
 
-    def encode(self, pipe, captions: list[str], device) -> Conditioning:
+    def encode(self, pipe, captions: list[str], device, max_sequence_length=None) -> Conditioning:
         import torch
 
+        self.sequence_length(pipe, max_sequence_length)  # a CLIP-only family: refuses a T5 length
         tokenizer = pipe.tokenizer
         with torch.no_grad():
             ids = tokenizer(captions, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
@@ -44,12 +45,8 @@ class StableDiffusion(Family):
         return denoiser(noisy, timesteps, cond["text"]).sample
 
     def text_projections(self, denoiser):
-        return cross_attention_kv(denoiser)
-
-
-def cross_attention_kv(unet) -> list:
-    return [(name, module) for name, module in unet.named_modules()
-            if name.endswith(("attn2.to_k", "attn2.to_v"))]
+        return [Projection(name, module, "text") for name, module in denoiser.named_modules()
+                if name.endswith(("attn2.to_k", "attn2.to_v"))]
 
 
 FAMILY = StableDiffusion()

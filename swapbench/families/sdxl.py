@@ -11,40 +11,31 @@ embedding, not attention: ``attn2.to_k`` / ``attn2.to_v`` remain the only projec
 
 from __future__ import annotations
 
-from typing import Any
-
-from swapbench.families import Conditioning, Family
-from swapbench.families.sd import cross_attention_kv
+from swapbench.families import Conditioning
+from swapbench.families.sd import StableDiffusion
 
 
-class StableDiffusionXL(Family):
+class StableDiffusionXL(StableDiffusion):
+    """SD's objective, trainable sets, closed-form targets and samplers; its own conditioning and UNet call."""
+
     name = "sdxl"
     title = "Stable Diffusion XL"
     pipelines = ("StableDiffusionXLPipeline",)
-    denoiser = "unet"
     text_parts = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"))
     cond_keys = ("text", "pooled")
-    trainable = {"unet": "every UNet weight",
-                 "unet.cross_attention": "the cross-attention key/value projections (attn2.to_k, attn2.to_v)"}
     text_attention = ("attn2.to_k / attn2.to_v: the cross-attention projections of the text embeddings (the pooled "
                       "embedding enters through the added time embedding)")
-    samplers = ("dpmsolver++", "ddim", "euler")
     img2img = "StableDiffusionXLImg2ImgPipeline"
     lora_pipeline = "StableDiffusionXLPipeline"
     tags = ("stable-diffusion-xl", "stable-diffusion-xl-diffusers", "text-to-image")
 
-    def encode(self, pipe, captions: list[str], device) -> Conditioning:
+    def encode(self, pipe, captions: list[str], device, max_sequence_length: int | None = None) -> Conditioning:
         import torch
 
         with torch.no_grad():
             text, _, pooled, _ = pipe.encode_prompt(prompt=captions, device=device, num_images_per_prompt=1,
                                                     do_classifier_free_guidance=False)
         return {"text": text.float().cpu(), "pooled": pooled.float().cpu()}
-
-    def objective(self, scheduler_config: Any, train):
-        from swapbench.families.objectives import DDPM
-
-        return DDPM(scheduler_config)
 
     def predict(self, pipe, denoiser, noisy, timesteps, cond, train):
         text, pooled = cond["text"], cond["pooled"]
@@ -56,9 +47,6 @@ class StableDiffusionXL(Family):
                                           text_encoder_projection_dim=projection_dim)
         time_ids = time_ids.to(noisy.device).repeat(len(noisy), 1)
         return denoiser(noisy, timesteps, text, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
-
-    def text_projections(self, denoiser):
-        return cross_attention_kv(denoiser)
 
     def img2img_pipeline(self, pipe):
         image_pipe = super().img2img_pipeline(pipe)
