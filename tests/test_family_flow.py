@@ -167,7 +167,7 @@ def tensors(kwargs: dict) -> dict[str, torch.Tensor]:
 
 
 def test_families_are_found_by_pipeline_class_and_refuse_what_does_not_apply(sd3, dev):
-    assert FAMILIES == ("sd", "sd3", "flux")
+    assert FAMILIES == ("sd", "sdxl", "sd3", "flux")
     assert for_pipeline(sd3).name == "sd3" and for_pipeline(dev).name == "flux"
     assert for_class("StableDiffusion3Pipeline") is get_family("sd3")
     for family in (get_family("sd3"), get_family("flux")):
