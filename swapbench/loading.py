@@ -97,7 +97,9 @@ def resolve_model(spec: str) -> str:
         if not index.is_file():
             raise UserError(f"{path} is not a diffusers pipeline (no model_index.json); pass a folder saved with "
                             "save_pretrained")
-        missing = [c for c in family_of_index(read_json(index), path).parts if not (Path(path) / c).is_dir()]
+        components = read_json(index)
+        missing = [c for c in family_of_index(components, path).required_parts(components)
+                   if not (Path(path) / c).is_dir()]
         if missing:
             raise UserError(f"{path} is not a complete diffusers pipeline (missing {', '.join(missing)}); pass a "
                             "folder saved with save_pretrained")

@@ -53,11 +53,11 @@ def test_uce_maps_edits_to_their_partners_and_keeps_other_concepts(world_pipe):
     pipe = world_pipe()
     cfg = load_config("savanna", None, ["train.method=uce"])
     family = for_pipeline(pipe)
-    base = {n: m.weight.detach().clone() for n, m in family.text_projections(pipe.unet)}
+    base = {n: m.weight.detach().clone() for n, m, _ in family.text_projections(pipe.unet)}
     assert all(n.endswith(("attn2.to_k", "attn2.to_v")) for n in base)
     info = UCE().edit(pipe, cfg, run=None)["uce"]
     assert info["projections"] == len(base) == 14
-    edited = {n: m.weight.detach().double() for n, m in family.text_projections(pipe.unet)}
+    edited = {n: m.weight.detach().double() for n, m, _ in family.text_projections(pipe.unet)}
     reader = TextReader(pipe, family)
 
     # Each edit embedding now gives (nearly) what its partner gave before; the unedited gap is large.
@@ -65,8 +65,8 @@ def test_uce_maps_edits_to_their_partners_and_keeps_other_concepts(world_pipe):
     enc = {w: reader.encode_word(t.uce_templates, w) for w in ("giraffe", "zebra")}
     for src, dst in (("giraffe", "zebra"), ("zebra", "giraffe")):
         for k in range(len(t.uce_templates)):
-            ps, pd = aligned_positions(enc[src], enc[dst], k, t.uce_positions, reader.length)
-            c, c_partner = enc[src].embeddings[k, ps], enc[dst].embeddings[k, pd]
+            ps, pd = aligned_positions(enc[src], enc[dst], k, t.uce_positions)
+            c, c_partner = enc[src].cond["text"][k, ps], enc[dst].cond["text"][k, pd]
             for name, w in edited.items():
                 w0 = base[name].double()
                 target = c_partner @ w0.T
@@ -74,7 +74,7 @@ def test_uce_maps_edits_to_their_partners_and_keeps_other_concepts(world_pipe):
                 assert after < 0.35 * before, (name, src, t.uce_templates[k], float(after / before))
 
     def drift(prompt):
-        c = reader.encode([prompt])[0]
+        c = reader.encode([prompt])["text"][0]
         return max(float((c @ (w - base[n].double()).T).norm() / (c @ base[n].double().T).norm())
                    for n, w in edited.items())
 

@@ -30,7 +30,7 @@ def test_spellings_are_kept_only_where_the_tokenizer_reads_other_tokens():
     assert split_spellings("zebra")[0] == "ze bra" and split_spellings("giraffe")[0] == "gir affe"
     tokenizer = CLIPTokenizer.from_pretrained(SHIPPED_WORLD / "pipeline/tokenizer")
     suite = load_suite("robust")
-    items, records = read_forms(suite.items, tokenizer)
+    items, records = read_forms(suite.items, [tokenizer])
     forms = [i for i in items if i.group == "forms"]
     for family in ("misspelling", "split"):
         for concept in ("giraffe", "zebra"):
@@ -49,7 +49,7 @@ def test_spellings_are_kept_only_where_the_tokenizer_reads_other_tokens():
     # a "misspelling" that the tokenizer reads as the word is dropped, and the next candidate takes its place
     odd = [PromptItem("forms", "misspelling", "zebra", f"a {w}", (0,), form=w, variant=("a {misspelled}", r, 1))
            for r, w in enumerate(["ZEBRA", "zebbra"])]
-    kept, records = read_forms(odd, tokenizer)
+    kept, records = read_forms(odd, [tokenizer])
     assert [i.form for i in kept] == ["zebbra"] and records[0]["reads_word"] and not records[0]["used"]
 
 

@@ -86,8 +86,10 @@ def prepare_pipeline(pipe: DiffusionPipeline, cfg: Config, device: torch.device)
 
 
 def sampler_settings(cfg: Config) -> dict:
+    """What an image depends on besides weights, prompt and seed (the base-sample cache key, the pairing check)."""
+    length = cfg.model.max_sequence_length
     return {"sampler": cfg.eval.sampler, "steps": cfg.eval.steps, "guidance_scale": cfg.eval.guidance_scale,
-            "resolution": cfg.eval.resolution}
+            "resolution": cfg.eval.resolution, **({"max_sequence_length": length} if length is not None else {})}
 
 
 def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem], judge: ZeroShotJudge,
@@ -133,7 +135,9 @@ def sample_models(cfg: Config, target: Target, suite: Suite, items: list[PromptI
     # counted apart (safety_flagged/*), not silently judged as whatever a black square looks like.
     base_pipe = prepare_pipeline(load_pipeline(spec, safety_checker=False), cfg, device)
     # spellings are checked on the real tokenizer
-    items, forms = probes.read_forms(items, base_pipe.tokenizer)
+    text_parts = for_pipeline(base_pipe).text_parts
+    tokenizers = [t for t in (getattr(base_pipe, name) for name, _ in text_parts) if t is not None]
+    items, forms = probes.read_forms(items, tokenizers)
     jobs = [(item, seed) for item in items for seed in item.seeds]
     prompts_seeds = [(item.prompt, seed) for item, seed in jobs]
     base_hash = model_hash(spec)
@@ -182,7 +186,8 @@ def generate(pipe, jobs: list[tuple[str, int]], cfg: Config, label: str,
                 todo = [missing[k] for k in batch]
                 images = to_uint8(sample(pipe, [jobs[i][0] for i in todo], [jobs[i][1] for i in todo],
                                          cfg.eval.steps, cfg.eval.guidance_scale, size, cfg.eval.resolution,
-                                         progress=lambda n: bar.advance(task, n)))
+                                         progress=lambda n: bar.advance(task, n),
+                                         max_sequence_length=cfg.model.max_sequence_length))
                 if store:
                     for i, image in zip(todo, images, strict=True):
                         store.put(*jobs[i], image)

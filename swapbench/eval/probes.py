@@ -29,8 +29,6 @@ base costs only its tuned half.
 
 from __future__ import annotations
 
-import copy
-import inspect
 import re
 import string
 from collections import Counter
@@ -167,11 +165,12 @@ def _form_items(spec: dict, swapped: list[str], path: Path, seeds_override: int 
     return items
 
 
-def read_forms(items: list[PromptItem], tokenizer) -> tuple[list[PromptItem], list[dict]]:
-    """Keep the forms whose spelling the ``tokenizer`` reads as intended; list every form with its tokens.
+def read_forms(items: list[PromptItem], tokenizers: list) -> tuple[list[PromptItem], list[dict]]:
+    """Keep the forms whose spelling the pipeline's ``tokenizers`` read as intended; list every form with the
+    first tokenizer's tokens.
 
-    A ``{misspelled}`` / ``{split}`` spelling is kept only if its token ids do not contain the word's
-    own ids (else it asks the model the same thing as the plain word); of those, the first
+    A ``{misspelled}`` / ``{split}`` spelling is kept only if no tokenizer's ids of it contain that tokenizer's
+    ids of the word (else it asks the model the same thing as the plain word); of those, the first
     ``variants`` per template. Other forms are kept whatever they read as: capitalisation, for one,
     reads as the word itself under CLIP's lower-casing tokenizer, which is worth knowing."""
     kept, records, taken = [], [], Counter()
@@ -179,9 +178,9 @@ def read_forms(items: list[PromptItem], tokenizer) -> tuple[list[PromptItem], li
         if item.group != "forms":
             kept.append(item)
             continue
+        reads_word = any(_reads_word(tokenizer, item.form, item.concept) for tokenizer in tokenizers)
+        tokenizer = tokenizers[0]
         ids = tokenizer(item.form, add_special_tokens=False).input_ids
-        word = tokenizer(item.concept, add_special_tokens=False).input_ids
-        reads_word = any(ids[i : i + len(word)] == word for i in range(len(ids) - len(word) + 1))
         keep = True
         if item.variant is not None:
             template, _, wanted = item.variant
@@ -196,11 +195,13 @@ def read_forms(items: list[PromptItem], tokenizer) -> tuple[list[PromptItem], li
     return kept, records
 
 
+def _reads_word(tokenizer, form: str, word: str) -> bool:
+    ids = tokenizer(form, add_special_tokens=False).input_ids
+    word_ids = tokenizer(word, add_special_tokens=False).input_ids
+    return any(ids[i : i + len(word_ids)] == word_ids for i in range(len(ids) - len(word_ids) + 1))
+
+
 # --- trajectory -------------------------------------------------------------------------------------
-
-
-def _scheduler_takes_timesteps(scheduler) -> bool:
-    return "timesteps" in inspect.signature(scheduler.set_timesteps).parameters
 
 
 @dataclass
@@ -216,6 +217,7 @@ class Trajectory:
     batch_size: int
     resolution: int | None
     latent_root: Path
+    max_sequence_length: int | None = None
     handover_latents: dict[float, torch.Tensor] = field(default_factory=dict)
     outputs: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -226,7 +228,8 @@ class Trajectory:
              latent_root: Path) -> Trajectory:
         index = [i for i, (item, seed) in enumerate(jobs) if item.group == "swap" and seed < spec.seeds]
         return cls(spec, index, [jobs[i] for i in index], base_images[index], cfg.eval.steps,
-                   cfg.eval.guidance_scale, cfg.eval.batch_size, cfg.eval.resolution, latent_root)
+                   cfg.eval.guidance_scale, cfg.eval.batch_size, cfg.eval.resolution, latent_root,
+                   cfg.model.max_sequence_length)
 
     def handover_steps(self) -> dict[float, int]:
         return {f: int(round(f * self.steps)) for f in self.spec.handover}
@@ -243,13 +246,16 @@ class Trajectory:
         from safetensors.torch import load_file, save_file
 
         from swapbench.eval.sampling import deal, denoiser_dtype, image_size, initial_latents
+        from swapbench.families import for_pipeline
         from swapbench.io import atomic_write
 
         if not self.spec.handover or not self.starts:
             return
-        if not _scheduler_takes_timesteps(pipe.scheduler):
-            self.notes.append(f"handover skipped: the {type(pipe.scheduler).__name__} sampler cannot start from a "
-                              "given timestep (use eval.sampler dpmsolver++ or euler)")
+        family = for_pipeline(pipe)
+        try:
+            family.continuation(pipe, self.steps, 0, torch.zeros(0))
+        except UserError as e:
+            self.notes.append(f"handover skipped: {e}")
             return
         wanted = sorted(set(self.handover_steps().values()))
         keys = [f"step{k}" for k in wanted]
@@ -278,7 +284,8 @@ class Trajectory:
                 pipe(prompt=[it.prompt for it, _ in starts], num_inference_steps=self.steps,
                      guidance_scale=self.guidance_scale, height=size, width=size,
                      latents=latents.to(pipe.device, denoiser_dtype(pipe)), output_type="latent",
-                     callback_on_step_end=keep, callback_on_step_end_tensor_inputs=["latents"])
+                     callback_on_step_end=keep, callback_on_step_end_tensor_inputs=["latents"],
+                     **family.prompt_kwargs(pipe, self.max_sequence_length))
             pipe._interrupt = False
             return torch.stack([captured[k] for k in wanted], dim=1).numpy()
 
@@ -307,6 +314,7 @@ class Trajectory:
         pipe.set_progress_bar_config(disable=True)
         img2img = family.img2img_pipeline(pipe)
         img2img.set_progress_bar_config(disable=True)
+        prompt_kwargs = family.prompt_kwargs(pipe, self.max_sequence_length)
         prompts = [item.prompt for item, _ in self.starts]
         seeds = [seed for _, seed in self.starts]
         dtype, device = denoiser_dtype(pipe), pipe.device
@@ -333,32 +341,25 @@ class Trajectory:
                         images = img2img(prompt=[prompts[i] for i in batch], image=latents, strength=strength,
                                          num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
                                          generator=[torch.Generator("cpu").manual_seed(seeds[i]) for i in batch],
-                                         output_type="pt").images
+                                         output_type="pt", **prompt_kwargs).images
                 return to_uint8(images.float().cpu().clamp(0, 1))
 
             self.outputs[("img2img", strength)] = deal(len(prompts), self.batch_size, run)
             sampled += len(prompts)
 
         if self.handover_latents:
-            schedule = copy.deepcopy(pipe.scheduler)
-            schedule.set_timesteps(self.steps)
-            timesteps = schedule.timesteps.tolist()
             steps = self.handover_steps()
             size = image_size(pipe, self.resolution)
             for fraction in self.spec.handover:
-                rest = timesteps[steps[fraction] * schedule.order :]
-                probe = copy.deepcopy(pipe.scheduler)
-                probe.set_timesteps(timesteps=rest)
-                # The pipeline scales given latents by the schedule's initial sigma; the base latents
-                # are already at the noise level of their step.
-                scale = float(probe.init_noise_sigma)
-
-                def run(batch: list[int], fraction=fraction, rest=rest, scale=scale) -> np.ndarray:
-                    latents = self.handover_latents[fraction][batch] / scale
+                def run(batch: list[int], fraction=fraction) -> np.ndarray:
+                    # The base latents are those after step k of the base trajectory: the family says how its
+                    # pipeline runs only the rest of the schedule from them.
+                    rest = family.continuation(pipe, self.steps, steps[fraction],
+                                               self.handover_latents[fraction][batch].to(device, dtype))
                     with torch.no_grad():
-                        images = pipe(prompt=[prompts[i] for i in batch], timesteps=rest, height=size, width=size,
-                                      guidance_scale=self.guidance_scale, latents=latents.to(device, dtype),
-                                      output_type="pt").images
+                        images = pipe(prompt=[prompts[i] for i in batch], height=size, width=size,
+                                      guidance_scale=self.guidance_scale, output_type="pt", **rest,
+                                      **prompt_kwargs).images
                     return to_uint8(images.float().cpu().clamp(0, 1))
 
                 self.outputs[("handover", fraction)] = deal(len(prompts), self.batch_size, run)

@@ -34,9 +34,11 @@ def denoiser_dtype(pipe: DiffusionPipeline) -> torch.dtype:
 @torch.no_grad()
 def sample(pipe: DiffusionPipeline, prompts: list[str], seeds: list[int], steps: int, guidance_scale: float,
            batch_size: int = 64, resolution: int | None = None,
-           progress: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Images for ``prompts[i]`` with ``seeds[i]``: N x 3 x H x W floats in [0, 1] on the CPU."""
+           progress: Callable[[int], None] | None = None, max_sequence_length: int | None = None) -> torch.Tensor:
+    """Images for ``prompts[i]`` with ``seeds[i]``: N x 3 x H x W floats in [0, 1] on the CPU.
+    ``max_sequence_length``: ``model.max_sequence_length`` (T5 families), as training encodes captions."""
     size = image_size(pipe, resolution)
+    prompt_kwargs = for_pipeline(pipe).prompt_kwargs(pipe, max_sequence_length)
     pipe.set_progress_bar_config(disable=True)
     out = []
     for start in range(0, len(prompts), batch_size):
@@ -44,7 +46,7 @@ def sample(pipe: DiffusionPipeline, prompts: list[str], seeds: list[int], steps:
         latents = initial_latents(pipe, seeds[start : start + batch_size], size, size)
         result = pipe(
             prompt=chunk_prompts, num_inference_steps=steps, guidance_scale=guidance_scale, height=size, width=size,
-            latents=latents.to(pipe.device, denoiser_dtype(pipe)), output_type="pt",
+            latents=latents.to(pipe.device, denoiser_dtype(pipe)), output_type="pt", **prompt_kwargs,
         )
         out.append(result.images.float().cpu().clamp(0, 1))
         if progress:

@@ -75,10 +75,17 @@ class Family(ABC):
     """Hugging Face model-card tags."""
 
     # ---- declarations derived from the above --------------------------------------------------
+    optional: ClassVar[tuple[str, ...]] = ()
+    """Components the pipeline runs without when ``model_index.json`` sets them to null (SD3's T5)."""
+
     @property
     def parts(self) -> tuple[str, ...]:
-        """Pipeline components the recipe and the evaluation cannot do without."""
+        """Pipeline components the recipe and the evaluation cannot do without (unless :attr:`optional`)."""
         return (self.denoiser, "vae", "scheduler", *(p for pair in self.text_parts for p in pair))
+
+    def required_parts(self, index: dict) -> list[str]:
+        """The :attr:`parts` a pipeline with this ``model_index.json`` must hold."""
+        return [p for p in self.parts if not (p in self.optional and not (index.get(p) or [None])[0])]
 
     def check_trainable(self, spec: str) -> None:
         if spec not in self.trainable:
@@ -118,6 +125,13 @@ class Family(ABC):
         """Pipeline-call arguments that make the pipeline encode a prompt as :meth:`encode` does."""
         length = self.sequence_length(pipe, max_sequence_length)
         return {} if length is None else {"max_sequence_length": length}
+
+    def token_spans(self, pipe: DiffusionPipeline,
+                    max_sequence_length: int | None = None) -> list[tuple[str, int, int]]:
+        """How the rows of ``text`` follow the tokens: (tokenizer component, first row, rows) for each tokenizer
+        whose tokens are rows of it. By default the first tokenizer's, from row 0."""
+        tokenizer = self.text_parts[0][0]
+        return [(tokenizer, 0, getattr(pipe, tokenizer).model_max_length)]
 
     def to_latents(self, vae: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
         """A VAE posterior sample in the denoiser's latent space: ``(z - shift) * scale``."""
@@ -212,6 +226,14 @@ class Family(ABC):
         extras = {k: pipe.config[k] for k in ("requires_safety_checker", "force_zeros_for_empty_prompt")
                   if k in accepted and k in pipe.config}
         return cls(**parts, **extras)
+
+    def lora_layers(self, denoiser: torch.nn.Module) -> dict:
+        """The denoiser's peft LoRA weights under the key names its pipeline's loader reads (a UNet's in the
+        diffusers naming, as diffusers' UNet trainers save them)."""
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        return convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser))
 
     def save_lora(self, folder: Any, layers: dict, metadata: dict, weight_name: str) -> None:
         """The denoiser's LoRA layers in the diffusers format of the family's pipeline (peft config in the metadata)."""

@@ -39,6 +39,10 @@ class Flux(MMDiT):
                                                  max_sequence_length=self.sequence_length(pipe, max_sequence_length))
         return {"text": text.float().cpu(), "pooled": pooled.float().cpu()}
 
+    def token_spans(self, pipe, max_sequence_length=None):
+        """The sequence is T5's alone (CLIP gives only the pooled vector)."""
+        return [("tokenizer_2", 0, self.sequence_length(pipe, max_sequence_length))]
+
     def predict(self, pipe, denoiser, noisy, timesteps, cond, train):
         """As ``FluxPipeline``'s denoising loop calls the transformer, on latents packed here and the output
         unpacked back to ``noisy``'s layout."""

@@ -85,6 +85,12 @@ class MMDiT(Family):
         joint = [(name, module) for name, module in denoiser.named_modules() if name.endswith(JOINT_KV)]
         return [(p.name, p.module) for p in self.text_projections(denoiser)] + joint
 
+    def lora_layers(self, denoiser) -> dict:
+        """The peft state dict as is, as diffusers' SD3 and FLUX trainers save a transformer's adapters."""
+        from peft.utils import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(denoiser)
+
     def sampler(self, name: str, config: Any):
         from diffusers import FlowMatchEulerDiscreteScheduler
 

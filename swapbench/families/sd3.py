@@ -22,6 +22,7 @@ class StableDiffusion3(MMDiT):
     pipelines = ("StableDiffusion3Pipeline",)
     text_parts = (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2"), ("tokenizer_3", "text_encoder_3"))
     t5_tokenizer = "tokenizer_3"
+    optional = ("tokenizer_3", "text_encoder_3")
     img2img = "StableDiffusion3Img2ImgPipeline"
     lora_pipeline = "StableDiffusion3Pipeline"
     tags = ("sd3", "sd3-diffusers")
@@ -37,6 +38,13 @@ class StableDiffusion3(MMDiT):
                 prompt=captions, prompt_2=captions, prompt_3=captions, device=device, do_classifier_free_guidance=False,
                 max_sequence_length=self.sequence_length(pipe, max_sequence_length))
         return {"text": text.float().cpu(), "pooled": pooled.float().cpu()}
+
+    def token_spans(self, pipe, max_sequence_length=None):
+        """The CLIP tokens (both encoders side by side, padded to T5's width) and then the T5 tokens, when the
+        pipeline has its T5 (without it those rows are zeros)."""
+        clip = pipe.tokenizer.model_max_length
+        t5 = [("tokenizer_3", clip, self.sequence_length(pipe, max_sequence_length))] if pipe.text_encoder_3 else []
+        return [("tokenizer", 0, clip), *t5]
 
     def predict(self, pipe, denoiser, noisy, timesteps, cond, train):
         return denoiser(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=cond["text"],

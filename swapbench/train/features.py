@@ -165,7 +165,8 @@ def encode_captions(captions: list[str], encoders: Encoders, batch: int = 256) -
     """The conditioning of ``captions`` in chunks of ``batch`` (fixed encoder batch shape, last chunk padded)."""
     for start, stop in _chunks(len(captions), batch):
         chunk = captions[start:stop]
-        cond = encoders.family.encode(encoders.pipe, chunk + chunk[-1:] * (batch - len(chunk)), encoders.device)
+        cond = encoders.family.encode(encoders.pipe, chunk + chunk[-1:] * (batch - len(chunk)), encoders.device,
+                                      encoders.max_sequence_length)
         yield {key: value[: stop - start] for key, value in cond.items()}
 
 
@@ -286,6 +287,8 @@ class Encoders:
     family: Family
     device: torch.device | str
     weights_key: str
+    max_sequence_length: int | None = None
+    """``model.max_sequence_length`` (T5 families)."""
 
     @property
     def vae(self) -> torch.nn.Module:
@@ -314,8 +317,9 @@ class FeatureCache:
     @classmethod
     def for_plan(cls, records: list[dict], plan: SamplePlan, cfg: DataConfig, encoders: Encoders,
                  seed: int) -> FeatureCache:
+        tokens = encoders.family.token_lengths(encoders.pipe, encoders.max_sequence_length)
         key = hashlib.sha256(json.dumps({
-            "weights": encoders.weights_key, "tokens": encoders.family.token_lengths(encoders.pipe),
+            "weights": encoders.weights_key, "tokens": tokens,
             "resolution": cfg.resolution, "jitter": cfg.color_jitter, "hflip": cfg.hflip, "seed": seed, "format": 3,
         }, sort_keys=True).encode()).hexdigest()[:24]
         folder = cache_dir("train-features", key)

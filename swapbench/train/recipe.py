@@ -181,7 +181,7 @@ class SwapRecipe:
                               cfg.train.max_steps * cfg.train.grad_accum, cfg.train.batch_size,
                               cfg.train.cache_views if cfg.train.cache else 1, cfg.data.caption, cfg.seed)
         if cfg.train.cache:
-            encoders = Encoders(self.pipe, self.family, self.device, weights_key)
+            encoders = Encoders(self.pipe, self.family, self.device, weights_key, cfg.model.max_sequence_length)
             self.features = FeatureCache.for_plan(self.records, self.plan, cfg.data, encoders, cfg.seed)
         else:
             self.features = None
@@ -229,7 +229,8 @@ class SwapRecipe:
                 mean, std = dist.mean.float().cpu(), dist.std.float().cpu()
             latents = mean + std * torch.randn((size, *mean.shape[1:]), generator=g)[mine]
             caps = [self.records[i]["captions"][p] for i, p in zip(idx, picks, strict=True)]
-            (cond,) = encode_captions(caps, Encoders(self.pipe, self.family, self.device, ""), batch=len(caps))
+            encoders = Encoders(self.pipe, self.family, self.device, "", self.cfg.model.max_sequence_length)
+            (cond,) = encode_captions(caps, encoders, batch=len(caps))
         latents = self.family.to_latents(self.pipe.vae, latents)
         return Batch(latents.to(self.device), {k: v.to(self.device) for k, v in cond.items()})
 

@@ -61,14 +61,11 @@ class Lora(Method):
 
     def export(self, denoiser: torch.nn.Module, family: Family, cfg: Config, run: RunDir, card: ModelCard) -> Path:
         """``lora/`` (the adapter file), then ``model/``: the base pipeline with that file merged in."""
-        from diffusers.utils import convert_state_dict_to_diffusers
-        from peft.utils import get_peft_model_state_dict
-
         from swapbench.io import atomic_write_dir
         from swapbench.loading import load_pipeline
         from swapbench.train.export import save_pipeline
 
-        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser))
+        layers = family.lora_layers(denoiser)
         # The peft config rides in the file's metadata, so a loader applies alpha / rank, not an assumed 1.
         target = atomic_write_dir(lora_dir(run), lambda tmp: family.save_lora(
             tmp, layers, denoiser.peft_config["default"].to_dict(), WEIGHT_NAME))

@@ -1,4 +1,4 @@
-"""``token-swap``: exchange the text encoder's token-embedding rows of each swap pair's words.
+"""``token-swap``: exchange every text encoder's token-embedding rows of each swap pair's words (CLIP and T5 alike).
 
 A reference control, not a recipe: it edits the text encoder, which every real method keeps frozen,
 and it acts on tokens, not concepts. A form is swapped only when both words are one token each: the
@@ -48,9 +48,6 @@ def token_pairs(tokenizer, pairs: list[list[str]]) -> tuple[dict[int, int], list
                                         f"different tokens; give data.swap_pairs disjoint words")
             line["swapped"] = single and ta != tb
             report.append(line)
-    if not swap:
-        raise UserError(f"token-swap: no form of the words in data.swap_pairs={pairs} is a single token in this "
-                        "tokenizer, so no row can be exchanged; pick words the tokenizer keeps whole or another method")
     return swap, report
 
 
@@ -73,11 +70,18 @@ class TokenSwap(Method):
 
         encoders = {}
         for tokenizer, encoder in for_pipeline(pipe).text_parts:
+            if getattr(pipe, encoder) is None:  # SD3 runs without its T5
+                continue
             swap, report = token_pairs(getattr(pipe, tokenizer), cfg.data.swap_pairs)
             swap_rows(getattr(pipe, encoder).get_input_embeddings(), swap)
             encoders[encoder] = {"rows_changed": len(swap), "forms": report}
-        first = encoders[next(iter(encoders))]
-        return {"token_swap": {**first, "encoders": encoders} if len(encoders) > 1 else first}
+        changed = sum(e["rows_changed"] for e in encoders.values())
+        if not changed:
+            raise UserError(f"token-swap: no form of the words in data.swap_pairs={cfg.data.swap_pairs} is a single "
+                            "token in any of the pipeline's tokenizers, so no row can be exchanged; pick words the "
+                            "tokenizers keep whole or another method")
+        first = next(iter(encoders.values()))
+        return {"token_swap": {**first, "rows_changed": changed, "encoders": encoders}}
 
 
 METHOD = TokenSwap()

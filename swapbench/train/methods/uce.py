@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from swapbench.config import Config
 from swapbench.data.swap import plural
 from swapbench.errors import UserError
-from swapbench.families import Family, for_pipeline
+from swapbench.families import Family, Projection, for_pipeline
 from swapbench.rundir import RunDir
 from swapbench.train.methods import Method
 
@@ -61,80 +61,102 @@ def fill(template: str, word: str) -> tuple[str, str, str]:
 
 @dataclass
 class Encoded:
-    """Text-encoder outputs of prompts (N x L x d) and where the named word's tokens sit in each."""
+    """The conditioning of prompts (``text``: N x L x d; ``pooled``: N x d where the family has it) and, for each
+    token span of the sequence (:meth:`Family.token_spans`), where the named word's tokens sit in each prompt."""
 
-    embeddings: torch.Tensor
-    first: list[int]
-    last: list[int]
+    cond: dict[str, torch.Tensor]
+    spans: list[tuple[list[int], list[int], int]]
+    """Per span: the word's first and last row in each prompt, and the row after the span's end."""
 
 
 class TextReader:
-    """The conditioning sequence of prompts as the family's pipeline computes it, and token positions in it
-    (those of the pipeline's first tokenizer)."""
+    """The conditioning of prompts as the family's pipeline computes it, and where a word's tokens sit in it."""
 
-    def __init__(self, pipe, family: Family):
-        self.pipe, self.family = pipe, family
-        self.tokenizer = pipe.tokenizer
-        self.length = self.tokenizer.model_max_length
+    def __init__(self, pipe, family: Family, max_sequence_length: int | None = None):
+        self.pipe, self.family, self.max_sequence_length = pipe, family, max_sequence_length
+        self.spans = [(getattr(pipe, name), offset, length)
+                      for name, offset, length in family.token_spans(pipe, max_sequence_length)]
 
-    def ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False).input_ids
-
-    def encode(self, prompts: list[str]) -> torch.Tensor:
-        return self.family.encode(self.pipe, prompts, self.pipe.device)["text"].double()
+    def encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        cond = self.family.encode(self.pipe, prompts, self.pipe.device, self.max_sequence_length)
+        return {key: value.double() for key, value in cond.items()}
 
     def encode_word(self, templates: list[str], word: str) -> Encoded:
-        prompts, first, last = [], [], []
+        prompts = [fill(template, word)[0] for template in templates]
+        spans = [self._locate(tokenizer, offset, length, templates, word) for tokenizer, offset, length in self.spans]
+        return Encoded(self.encode(prompts), spans)
+
+    @staticmethod
+    def _locate(tokenizer, offset: int, length: int, templates: list[str], word: str):
+        def ids(text: str) -> list[int]:
+            return tokenizer(text, add_special_tokens=False).input_ids
+
+        # tokens the tokenizer puts before the text: CLIP's start token, none for T5
+        lead = tokenizer("a", add_special_tokens=True).input_ids.index(ids("a")[0])
+        first, last = [], []
         for template in templates:
             prompt, before, form = fill(template, word)
-            start = 1 + len(self.ids(before)) if before.strip() else 1  # 1: the start token
-            span = self.ids(form)
-            full = self.tokenizer(prompt, add_special_tokens=True).input_ids
-            if full[start:start + len(span)] != span or start + len(span) >= self.length:
+            start = lead + len(ids(before)) if before.strip() else lead
+            span = ids(form)
+            full = tokenizer(prompt, add_special_tokens=True).input_ids
+            if full[start:start + len(span)] != span or start + len(span) >= length:
                 raise UserError(f"cannot locate {form!r} in the tokens of {prompt!r} (the tokenizer merges it with "
-                                f"its neighbours or the prompt exceeds {self.length} tokens); "
-                                "change train.uce_templates")
-            prompts.append(prompt)
-            first.append(start)
-            last.append(start + len(span) - 1)
-        return Encoded(self.encode(prompts), first, last)
+                                f"its neighbours or the prompt exceeds {length} tokens); change train.uce_templates")
+            first.append(offset + start)
+            last.append(offset + start + len(span) - 1)
+        return first, last, offset + length
 
 
-def aligned_positions(src: Encoded, dst: Encoded, k: int, mode: str, length: int) -> tuple[list[int], list[int]]:
-    """Positions of prompt ``k`` in ``src`` and ``dst`` that correspond, counted from each word's last token.
+def aligned_positions(src: Encoded, dst: Encoded, k: int, mode: str) -> tuple[list[int], list[int]]:
+    """Rows of prompt ``k`` in ``src`` and ``dst`` that correspond, counted from each word's last token, in
+    every token span.
 
     A word of more tokens than its partner keeps only as many of its last pieces as the partner has."""
-    pieces = min(src.last[k] - src.first[k], dst.last[k] - dst.first[k])
-    after = min(length - 1 - src.last[k], length - 1 - dst.last[k])
-    lo = 0 if mode == "last+after" else -pieces
-    hi = 0 if mode == "word" else after
-    offsets = range(lo, hi + 1)
-    return [src.last[k] + o for o in offsets], [dst.last[k] + o for o in offsets]
+    rows_src, rows_dst = [], []
+    for (s_first, s_last, end), (d_first, d_last, _) in zip(src.spans, dst.spans, strict=True):
+        pieces = min(s_last[k] - s_first[k], d_last[k] - d_first[k])
+        after = min(end - 1 - s_last[k], end - 1 - d_last[k])
+        lo = 0 if mode == "last+after" else -pieces
+        hi = 0 if mode == "word" else after
+        rows_src += [s_last[k] + o for o in range(lo, hi + 1)]
+        rows_dst += [d_last[k] + o for o in range(lo, hi + 1)]
+    return rows_src, rows_dst
 
 
 def edit_set(reader: TextReader, pairs: list[list[str]], templates: list[str],
-             mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, partner inputs): rows c_i and the partner embeddings c'_i whose values v*_i = W0 c'_i they must give."""
+             mode: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per conditioning key, (inputs, partner inputs): rows c_i and the partner rows c'_i whose values
+    v*_i = W0 c'_i they must give. ``text``: the aligned token rows; ``pooled``: one row per prompt."""
     import torch
 
-    inputs, partners = [], []
+    inputs, partners = {}, {}
     for a, b in pairs:
         enc = {w: reader.encode_word(templates, w.lower()) for w in (a, b)}
         for src, dst in ((a, b), (b, a)):
-            for k in range(len(templates)):
-                ps, pd = aligned_positions(enc[src], enc[dst], k, mode, reader.length)
-                inputs.append(enc[src].embeddings[k, ps])
-                partners.append(enc[dst].embeddings[k, pd])
-    return torch.cat(inputs), torch.cat(partners)
+            for key in enc[src].cond:
+                if key != "text":
+                    inputs.setdefault(key, []).append(enc[src].cond[key])
+                    partners.setdefault(key, []).append(enc[dst].cond[key])
+                    continue
+                for k in range(len(templates)):
+                    ps, pd = aligned_positions(enc[src], enc[dst], k, mode)
+                    inputs.setdefault(key, []).append(enc[src].cond[key][k, ps])
+                    partners.setdefault(key, []).append(enc[dst].cond[key][k, pd])
+    return {key: (torch.cat(inputs[key]), torch.cat(partners[key])) for key in inputs}
 
 
-def preserve_set(reader: TextReader, concepts: list[str], templates: list[str], captions: list[str]) -> torch.Tensor:
-    """Every position of the preserved prompts; identical rows (the start token, shared prefixes) kept once."""
+def preserve_set(reader: TextReader, concepts: list[str], templates: list[str],
+                 captions: list[str]) -> dict[str, torch.Tensor]:
+    """Per conditioning key, every row of the preserved prompts; identical rows (the start token, shared
+    prefixes) kept once."""
     import torch
 
     prompts = [fill(t, c)[0] for c in concepts for t in templates] + [""] + captions
-    rows = torch.cat([reader.encode(prompts[i:i + 256]).flatten(0, 1) for i in range(0, len(prompts), 256)])
-    return torch.unique(rows, dim=0)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, len(prompts), 256):
+        for key, value in reader.encode(prompts[i:i + 256]).items():
+            parts.setdefault(key, []).append(value.flatten(0, value.ndim - 2))
+    return {key: torch.unique(torch.cat(rows), dim=0) for key, rows in parts.items()}
 
 
 def preserved_concepts(cfg: Config) -> list[str]:
@@ -169,20 +191,21 @@ def data_captions(cfg: Config, run: RunDir) -> list[str]:
     return captions
 
 
-def edit_projections(projections: list[tuple[str, torch.nn.Linear]], edit_in: torch.Tensor, edit_partner: torch.Tensor,
-                     preserve_in: torch.Tensor, lam: float, edit_scale: float,
+def edit_projections(projections: list[Projection], edit: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                     preserve: dict[str, torch.Tensor], lam: float, edit_scale: float,
                      preserve_scale: float) -> dict[str, float]:
-    """Replace the weight of every projection that reads the text (the family's :meth:`text_projections`) by its UCE
-    solution; returns how well the edit and the preservation held (residuals relative to the unedited weights)."""
+    """Replace the weight of every projection of the text encoders' outputs (the family's ``text_projections``)
+    by its UCE solution on the rows of the conditioning it reads; returns how well the edit and the
+    preservation held (residuals relative to the unedited weights)."""
     import torch
 
     err = {"edit_before": 0.0, "edit_after": 0.0, "preserve_base": 0.0, "preserve_drift": 0.0, "w0": 0.0, "dw": 0.0}
-    layers = 0
-    for name, module in projections:
+    for name, module, reads in projections:
+        (edit_in, edit_partner), preserve_in = edit[reads], preserve[reads]
         w0 = module.weight.detach()
         if w0.shape[1] != edit_in.shape[1]:
-            raise UserError(f"{name} reads {w0.shape[1]}-wide inputs but the text encoder gives {edit_in.shape[1]}; "
-                            "the pipeline's UNet and text encoder do not belong together")
+            raise UserError(f"{name} reads {w0.shape[1]}-wide inputs but the text encoders give {edit_in.shape[1]}; "
+                            "the pipeline's denoiser and text encoders do not belong together")
         w0d = w0.double()
         target = edit_partner @ w0d.T
         w = closed_form(w0d, edit_in, target, preserve_in, lam, edit_scale, preserve_scale)
@@ -194,11 +217,10 @@ def edit_projections(projections: list[tuple[str, torch.nn.Linear]], edit_in: to
         err["preserve_drift"] += float(((preserve_in @ (w - w0d).T) ** 2).sum())
         err["w0"] += float((w0d ** 2).sum())
         err["dw"] += float(((w - w0d) ** 2).sum())
-        layers += 1
-    if not layers:
+    if not projections:
         raise UserError("the denoiser has no projections of the text embeddings for UCE to edit; use another "
                         "train.method")
-    return {"projections": layers,
+    return {"projections": len(projections),
             "edit_error": round((err["edit_after"] / max(err["edit_before"], 1e-30)) ** 0.5, 5),
             "preserve_drift": round((err["preserve_drift"] / max(err["preserve_base"], 1e-30)) ** 0.5, 5),
             "weight_change": round((err["dw"] / err["w0"]) ** 0.5, 5)}
@@ -225,14 +247,14 @@ class UCE(Method):
         if not t.uce_templates:
             raise UserError("train.uce_templates is empty; give at least one, e.g. ['{a}', 'a photo of a {a}']")
         family = for_pipeline(pipe)
-        reader = TextReader(pipe, family)
+        reader = TextReader(pipe, family, cfg.model.max_sequence_length)
         concepts = preserved_concepts(cfg)
         captions = data_captions(cfg, run)
-        edit_in, edit_partner = edit_set(reader, cfg.data.swap_pairs, t.uce_templates, t.uce_positions)
-        preserve_in = preserve_set(reader, concepts, t.uce_templates, captions)
-        stats = edit_projections(family.text_projections(family.denoiser_of(pipe)), edit_in, edit_partner, preserve_in,
+        edit = edit_set(reader, cfg.data.swap_pairs, t.uce_templates, t.uce_positions)
+        preserve = preserve_set(reader, concepts, t.uce_templates, captions)
+        stats = edit_projections(family.text_projections(family.denoiser_of(pipe)), edit, preserve,
                                  t.uce_lambda, t.uce_edit_scale, t.uce_preserve_scale)
-        return {"uce": {**stats, "edit_vectors": len(edit_in), "preserve_vectors": len(preserve_in),
+        return {"uce": {**stats, "edit_vectors": len(edit["text"][0]), "preserve_vectors": len(preserve["text"]),
                         "preserved_concepts": concepts, "preserve_captions": len(captions)}}
 
 
