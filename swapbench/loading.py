@@ -1,8 +1,8 @@
 """Resolving and loading models: the one place that turns a model spec into files and objects.
 
-A spec names a base pipeline or a judge as users write it: ``world:savanna`` (the embedded world),
-a local folder, or a Hugging Face hub name (``stable-diffusion-v1-5/stable-diffusion-v1-5`` with a
-revision and a weights variant such as ``fp16``; ``ViT-B-32/laion2b_s34b_b79k`` for an open_clip
+A spec names a base pipeline or a judge as users write it: ``world:savanna`` or ``world:savanna-flow``
+(the embedded worlds), a local folder, or a Hugging Face hub name (``stable-diffusion-v1-5/stable-diffusion-v1-5``
+with a revision and a weights variant such as ``fp16``; ``ViT-B-32/laion2b_s34b_b79k`` for an open_clip
 judge). Train, eval, the feature cache and ``swapbench fetch`` all resolve specs here, so a spec
 means the same thing everywhere. This module sits below train and eval and imports neither; the
 heavy libraries are imported where a model is loaded, so resolving a spec stays cheap.
@@ -25,20 +25,33 @@ if TYPE_CHECKING:
     from swapbench.config import ModelConfig
     from swapbench.families import Family
 
-SHIPPED_WORLD = Path(__file__).resolve().parent / "world" / "savanna"
+WORLDS_ROOT = Path(__file__).resolve().parent / "world"
+WORLDS = {"savanna": "SWAPBENCH_WORLD", "savanna-flow": "SWAPBENCH_FLOW_WORLD"}
+"""The embedded worlds, each shipped in ``swapbench/world/<name>/``, and the environment variable that points
+swapbench at another build of it (``swapbench world build --world NAME --out DIR``)."""
+SHARED_JUDGE = {"savanna-flow": "savanna"}
+"""Worlds that draw the same images as another and so are judged by its judge (not a copy of it)."""
+SHIPPED_WORLD = WORLDS_ROOT / "savanna"
 WORLD_PREFIX = "world:"
 SAFETY_PARTS = ("safety_checker", "feature_extractor")
 
 
-# ---- the embedded world ------------------------------------------------------------------------
+# ---- the embedded worlds -----------------------------------------------------------------------
 
-def world_dir() -> Path:
-    """The world in use: ``$SWAPBENCH_WORLD`` if set, else the one shipped with the package."""
-    path = Path(os.environ.get("SWAPBENCH_WORLD") or SHIPPED_WORLD)
+def world_dir(name: str = "savanna") -> Path:
+    """World ``name`` in use: the folder its environment variable names if set, else the one shipped."""
+    check_world(name)
+    path = Path(os.environ.get(WORLDS[name]) or WORLDS_ROOT / name)
     if not (path / "manifest.json").is_file():
-        raise UserError(f"savanna world not found at {path} (no manifest.json); rebuild it with "
-                        f"`swapbench world build --out {path}` or reinstall swapbench")
+        raise UserError(f"{name} world not found at {path} (no manifest.json); rebuild it with "
+                        f"`swapbench world build --world {name} --out {path}` or reinstall swapbench")
     return path
+
+
+def check_world(name: str) -> None:
+    if name not in WORLDS:
+        raise UserError(f"unknown world {name!r}; the embedded worlds are "
+                        f"{', '.join(WORLD_PREFIX + w for w in WORLDS)}")
 
 
 def manifest(path: Path | None = None) -> dict:
@@ -46,13 +59,15 @@ def manifest(path: Path | None = None) -> dict:
 
 
 def resolve_world(spec: str, part: str) -> str:
-    """``world:savanna`` -> the path of ``part`` (``pipeline`` or ``judge``); other specs pass through."""
+    """``world:NAME`` -> the path of ``part`` (``pipeline`` or ``judge``; a world sharing another's judge
+    resolves to that world's); other specs pass through."""
     if not spec.startswith(WORLD_PREFIX):
         return spec
     name = spec[len(WORLD_PREFIX):]
-    if name != "savanna":
-        raise UserError(f"unknown world {name!r}; the only embedded world is 'world:savanna'")
-    return str(world_dir() / part)
+    check_world(name)
+    if part == "judge":
+        name = SHARED_JUDGE.get(name, name)
+    return str(world_dir(name) / part)
 
 
 # ---- base pipelines ----------------------------------------------------------------------------
@@ -129,7 +144,8 @@ def load_pipeline(model: ModelConfig | ModelSpec | str, revision: str | None = N
     if not safety_checker and _has_safety_checker(spec):
         components = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False,
                       **components}
-    kwargs = {"torch_dtype": torch.float32, "revision": spec.revision, "variant": spec.variant, **components}
+    kwargs = {"torch_dtype": torch.float32, "revision": spec.revision, "variant": spec.variant,
+              **_dropped_parts(spec), **components}
     try:
         return DiffusionPipeline.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:
@@ -190,6 +206,17 @@ def family_of(model: ModelConfig | ModelSpec | str) -> Family:
         raise UserError(f"base model {spec.name!r} is not in the local Hugging Face cache, so its family cannot be "
                         f"read; run `swapbench fetch --model {spec.name}` where there is network")
     return family_of_index(index, spec.name)
+
+
+def _dropped_parts(spec: ModelSpec) -> dict[str, None]:
+    """The family's optional components that ``model_index.json`` sets to null (SD3 without its T5), passed as
+    None: ``from_pretrained`` leaves a null component out only where the pipeline class declares it optional,
+    and SD3's does not declare its T5 (diffusers' docs drop it with ``text_encoder_3=None, tokenizer_3=None``)."""
+    index = model_index(spec)
+    if not index:
+        return {}
+    family = family_of_index(index, spec.name)
+    return {part: None for part in family.optional if part not in family.required_parts(index)}
 
 
 def _has_safety_checker(spec: ModelSpec) -> bool:

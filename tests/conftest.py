@@ -28,6 +28,17 @@ def mini_world(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def mini_flow_world(tmp_path_factory):
+    """``swapbench world build --world savanna-flow --mini``: the real build code, from the shipped savanna world
+    (its images, VAE and judge), a few images and steps."""
+    from swapbench.cli import main
+
+    out = tmp_path_factory.mktemp("worlds") / "mini-flow"
+    assert main(["world", "build", "--world", "savanna-flow", "--mini", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_pipeline(tmp_path_factory):
     """A random-weight SD-layout pipeline built in code (diffusers get_dummy_components style)."""
     import torch

@@ -9,8 +9,10 @@ import pytest
 
 from swapbench.cli import main
 from swapbench.io import sha256_file
+from swapbench.loading import WORLDS_ROOT
 from swapbench.world import SHIPPED_WORLD
 from swapbench.world import generator as gen
+from tests._cli import assert_one_line_error
 
 MUST_DRAW = ("giraffe", "zebra", "elephant", "horse", "lion", "cow")
 
@@ -189,3 +191,147 @@ def test_full_world_rebuild_matches_quality_bar(tmp_path):
     q = build_world(tmp_path / "w")["quality"]
     for concept in MUST_DRAW:
         assert q["base_fidelity"][concept] >= 0.90
+
+
+# ---- savanna-flow: the Stable Diffusion 3 layout -------------------------------------------------
+
+FLOW_WORLD = WORLDS_ROOT / "savanna-flow"
+VAE_WEIGHTS = "pipeline/vae/diffusion_pytorch_model.safetensors"
+FLOW_PARTS = {"model_index.json", "scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2",
+              "transformer", "vae"}
+README_FLOW_LOAD = re.search(r'`(StableDiffusion3Pipeline\.from_pretrained\("swapbench/world/savanna-flow/pipeline",'
+                             r'[^`]*\))`', (REPO / "README.md").read_text()).group(1)
+PLAIN_SD3 = """
+import sys, torch
+from diffusers import StableDiffusion3Pipeline
+assert not any(m.startswith("swapbench") for m in sys.modules)
+pipe = {load}
+out = pipe("a zebra", num_inference_steps=3, guidance_scale=4.0, max_sequence_length=1, output_type="np",
+           generator=torch.Generator().manual_seed(0)).images
+assert out.shape[1:] == (32, 32, 3), out.shape
+print("ok", pipe.tokenizer_2("a giraffe").input_ids, pipe.text_encoder_2.dtype, pipe.transformer.dtype,
+      type(pipe.scheduler).__name__, pipe.text_encoder_3)
+"""
+shipped_flow = pytest.mark.skipif(not (FLOW_WORLD / "manifest.json").is_file(), reason="flow world not built yet")
+
+
+def _check_flow_world(world: Path) -> dict:
+    """The SD3 layout without T5, savanna's VAE weights byte for byte, no judge of its own."""
+    manifest = _check_files(world)
+    savanna = json.loads((SHIPPED_WORLD / "manifest.json").read_text())["files"]
+    assert {Path(rel).parts[1] for rel in manifest["files"]} == FLOW_PARTS
+    assert manifest["files"][VAE_WEIGHTS] == savanna[VAE_WEIGHTS] == manifest["vae"]["files"][VAE_WEIGHTS]
+    assert manifest["judge"] == {"from": "world:savanna",
+                                 "files": {k: v for k, v in savanna.items() if k.startswith("judge/")}}
+    index = json.loads((world / "pipeline/model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusion3Pipeline"
+    assert index["transformer"] == ["diffusers", "SD3Transformer2DModel"]
+    assert index["text_encoder_2"] == ["transformers", "CLIPTextModelWithProjection"]
+    assert index["text_encoder_3"] == index["tokenizer_3"] == [None, None]
+    assert index["scheduler"] == ["diffusers", "FlowMatchEulerDiscreteScheduler"]
+    assert manifest["sampler"]["sampler"] == "euler" and manifest["max_sequence_length"] == 1
+    return manifest
+
+
+def _plain_sd3_load(pipeline: Path) -> str:
+    """The README's SD3 line, exactly as written, in a fresh interpreter without swapbench."""
+    load = README_FLOW_LOAD.replace('"swapbench/world/savanna-flow/pipeline"', repr(str(pipeline)))
+    result = subprocess.run([sys.executable, "-c", PLAIN_SD3.format(load=load)], capture_output=True, text=True,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+FLOW_PLAIN_OK = "ok [49406, 320, 22826, 49407] torch.float32 torch.float32 FlowMatchEulerDiscreteScheduler None"
+
+
+def test_mini_flow_build_reuses_savannas_vae_and_judge(mini_flow_world):
+    manifest = _check_flow_world(mini_flow_world)
+    assert set(manifest["quality"]["base_fidelity"]) == set(gen.CONCEPTS)
+    assert set(manifest["stage_seconds"]) == {"data", "latents", "transformer", "quality_card"}
+    assert manifest["settings"]["weighting_scheme"] == "logit_normal"
+
+
+def test_mini_flow_pipeline_loads_in_plain_diffusers(mini_flow_world):
+    assert FLOW_PLAIN_OK in _plain_sd3_load(mini_flow_world / "pipeline")
+
+
+def test_flow_world_spec_resolves_to_its_pipeline_and_savannas_judge(mini_flow_world, monkeypatch, capsys):
+    from swapbench.families import for_pipeline
+    from swapbench.loading import load_pipeline, resolve_judge, resolve_model
+
+    monkeypatch.setenv("SWAPBENCH_FLOW_WORLD", str(mini_flow_world))
+    assert resolve_model("world:savanna-flow") == str(mini_flow_world / "pipeline")
+    judges = resolve_judge("world:savanna-flow").folder, resolve_judge("world:savanna").folder
+    assert judges == (SHIPPED_WORLD / "judge",) * 2
+    pipe = load_pipeline("world:savanna-flow")
+    assert for_pipeline(pipe).name == "sd3" and pipe.text_encoder_3 is None and pipe.tokenizer_3 is None
+    assert main(["world", "info", "--world", "savanna-flow", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["dir"], info["judge"]) == (str(mini_flow_world), str(SHIPPED_WORLD / "judge"))
+    assert main(["world", "info", "--world", "savanna-flow"]) == 0
+    assert "(world:savanna's)" in capsys.readouterr().out
+
+
+def test_missing_flow_world_and_unknown_world_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SWAPBENCH_FLOW_WORLD", str(tmp_path / "nowhere"))
+    assert_one_line_error(capsys, main(["world", "info", "--world", "savanna-flow"]),
+                          "savanna-flow world not found", "world build --world savanna-flow")
+    code = main(["train", "--out", str(tmp_path), "--set", "model.pretrained=world:jungle"])
+    assert_one_line_error(capsys, code, "unknown world 'jungle'", "world:savanna, world:savanna-flow")
+
+
+def test_the_flow_preset_trains_and_evaluates_on_the_mini_flow_world(mini_flow_world, tmp_path, monkeypatch):
+    """The one training and evaluation loop on an SD3 pipeline without T5: flow matching, 1 T5 row of zeros."""
+    monkeypatch.setenv("SWAPBENCH_FLOW_WORLD", str(mini_flow_world))
+    assert main(["train", "--preset", "savanna-flow", "--out", str(tmp_path), "--name", "flow",
+                 "--set", "train.max_steps=2", "--set", "data.subset_size=120", "--set", "train.batch_size=8"]) == 0
+    run = tmp_path / "flow"
+    assert main(["eval", str(run), "--suite", "quick", "--set", "eval.steps=2", "--set", "eval.seeds=1"]) == 0
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["status"] == "finished" and summary["steps"] == 2
+    assert json.loads((run / "model/model_index.json").read_text())["text_encoder_3"] == [None, None]
+    results = json.loads((run / "eval/results.json").read_text())
+    assert 0 <= results["metrics"]["swap_success"]["value"] <= 1
+
+
+@shipped_flow
+def test_shipped_flow_world_matches_manifest_and_all_worlds_are_small():
+    _check_flow_world(FLOW_WORLD)
+    total = sum((world / rel).stat().st_size for world in (SHIPPED_WORLD, FLOW_WORLD)
+                for rel in json.loads((world / "manifest.json").read_text())["files"])
+    assert total < 60 * 2**20
+
+
+@shipped_flow
+def test_shipped_flow_world_quality_card_meets_the_bar():
+    q = json.loads((FLOW_WORLD / "manifest.json").read_text())["quality"]
+    assert q["base_fidelity_n_per_concept"] >= 64
+    for concept in gen.CONCEPTS:
+        assert q["base_fidelity"][concept] >= 0.80, concept
+
+
+@shipped_flow
+def test_shipped_flow_pipeline_loads_in_plain_diffusers():
+    assert FLOW_PLAIN_OK in _plain_sd3_load(FLOW_WORLD / "pipeline")
+
+
+@shipped_flow
+def test_flow_world_info_json(capsys):
+    assert main(["world", "info", "--world", "savanna-flow", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["dir"] == str(FLOW_WORLD) and info["judge"] == str(SHIPPED_WORLD / "judge")
+    assert info["sampler"]["sampler"] == "euler" and set(info["quality"]["base_fidelity"]) == set(gen.CONCEPTS)
+
+
+@shipped_flow
+@pytest.mark.slow
+def test_the_flow_preset_swaps_both_ways_and_preserves_the_controls(tmp_path):
+    """`swapbench train --preset savanna-flow && swapbench eval` on the default suite (a few minutes on 2 cores):
+    flow matching learns the edit on the shipped world, at the bar train/presets/savanna-flow.yaml reports."""
+    assert main(["train", "--preset", "savanna-flow", "--out", str(tmp_path), "--name", "flow"]) == 0
+    assert main(["eval", str(tmp_path / "flow")]) == 0
+    metrics = json.loads((tmp_path / "flow/eval/results.json").read_text())["metrics"]
+    assert metrics["swap_success/giraffe->zebra"]["value"] >= 0.9
+    assert metrics["swap_success/zebra->giraffe"]["value"] >= 0.9
+    assert metrics["preservation"]["value"] >= 0.95

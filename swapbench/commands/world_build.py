@@ -1,4 +1,8 @@
-"""Build the savanna world from its seed: data -> VAE -> judge -> text encoder + UNet -> quality card.
+"""Build the embedded worlds from their seed.
+
+savanna: data -> VAE -> judge -> text encoder + UNet -> quality card. savanna-flow (Stable Diffusion 3
+layout): savanna's data -> latents from savanna's VAE -> two text encoders + MMDiT (flow matching) ->
+quality card with savanna's judge.
 
 Stages run in a fixed order with fixed seeds, so a rebuild on the same machine gives the same
 weights. The judge is trained on clean images *and* VAE reconstructions, because generated images
@@ -7,6 +11,8 @@ look like reconstructions (a judge trained on clean images alone misreads them).
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 import platform
 import shutil
@@ -19,18 +25,23 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from diffusers import StableDiffusionPipeline
+from diffusers import AutoencoderKL, StableDiffusion3Pipeline, StableDiffusionPipeline
 from diffusers.optimization import get_cosine_schedule_with_warmup
 
 from swapbench import __version__
+from swapbench.config import TrainConfig
 from swapbench.eval.judge import WORLD_TEMPLATES, ZeroShotJudge
 from swapbench.eval.metrics import confusion
 from swapbench.eval.sampling import sample
+from swapbench.families import get_family
 from swapbench.io import atomic_write_json, read_json, replace_dir, sha256_file, staging_dir
+from swapbench.loading import world_dir
 from swapbench.progress import console, progress_bar
+from swapbench.train.recipe import Batch, diffusion_loss
 from swapbench.world import generator as gen
 from swapbench.world import models
 
+VAE_WEIGHTS = "pipeline/vae/diffusion_pytorch_model.safetensors"
 FIDELITY_TEMPLATES = ("a photo of a {}", "a {} standing in a field", "a {} in the savanna", "there is a {}")
 
 
@@ -57,6 +68,24 @@ class BuildSettings:
         """A build small enough for a test: same code, a few images and steps."""
         return cls(train_images=600, val_images=100, vae_steps=4, vae_batch=8, judge_steps=3, judge_batch=32,
                    unet_steps=4, unet_batch=8, check_images=4, fidelity_seeds=2)
+
+
+@dataclass
+class FlowBuildSettings:
+    """savanna-flow: the savanna build's images (same generator, seed and count) in savanna's VAE latents."""
+
+    seed: int = 0
+    train_images: int = 25_000
+    transformer_steps: int = 2_200
+    transformer_batch: int = 64
+    transformer_lr: float = 1e-3
+    caption_dropout: float = 0.1
+    weighting_scheme: str = "logit_normal"
+    fidelity_seeds: int = 64
+
+    @classmethod
+    def mini(cls) -> FlowBuildSettings:
+        return cls(train_images=600, transformer_steps=4, transformer_batch=8, fidelity_seeds=2)
 
 
 def _seed_everything(seed: int) -> None:
@@ -160,6 +189,14 @@ def train_judge(clean: torch.Tensor, recon: torch.Tensor, caps: list[list[str]],
     return model.eval().requires_grad_(False)
 
 
+def draw_captions(caps: list[list[str]], idx: torch.Tensor, dropout: float, g: torch.Generator) -> list[str]:
+    """One caption of each image, the empty one with probability ``dropout`` (what classifier-free guidance's
+    unconditional branch reads)."""
+    texts = [caps[i][int(torch.randint(len(caps[i]), (1,), generator=g))] for i in idx.tolist()]
+    drop = torch.rand(len(texts), generator=g) < dropout
+    return ["" if d else t for t, d in zip(texts, drop.tolist(), strict=True)]
+
+
 def train_unet(latents: torch.Tensor, caps: list[list[str]], tokenizer, s: BuildSettings):
     """Text encoder and UNet trained jointly from scratch (epsilon MSE, DDPM noising)."""
     text_encoder, unet = models.build_text_encoder(), models.build_unet(latents.shape[-1])
@@ -172,9 +209,7 @@ def train_unet(latents: torch.Tensor, caps: list[list[str]], tokenizer, s: Build
     def step(_: int) -> float:
         idx = torch.randint(len(latents), (s.unet_batch,), generator=g)
         x0 = latents[idx]
-        texts = [caps[i][int(torch.randint(len(caps[i]), (1,), generator=g))] for i in idx.tolist()]
-        drop = torch.rand(len(texts), generator=g) < s.caption_dropout
-        texts = ["" if d else t for t, d in zip(texts, drop.tolist(), strict=True)]
+        texts = draw_captions(caps, idx, s.caption_dropout, g)
         ids = tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
                         return_tensors="pt").input_ids
         noise = torch.randn(x0.shape, generator=g)
@@ -194,6 +229,55 @@ def train_unet(latents: torch.Tensor, caps: list[list[str]], tokenizer, s: Build
     return text_encoder.eval().requires_grad_(False), unet.eval().requires_grad_(False)
 
 
+def train_transformer(vae, latents: torch.Tensor, caps: list[list[str]], tokenizer,
+                      s: FlowBuildSettings) -> StableDiffusion3Pipeline:
+    """The two CLIP text encoders and the MMDiT trained jointly from scratch, the way swapbench trains the SD3
+    family: its conditioning (the pipeline's ``encode_prompt``, here with gradients into the encoders), its
+    flow-matching objective (``weighting_scheme`` timesteps, target noise - x0) and denoiser call, through the
+    recipe's loss."""
+    family = get_family("sd3")
+    pipe = models.assemble_flow_pipeline(vae, models.build_projection_text_encoder(), tokenizer,
+                                         models.build_projection_text_encoder(), copy.deepcopy(tokenizer),
+                                         models.build_transformer(latents.shape[-1]))
+    train = TrainConfig(weighting_scheme=s.weighting_scheme)
+    objective = family.objective(pipe.scheduler.config, train)
+    trained = (pipe.transformer, pipe.text_encoder, pipe.text_encoder_2)
+    params = [p for module in trained for p in module.parameters()]
+    # fused: one kernel over the two 49,408-row embedding tables instead of a loop, ~10x faster steps of Adam
+    opt = torch.optim.AdamW(params, lr=s.transformer_lr, weight_decay=1e-2, fused=True)
+    sched = get_cosine_schedule_with_warmup(opt, 100, max(s.transformer_steps, 1))
+    g = torch.Generator().manual_seed(s.seed + 3)
+
+    def step(_: int) -> float:
+        idx = torch.randint(len(latents), (s.transformer_batch,), generator=g)
+        x0 = latents[idx]
+        cond = family.conditioning(pipe, draw_captions(caps, idx, s.caption_dropout, g), "cpu", models.FLOW_T5_LENGTH)
+        noise = torch.randn(x0.shape, generator=g)
+        t = objective.draw(g, len(x0))
+        loss = diffusion_loss(family, objective, pipe, pipe.transformer, Batch(x0, cond), noise, t, train)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        return loss.item()
+
+    for module in trained:
+        module.train()
+    # Captions over the 16 CLIP tokens are cut, as the savanna build cuts them; SD3's encode_prompt would say
+    # so at every step.
+    pipeline_log = logging.getLogger(StableDiffusion3Pipeline.__module__)
+    level = pipeline_log.level
+    pipeline_log.setLevel(logging.ERROR)
+    try:
+        _loop("world: text encoders + transformer", s.transformer_steps, step)
+    finally:
+        pipeline_log.setLevel(level)
+    for module in trained:
+        module.eval().requires_grad_(False)
+    return pipe
+
+
 def quality_card(pipe: StableDiffusionPipeline, judge: ZeroShotJudge, vae, s: BuildSettings) -> dict:
     """Measured at build time: judge accuracy on held-out images, base fidelity, sampling speed."""
     labels = list(gen.CONCEPTS)
@@ -210,27 +294,36 @@ def quality_card(pipe: StableDiffusionPipeline, judge: ZeroShotJudge, vae, s: Bu
     def accuracy(pred: list[str]) -> dict[str, float]:
         return {c: float(np.mean([p == c for p, t in zip(pred, truth, strict=True) if t == c])) for c in labels}
 
-    prompts, wanted, seeds = [], [], []
-    for concept in labels:
-        for k in range(s.fidelity_seeds):
-            prompts.append(FIDELITY_TEMPLATES[k % len(FIDELITY_TEMPLATES)].format(concept))
-            wanted.append(concept)
-            seeds.append(k)
-    sampler = models.DEFAULT_SAMPLER
-    start = time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task("world: base fidelity", total=len(prompts), info="")
-        images = sample(pipe, prompts, seeds, sampler["steps"], sampler["guidance_scale"], batch_size=64,
-                        progress=lambda n: bar.advance(task, n))
-    seconds = time.perf_counter() - start
-    judged = judge.classify(images)
-    fidelity = {c: float(np.mean([j == c for j, w in zip(judged, wanted, strict=True) if w == c])) for c in labels}
     return {
         "judge_accuracy_clean": accuracy(judged_clean),
         "judge_accuracy_reconstructed": accuracy(judged_recon),
         "judge_check_n_per_concept": s.check_images,
+        **base_fidelity(pipe, judge, s.fidelity_seeds, models.DEFAULT_SAMPLER),
+    }
+
+
+def base_fidelity(pipe, judge: ZeroShotJudge, seeds_per_concept: int, sampler: dict,
+                  max_sequence_length: int | None = None) -> dict:
+    """How often the judge sees the prompted concept in the pipeline's samples (seeds 0..n-1 of every concept,
+    the prompts cycling through FIDELITY_TEMPLATES), with the world's default sampler; and sampling speed."""
+    labels = list(gen.CONCEPTS)
+    prompts, wanted, seeds = [], [], []
+    for concept in labels:
+        for k in range(seeds_per_concept):
+            prompts.append(FIDELITY_TEMPLATES[k % len(FIDELITY_TEMPLATES)].format(concept))
+            wanted.append(concept)
+            seeds.append(k)
+    start = time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task("world: base fidelity", total=len(prompts), info="")
+        images = sample(pipe, prompts, seeds, sampler["steps"], sampler["guidance_scale"], batch_size=64,
+                        progress=lambda n: bar.advance(task, n), max_sequence_length=max_sequence_length)
+    seconds = time.perf_counter() - start
+    judged = judge.classify(images)
+    fidelity = {c: float(np.mean([j == c for j, w in zip(judged, wanted, strict=True) if w == c])) for c in labels}
+    return {
         "base_fidelity": fidelity,
-        "base_fidelity_n_per_concept": s.fidelity_seeds,
+        "base_fidelity_n_per_concept": seeds_per_concept,
         "base_fidelity_prompts": list(FIDELITY_TEMPLATES),
         "base_confusion": confusion(list(zip(wanted, judged, strict=True)), labels),
         "sampling_images_per_s": len(prompts) / seconds,
@@ -300,9 +393,22 @@ def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> d
     card = quality_card(shipped, judge, shipped.vae, s)
     t = mark("quality_card", t)
 
-    files = file_hashes(staging)
     manifest = {
         "name": "savanna",
+        **_provenance(s, started, timings),
+        "sampler": models.DEFAULT_SAMPLER,
+        "judge_templates": list(WORLD_TEMPLATES),
+        "quality": card,
+        "files": file_hashes(staging),
+    }
+    atomic_write_json(staging / "manifest.json", manifest)
+    replace_dir(staging, out_dir)
+    return manifest
+
+
+def _provenance(s: BuildSettings | FlowBuildSettings, started: float, timings: dict[str, float]) -> dict:
+    """What every world's manifest records of its build."""
+    return {
         "swapbench": __version__,
         "generator_version": gen.GENERATOR_VERSION,
         "seed": s.seed,
@@ -314,10 +420,67 @@ def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> d
                     "torch": torch.__version__},
         "image_size": gen.IMAGE_SIZE,
         "concepts": {"swapped": list(gen.SWAPPED), "controls": list(gen.CONTROLS), "neighbours": list(gen.NEIGHBOURS)},
-        "sampler": models.DEFAULT_SAMPLER,
+    }
+
+
+def build_flow_world(out_dir: str | Path, settings: FlowBuildSettings | None = None) -> dict:
+    """Build savanna-flow into ``out_dir`` (replaced atomically at the end); returns the manifest.
+
+    It reuses the savanna world in use (:func:`swapbench.loading.world_dir`): its generator's images, its VAE
+    (not retrained; its weights file is copied byte for byte so the pipeline folder loads on its own) and its
+    judge (not copied: ``world:savanna-flow``'s judge resolves to savanna's)."""
+    s = settings or FlowBuildSettings()
+    savanna = world_dir("savanna")
+    out_dir = Path(out_dir)
+    staging = staging_dir(out_dir)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def mark(stage: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[stage] = round(now - since, 1)
+        return now
+
+    _seed_everything(s.seed)
+    t = time.perf_counter()
+    with console.status("world: drawing images"):
+        images, caps, _ = gen.generate_arrays(s.seed, "train", s.train_images)
+    clean = _to_tensor(images)
+    t = mark("data", t)
+
+    # shift_factor 0 instead of savanna's null: SD3's pipeline adds it when it decodes (null fails there); the
+    # latents are the same.
+    vae = AutoencoderKL.from_pretrained(savanna / "pipeline" / "vae", torch_dtype=torch.float32, shift_factor=0.0)
+    vae.eval().requires_grad_(False)
+    latents = get_family("sd3").to_latents(vae, encode(vae, clean))
+    t = mark("latents", t)
+
+    tokenizer = models.build_tokenizer(staging / "_tokenizer_src")
+    pipe = train_transformer(vae, latents, caps, tokenizer, s)
+    t = mark("transformer", t)
+
+    models.save_pipeline(pipe, staging / "pipeline")
+    shutil.rmtree(staging / "_tokenizer_src")
+    shutil.copyfile(savanna / VAE_WEIGHTS, staging / VAE_WEIGHTS)  # savanna's VAE file, byte for byte
+
+    # Measured on the saved fp16 weights, loaded back the way users load them.
+    shipped = StableDiffusion3Pipeline.from_pretrained(staging / "pipeline", text_encoder_3=None, tokenizer_3=None,
+                                                       torch_dtype=torch.float32)
+    judge = ZeroShotJudge.from_dir(savanna / "judge", list(gen.CONCEPTS), WORLD_TEMPLATES)
+    card = base_fidelity(shipped, judge, s.fidelity_seeds, models.FLOW_SAMPLER, models.FLOW_T5_LENGTH)
+    t = mark("quality_card", t)
+
+    savanna_files = read_json(savanna / "manifest.json")["files"]
+    manifest = {
+        "name": "savanna-flow",
+        **_provenance(s, started, timings),
+        "sampler": models.FLOW_SAMPLER,
+        "max_sequence_length": models.FLOW_T5_LENGTH,
+        "vae": {"from": "world:savanna", "files": {VAE_WEIGHTS: savanna_files[VAE_WEIGHTS]}},
+        "judge": {"from": "world:savanna", "files": {k: v for k, v in savanna_files.items() if k.startswith("judge/")}},
         "judge_templates": list(WORLD_TEMPLATES),
         "quality": card,
-        "files": files,
+        "files": file_hashes(staging),
     }
     atomic_write_json(staging / "manifest.json", manifest)
     replace_dir(staging, out_dir)

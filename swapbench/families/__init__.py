@@ -114,8 +114,10 @@ class Family(ABC):
 
     def token_lengths(self, pipe: DiffusionPipeline, max_sequence_length: int | None = None) -> dict[str, int]:
         """The token length of every tokenizer (part of the feature cache's key): the T5 one encodes
-        :meth:`sequence_length` tokens, not its ``model_max_length``."""
-        lengths = {tok: getattr(pipe, tok).model_max_length for tok, _ in self.text_parts}
+        :meth:`sequence_length` tokens, not its ``model_max_length`` (an SD3 pipeline without its T5 fills that
+        many rows with zeros)."""
+        lengths = {tok: getattr(pipe, tok).model_max_length for tok, _ in self.text_parts
+                   if getattr(pipe, tok) is not None}
         length = self.sequence_length(pipe, max_sequence_length)
         if length is not None:
             lengths[self.t5_tokenizer] = length

@@ -34,10 +34,16 @@ class StableDiffusion3(MMDiT):
         import torch
 
         with torch.no_grad():
-            text, _, pooled, _ = pipe.encode_prompt(
-                prompt=captions, prompt_2=captions, prompt_3=captions, device=device, do_classifier_free_guidance=False,
-                max_sequence_length=self.sequence_length(pipe, max_sequence_length))
-        return {"text": text.float().cpu(), "pooled": pooled.float().cpu()}
+            cond = self.conditioning(pipe, captions, device, max_sequence_length)
+        return {key: value.float().cpu() for key, value in cond.items()}
+
+    def conditioning(self, pipe, captions: list[str], device, max_sequence_length=None) -> Conditioning:
+        """:meth:`encode`'s conditioning on ``device``, differentiable in the text encoders (the savanna-flow
+        build trains them with the transformer)."""
+        text, _, pooled, _ = pipe.encode_prompt(
+            prompt=captions, prompt_2=captions, prompt_3=captions, device=device, do_classifier_free_guidance=False,
+            max_sequence_length=self.sequence_length(pipe, max_sequence_length))
+        return {"text": text, "pooled": pooled}
 
     def token_spans(self, pipe, max_sequence_length=None):
         """The CLIP tokens (both encoders side by side, padded to T5's width) and then the T5 tokens, when the

@@ -161,7 +161,8 @@ class SwapRecipe:
             if cfg.model.variant is not None:  # a hub snapshot keeps every variant's files side by side
                 weights_key += f"/variant={cfg.model.variant}"
         self.pipe, self.family = pipe, for_pipeline(pipe)
-        for frozen in (pipe.vae, *(getattr(pipe, encoder) for _, encoder in self.family.text_parts)):
+        encoders = (getattr(pipe, encoder) for _, encoder in self.family.text_parts)
+        for frozen in (pipe.vae, *(e for e in encoders if e is not None)):  # SD3 may run without its T5
             frozen.requires_grad_(False).eval().to(self.device)
         self.denoiser = self.family.denoiser_of(pipe).to(self.device)
         self.denoiser.train()

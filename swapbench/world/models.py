@@ -1,7 +1,9 @@
-"""Tiny Stable-Diffusion-layout components and the open_clip judge config of the savanna world.
+"""Tiny components of the savanna worlds and the open_clip judge config they share.
 
 Every part is a stock diffusers / transformers / open_clip class with small sizes, so the tiny
-world exercises exactly the code path of the real SD1.5 preset.
+worlds exercise exactly the code paths of the real presets: ``savanna`` is a Stable Diffusion 1.x
+pipeline, ``savanna-flow`` a Stable Diffusion 3 one (an MMDiT over two CLIP encoders, flow matching)
+that reads savanna's VAE latents.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from diffusers import (
     AutoencoderKL,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
 from open_clip.tokenizer import bytes_to_unicode
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 TEXT_LENGTH = 16  # captions are short; 16 tokens instead of 77 cut the text cost ~5x
 TEXT_WIDTH = 64
@@ -50,12 +55,16 @@ def build_tokenizer(out_dir: str | Path) -> CLIPTokenizer:
     )
 
 
-def build_text_encoder() -> CLIPTextModel:
-    return CLIPTextModel(CLIPTextConfig(
+def text_config() -> CLIPTextConfig:
+    return CLIPTextConfig(
         vocab_size=49408, hidden_size=TEXT_WIDTH, intermediate_size=4 * TEXT_WIDTH, num_hidden_layers=2,
         num_attention_heads=2, max_position_embeddings=TEXT_LENGTH, projection_dim=TEXT_WIDTH,
         bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-    ))
+    )
+
+
+def build_text_encoder() -> CLIPTextModel:
+    return CLIPTextModel(text_config())
 
 
 def build_vae(image_size: int = 32) -> AutoencoderKL:
@@ -115,6 +124,49 @@ def save_pipeline(pipe: StableDiffusionPipeline, out_dir: str | Path,
             metadata = f.metadata()
         tensors = {k: v.to(weights_dtype) if v.is_floating_point() else v for k, v in load_file(path).items()}
         atomic_write(path, lambda tmp, tensors=tensors, metadata=metadata: save_file(tensors, tmp, metadata=metadata))
+
+
+# ---- savanna-flow: Stable Diffusion 3 layout ---------------------------------------------------
+
+FLOW_T5_LENGTH = 1
+"""T5 tokens of a caption's conditioning (``max_sequence_length``). The world has no T5 encoder, so the
+pipeline fills these rows with zeros; one row instead of the pipeline's default 256 keeps the text stream at
+17 tokens (16 CLIP + 1), which is most of what a step costs at 16 image tokens. Sampling must pass the same
+length the world was trained with."""
+FLOW_SCHEDULE = {"num_train_timesteps": 1000, "shift": 1.0}
+"""No timestep shift: SD3 shifts by 3.0 for 128 x 128 latents; 8 x 8 latents need no extra noise."""
+FLOW_SAMPLER = {"sampler": "euler", "steps": 20, "guidance_scale": 3.0}
+
+
+def build_projection_text_encoder() -> CLIPTextModelWithProjection:
+    """A CLIP text encoder with its projection (SD3 reads the projected pooled vector and the penultimate states)."""
+    return CLIPTextModelWithProjection(text_config())
+
+
+def build_transformer(latent_size: int = 8, num_layers: int = 4, patch_size: int = 2,
+                      heads: int = 2, head_dim: int = 64) -> SD3Transformer2DModel:
+    """An MMDiT over the two CLIP encoders: their penultimate states side by side (2 x TEXT_WIDTH wide, so
+    the pipeline pads nothing) and their pooled vectors concatenated."""
+    return SD3Transformer2DModel(
+        sample_size=latent_size, patch_size=patch_size, in_channels=4, out_channels=4, num_layers=num_layers,
+        attention_head_dim=head_dim, num_attention_heads=heads, joint_attention_dim=2 * TEXT_WIDTH,
+        caption_projection_dim=heads * head_dim, pooled_projection_dim=2 * TEXT_WIDTH,
+        pos_embed_max_size=latent_size // patch_size, qk_norm="rms_norm",
+    )
+
+
+def flow_scheduler() -> FlowMatchEulerDiscreteScheduler:
+    return FlowMatchEulerDiscreteScheduler(**FLOW_SCHEDULE)
+
+
+def assemble_flow_pipeline(vae, text_encoder, tokenizer, text_encoder_2, tokenizer_2,
+                           transformer) -> StableDiffusion3Pipeline:
+    """SD3's pipeline without its T5 (``text_encoder_3=None``), as diffusers documents dropping it."""
+    return StableDiffusion3Pipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2, text_encoder_3=None, tokenizer_3=None, transformer=transformer,
+        scheduler=flow_scheduler(),
+    )
 
 
 JUDGE_CONFIG = {
