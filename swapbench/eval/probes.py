@@ -232,7 +232,8 @@ class Trajectory:
                    cfg.model.max_sequence_length)
 
     def handover_steps(self) -> dict[float, int]:
-        return {f: int(round(f * self.steps)) for f in self.spec.handover}
+        """The base model's steps before each handover: at least one, and one left for the tuned model."""
+        return {f: min(max(int(round(f * self.steps)), 1), self.steps - 1) for f in self.spec.handover}
 
     def _latent_path(self, prompt: str, seed: int) -> Path:
         from swapbench.eval.samples import cache_stem
@@ -341,7 +342,8 @@ class Trajectory:
                         images = img2img(prompt=[prompts[i] for i in batch], image=latents, strength=strength,
                                          num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
                                          generator=[torch.Generator("cpu").manual_seed(seeds[i]) for i in batch],
-                                         output_type="pt", **prompt_kwargs).images
+                                         output_type="pt", **prompt_kwargs,
+                                         **family.img2img_kwargs(image_size(pipe, self.resolution))).images
                 return to_uint8(images.float().cpu().clamp(0, 1))
 
             self.outputs[("img2img", strength)] = deal(len(prompts), self.batch_size, run)

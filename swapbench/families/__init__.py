@@ -235,6 +235,11 @@ class Family(ABC):
 
         return convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser))
 
+    def img2img_kwargs(self, size: int) -> dict[str, Any]:
+        """Call arguments the image-to-image pipeline needs beyond the start latents: a UNet pipeline takes the
+        size from them (this default)."""
+        return {}
+
     def save_lora(self, folder: Any, layers: dict, metadata: dict, weight_name: str) -> None:
         """The denoiser's LoRA layers in the diffusers format of the family's pipeline (peft config in the metadata)."""
         import diffusers

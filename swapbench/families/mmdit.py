@@ -85,6 +85,11 @@ class MMDiT(Family):
         joint = [(name, module) for name, module in denoiser.named_modules() if name.endswith(JOINT_KV)]
         return [(p.name, p.module) for p in self.text_projections(denoiser)] + joint
 
+    def img2img_kwargs(self, size: int) -> dict[str, Any]:
+        """The SD3 and FLUX image-to-image pipelines size their noise by ``height`` / ``width`` (default: the
+        checkpoint's native size), not by the start latents."""
+        return {"height": size, "width": size}
+
     def lora_layers(self, denoiser) -> dict:
         """The peft state dict as is, as diffusers' SD3 and FLUX trainers save a transformer's adapters."""
         from peft.utils import get_peft_model_state_dict
