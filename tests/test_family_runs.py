@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from _cli import assert_one_line_error
 from _replicas import put_repo
 from _replicas_families import FLUX_DEV, FLUX_SCHNELL, SD35_MEDIUM, SDXL, flux_dev_files, flux_schnell_files, \
     sd35_medium_files, sdxl_files
@@ -98,3 +99,19 @@ def test_every_method_runs_on_every_family(repo, method, hub_cache, work, coco_r
     assert moved and set(moved) <= expected, moved
     if method == "lora":
         assert (tmp_path / method / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_an_unsupported_pipeline_and_keys_that_do_not_apply_are_one_line_errors(hub_cache, work, coco_root, tmp_path,
+                                                                                capsys):
+    folder = tmp_path / "kandinsky"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "KandinskyV22Pipeline", "unet": ["x", "y"]}))
+    code = main(["train", "--model", str(folder), "--out", str(tmp_path), "--name", "k"])
+    assert_one_line_error(capsys, code, "KandinskyV22Pipeline", "FluxPipeline (FLUX.1)", "StableDiffusionXLPipeline")
+
+    put_repo(hub_cache, FLUX_SCHNELL, flux_schnell_files(work))
+    code = _train(FLUX_SCHNELL, coco_root, tmp_path, "u", "--set", "train.trainable=unet")
+    assert_one_line_error(capsys, code, "train.trainable=unet does not apply", "transformer.text_attention")
+    code = _train(FLUX_SCHNELL, coco_root, tmp_path, "s", "--set", "eval.sampler=dpmsolver++", "--set",
+                  "train.eval_every=1")
+    assert_one_line_error(capsys, code, "eval.sampler=dpmsolver++ does not apply", "euler")

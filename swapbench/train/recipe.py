@@ -161,6 +161,8 @@ class SwapRecipe:
             if cfg.model.variant is not None:  # a hub snapshot keeps every variant's files side by side
                 weights_key += f"/variant={cfg.model.variant}"
         self.pipe, self.family = pipe, for_pipeline(pipe)
+        if cfg.train.eval_every:  # the in-loop evaluation samples with it: refuse it before any step runs
+            self.family.check_sampler(cfg.eval.sampler)
         for frozen in (pipe.vae, *(getattr(pipe, encoder) for _, encoder in self.family.text_parts)):
             frozen.requires_grad_(False).eval().to(self.device)
         self.denoiser = self.family.denoiser_of(pipe).to(self.device)
