@@ -1,9 +1,12 @@
 """The sdxl-coco, sd35-coco and flux-coco presets against replicas of the hub repos they name
 (tests/_replicas_families.py, in a temporary hub cache, offline): the pipeline loads by the preset's own
 name and variant, and its family accepts the preset's trainable set, sampler, T5 length, objective and
-LoRA targets. The FSDP launch config for FLUX's full fine-tune is read by accelerate's own launcher."""
+LoRA targets; `swapbench fetch --check` knows each family's components, variants and shards. The FSDP
+launch config for FLUX's full fine-tune is read by accelerate's own launcher."""
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from _replicas_families import (
     sdxl_files,
 )
 
+from swapbench.cli import main
 from swapbench.config import load_config
 from swapbench.families import for_pipeline, get_family
 from swapbench.loading import load_pipeline
@@ -130,3 +134,73 @@ def test_fsdp_config_shards_the_flux_blocks_in_bf16(monkeypatch):
                                                                                                 "FULL_STATE_DICT")
     assert plugin.transformer_cls_names_to_wrap == ["FluxTransformerBlock", "FluxSingleTransformerBlock"]
     assert all(isinstance(getattr(transformer_flux, name), type) for name in plugin.transformer_cls_names_to_wrap)
+
+
+def _check(capsys, repo: str, *overrides: str) -> tuple[int, list[str]]:
+    """``swapbench fetch --check --model repo``: its exit code and what the pipeline row names missing."""
+    code = main(["fetch", "--check", "--model", repo, *(a for o in overrides for a in ("--set", o)), "--json"])
+    (row,) = [r for r in json.loads(capsys.readouterr().out) if r["kind"] == "pipeline"]
+    assert row["present"] == (code == 0) and row["name"] == repo
+    return code, row["missing"]
+
+
+@pytest.mark.parametrize("repo, files", [(SDXL, sdxl_files), (SD35_MEDIUM, sd35_medium_files),
+                                         (FLUX_DEV, flux_dev_files), (FLUX_SCHNELL, flux_schnell_files)])
+def test_fetch_check_passes_on_each_family_replica(repo, files, hub_cache, work_dir, capsys):
+    put_repo(hub_cache, repo, files(work_dir))
+    assert _check(capsys, repo) == (0, [])
+
+
+def test_fetch_check_names_a_missing_shard_of_a_sharded_component(hub_cache, work_dir, tmp_path, capsys):
+    snapshot = put_repo(hub_cache, FLUX_DEV, flux_dev_files(work_dir))
+    for shard in ("transformer/diffusion_pytorch_model-00002-of-00003.safetensors",
+                  "text_encoder_2/model-00001-of-00002.safetensors"):
+        (snapshot / shard).rename(tmp_path / "away")
+        assert _check(capsys, FLUX_DEV) == (2, [shard])
+        (tmp_path / "away").rename(snapshot / shard)
+    # a link whose blob is gone (an interrupted or pruned cache) is missing too
+    blob = (snapshot / "transformer/diffusion_pytorch_model-00003-of-00003.safetensors").resolve()
+    blob.unlink()
+    assert _check(capsys, FLUX_DEV) == (2, ["transformer/diffusion_pytorch_model-00003-of-00003.safetensors"])
+
+
+def test_fetch_check_names_a_missing_text_encoder_folder(hub_cache, work_dir, capsys):
+    snapshot = put_repo(hub_cache, SD35_MEDIUM, sd35_medium_files(work_dir))
+    shutil.rmtree(snapshot / "text_encoder_3")
+    code = main(["fetch", "--check", "--model", SD35_MEDIUM])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "missing text_encoder_3/ (no folder)" in err[0]
+    assert _check(capsys, SD35_MEDIUM) == (2, ["text_encoder_3/ (no folder)"])
+
+
+def test_fetch_check_reads_the_sdxl_fp16_variant(hub_cache, work_dir, tmp_path, capsys):
+    snapshot = put_repo(hub_cache, SDXL, sdxl_files(work_dir))
+    assert _check(capsys, SDXL, "model.variant=fp16") == (0, [])
+    (snapshot / "text_encoder_2/model.fp16.safetensors").rename(tmp_path / "away")
+    assert _check(capsys, SDXL, "model.variant=fp16") == (2, ["text_encoder_2/ weights (fp16)"])
+    assert _check(capsys, SDXL) == (0, [])  # the full-precision files are all there
+
+
+def test_fetch_check_reads_sharded_variant_files(hub_cache, work_dir, tmp_path, capsys):
+    """fp16 twins written by diffusers' own save_pretrained(variant=..., max_shard_size=...): every part
+    sharded as ``model.fp16-0000k-of-0000n.safetensors`` with ``model.safetensors.index.fp16.json``."""
+    from diffusers import DiffusionPipeline
+
+    files = sd35_medium_files(work_dir)
+    put_repo(hub_cache, SD35_MEDIUM, files)
+    assert _check(capsys, SD35_MEDIUM, "model.variant=fp16")[0] == 2  # no fp16 files yet
+    DiffusionPipeline.from_pretrained(SD35_MEDIUM, torch_dtype=torch.float16).save_pretrained(
+        tmp_path / "fp16", variant="fp16", max_shard_size="30KB")
+    twins = {str(f.relative_to(tmp_path / "fp16")): f.read_bytes() for f in (tmp_path / "fp16").rglob("*.fp16*")}
+    shards = sorted(name for name in twins if name.startswith("text_encoder_3/model.fp16-"))
+    assert len(shards) > 1 and "text_encoder_3/model.safetensors.index.fp16.json" in twins
+    snapshot = put_repo(hub_cache, SD35_MEDIUM, {**files, **twins})
+    full = sorted(name for name in files if name.startswith("text_encoder_3/model-"))
+    for name in full:  # T5 now only as the variant: what loads below can only come from its shards
+        (snapshot / name).unlink()
+    assert _check(capsys, SD35_MEDIUM, "model.variant=fp16") == (0, [])
+    assert _check(capsys, SD35_MEDIUM) == (2, full)
+    DiffusionPipeline.from_pretrained(SD35_MEDIUM, variant="fp16")  # what --check vouched for loads
+
+    (snapshot / shards[-1]).unlink()
+    assert _check(capsys, SD35_MEDIUM, "model.variant=fp16") == (2, [shards[-1]])
