@@ -52,7 +52,7 @@ class Flux(MMDiT):
         b, c, h, w = noisy.shape
         text, factor = cond["text"], pipe.vae_scale_factor
         guidance = (torch.full((b,), train.guidance, device=noisy.device, dtype=torch.float32)
-                    if denoiser.config.guidance_embeds else None)
+                    if pipe.transformer.config.guidance_embeds else None)
         out = denoiser(hidden_states=FluxPipeline._pack_latents(noisy, b, c, h, w),
                        timestep=timesteps.to(noisy.device, noisy.dtype) / 1000, guidance=guidance,
                        pooled_projections=cond["pooled"], encoder_hidden_states=text,
