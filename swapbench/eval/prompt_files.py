@@ -66,8 +66,8 @@ def parse_concept_map(text: str | None, labels: Sequence[str]) -> dict[str, str]
 
 
 def custom_items(path: str | Path, labels: Sequence[str], seeds: int, mapping: dict[str, str]) -> PromptFile:
-    """The prompts of ``path`` (``.csv``: the CSV layout, otherwise JSONL) as group ``custom``; ``seeds``
-    prompts without a seed of their own are drawn with ``range(seeds)``."""
+    """The prompts of ``path`` (``.csv``: the CSV layout, otherwise JSONL) as group ``custom``. Prompts
+    without a seed of their own (JSONL, a CSV without a seed column) are drawn with ``range(seeds)``."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"prompts file {path} not found; pass a JSONL file with one {{\"prompt\", \"concept\"}} per "
@@ -91,7 +91,7 @@ def custom_items(path: str | Path, labels: Sequence[str], seeds: int, mapping: d
 
 @dataclass
 class _Concepts:
-    """A file's concept names -> the judge's labels, with the one-line error for a name that is neither."""
+    """A file's concept names -> the judge's labels; one line (exit 2) for a name neither a label nor mapped."""
 
     path: Path
     labels: Sequence[str]
