@@ -14,6 +14,7 @@ from swapbench.errors import UserError
 if TYPE_CHECKING:
     from swapbench.config import Config
     from swapbench.eval.evaluate import Target
+    from swapbench.eval.rows import PromptItem
     from swapbench.rundir import RunDir
 
 
@@ -35,7 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", choices=["base"], help="evaluate the base model against itself (a sanity check)")
     p.add_argument("--suite", default=None, help=f"suite name ({', '.join(asset_names('eval/suites'))}) or a "
                    "suite YAML path (gate: sized for `swapbench gate`, docs/ci.md)")
-    p.add_argument("--prompts", metavar="FILE.jsonl", help="extra prompts, one {\"prompt\", \"concept\"} per line")
+    p.add_argument("--prompts", metavar="FILE.jsonl|FILE.csv", help="extra prompts, scored as the group custom: "
+                   "JSONL, one {\"prompt\", \"concept\"} per line, or a CSV prompt file in ESD/UCE's layout "
+                   "(columns prompt, evaluation_seed or seed, class, concept, type or categories, case_number; "
+                   "others ignored); a CSV row's own seed is used, and eval.seeds does not change it")
+    p.add_argument("--prompt-concepts", metavar="NAME=LABEL,...", help="map the prompt file's concept names to the "
+                   "judge's labels, e.g. 'church=building,french horn=horn'")
     p.add_argument("--out", help="output folder (default: RUN/eval)")
     p.add_argument("--runs", default="runs", help="where to look for the latest run (default: runs)")
     p.add_argument("--json", action="store_true", help="print the metrics of results.json as JSON instead of "
@@ -85,6 +91,21 @@ def _target(args: argparse.Namespace, cfg: Config, run: RunDir | None) -> Target
     return Target(resolve_model(str(run.model)), resolve_model(base), run.name, run.root)
 
 
+def _custom_items(args: argparse.Namespace, cfg: Config, labels: list[str]) -> list[PromptItem]:
+    """The ``--prompts`` file's items (group ``custom``), its concepts mapped by ``--prompt-concepts``."""
+    from swapbench.eval.prompt_files import custom_items, parse_concept_map
+
+    if not args.prompts:
+        if args.prompt_concepts:
+            raise UserError("--prompt-concepts maps the concepts of a --prompts file; pass the file with --prompts")
+        return []
+    prompts = custom_items(args.prompts, labels, cfg.eval.seeds or 8, parse_concept_map(args.prompt_concepts, labels))
+    if prompts.seed_column and cfg.eval.seeds:
+        print(f"swapbench eval: {args.prompts} draws each row with its own seed (column {prompts.seed_column}); "
+              f"eval.seeds={cfg.eval.seeds} sizes the suite's prompts only", file=sys.stderr)
+    return prompts.items
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -114,13 +135,11 @@ def run(args: argparse.Namespace) -> int:
 
     from swapbench.eval.evaluate import evaluate
     from swapbench.eval.judge import ZeroShotJudge
-    from swapbench.eval.suite import custom_items, load_suite
+    from swapbench.eval.suite import load_suite
     from swapbench.reports.summary import print_summary
 
     suite = load_suite(cfg.eval.suite, cfg.eval.seeds, cfg.data.swap_pairs)
-    items = list(suite.items)
-    if args.prompts:
-        items += custom_items(args.prompts, suite, cfg.eval.seeds or 8)
+    items = list(suite.items) + _custom_items(args, cfg, suite.labels)
     target = _target(args, cfg, run)
     out_dir = Path(args.out) if args.out else (run.eval_dir if run else Path("runs") / f"eval-{target.name}")
     try:

@@ -248,7 +248,8 @@ def prompt_rows(suite: Suite, jobs: list[Job], judged: Judgement, judge: ZeroSho
         else:
             success = tuned.labels[i] == base.labels[i]
         rows.append(PromptRow(group=item.group, kind=item.kind, concept=item.concept, prompt=item.prompt,
-                              seed=seed, base_label=base.labels[i], tuned_label=tuned.labels[i],
+                              seed=seed, case_number=item.case_number(seed), base_label=base.labels[i],
+                              tuned_label=tuned.labels[i],
                               success=success, scores=label_scores(tuned.probabilities[i], suite.labels)))
     control = _controls(jobs)
     if control:
@@ -299,9 +300,11 @@ def count_flagged(cfg: Config, target: Target, samples: Samples, rows: list[Prom
 
 
 def keep_samples(rows: list[PromptRow], samples: Samples, keep: int, out_dir: Path) -> None:
-    """The images of the first ``keep`` seeds of every prompt go to ``samples/``, named in their rows."""
+    """The images of the first ``keep`` seeds of every prompt go to ``samples/``, named in their rows.
+
+    First in the item's own order: a prompt file's seeds need not start at 0."""
     for i, row in enumerate(rows):
-        if row.seed < keep:
+        if samples.jobs[i][0].seeds.index(row.seed) < keep:
             name = f"seed{row.seed}"
             row.images = {which: keep_image(out_dir, row.group, row.prompt, f"{name}-{which}", images[i])
                           for which, images in (("base", samples.base), ("tuned", samples.tuned))}

@@ -21,6 +21,11 @@ class PromptItem:
     """Forms probe: the concept as written in the prompt ("Giraffe", "gir affe", "giraffe-like")."""
     variant: tuple[str, int, int] | None = None
     """Forms probe, a generated spelling: (template, rank among candidates, spellings wanted)."""
+    case_numbers: tuple[int | str | None, ...] = ()
+    """A CSV prompt file's ``case_number`` of each seed's row (aligned with ``seeds``), when it has them."""
+
+    def case_number(self, seed: int) -> int | str | None:
+        return self.case_numbers[self.seeds.index(seed)] if self.case_numbers else None
 
 
 @dataclass(kw_only=True)
@@ -39,6 +44,8 @@ class PromptRow:
     concept: str
     prompt: str
     seed: int
+    case_number: int | str | None = None
+    """The prompt file's ``case_number`` of this (prompt, seed), to join the row back to the file."""
     base_label: str
     tuned_label: str
     success: bool

@@ -22,7 +22,6 @@ How an item succeeds:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,26 +116,3 @@ def _check_pairs(swap_pairs: Sequence[Sequence[str]], labels: list[str], path: P
                         f"data.swap_pairs ({', '.join(missing)} missing); add them to labels or use another suite")
     return [(a, b) for a, b in pairs]
 
-
-def custom_items(path: str | Path, suite: Suite, seeds: int) -> list[PromptItem]:
-    """``--prompts FILE.jsonl``: one {"prompt", "concept"} object per line -> group ``custom``."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"prompts file {path} not found; "
-                        f"pass a JSONL file with one {{\"prompt\", \"concept\"}} per line")
-    items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            prompt, concept = str(obj["prompt"]), str(obj["concept"])
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{path}:{number} must be a JSON object with \"prompt\" and \"concept\"") from None
-        if concept not in suite.labels:
-            raise UserError(f"{path}:{number}: concept {concept!r} is not in the suite's labels "
-                            f"({', '.join(suite.labels)})")
-        items.append(PromptItem("custom", "custom", concept, prompt, tuple(range(seeds))))
-    if not items:
-        raise UserError(f"prompts file {path} holds no prompts")
-    return items
