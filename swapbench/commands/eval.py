@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from swapbench.assets import asset_names
 from swapbench.errors import UserError
+from swapbench.weights_formats import format_names
 
 if TYPE_CHECKING:
     from swapbench.config import Config
@@ -32,7 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("target", nargs="?", help="run directory, a folder of runs (its latest finished run is "
                    "evaluated), or a diffusers pipeline folder (then pass --base); default: the latest finished "
                    "run under --runs")
-    p.add_argument("--base", help="base pipeline folder or spec (default: the run's model.pretrained)")
+    p.add_argument("--base", help="base pipeline folder or spec (default: the run's model.pretrained; without a run, "
+                   "the preset's)")
+    p.add_argument("--weights", metavar="FILE_OR_FOLDER", help="score an edited model made elsewhere: the base "
+                   "pipeline with this file's weights applied (partial or full denoiser state dicts, text-encoder "
+                   "checkpoints, diffusers or kohya LoRA, Concept Ablation deltas, CompVis checkpoints, pipeline "
+                   "folders; docs/weights.md); .pt/.bin/.ckpt are read weights-only. Instead of TARGET")
+    p.add_argument("--weights-format", default="auto", choices=["auto", *format_names()],
+                   help="the format of --weights (default: detected from its key names)")
     p.add_argument("--model", choices=["base"], help="evaluate the base model against itself (a sanity check)")
     p.add_argument("--suite", default=None, help=f"suite name ({', '.join(asset_names('eval/suites'))}) or a "
                    "suite YAML path (gate: sized for `swapbench gate`, docs/ci.md)")
@@ -60,6 +68,10 @@ def _find_run(args: argparse.Namespace) -> RunDir | None:
     """
     from swapbench.rundir import RunDir, latest_run, looks_like_runs_root
 
+    if args.weights:
+        if args.target or args.model:
+            raise UserError("--weights is the model to evaluate: pass it instead of TARGET and --model")
+        return None
     if args.model == "base":
         return None
     if args.target is None:
@@ -83,6 +95,8 @@ def _target(args: argparse.Namespace, cfg: Config, run: RunDir | None) -> Target
     base = args.base or cfg.model.pretrained
     if args.model == "base":
         return Target(resolve_model(base), resolve_model(base), "base")
+    if args.weights:
+        return Target(str(args.weights), resolve_model(base), Path(args.weights).stem)
     if run is None:
         return Target(resolve_model(args.target), resolve_model(base), Path(args.target).name)
     if not (run.model / "model_index.json").is_file():
@@ -141,6 +155,13 @@ def run(args: argparse.Namespace) -> int:
     suite = load_suite(cfg.eval.suite, cfg.eval.seeds, cfg.data.swap_pairs)
     items = list(suite.items) + _custom_items(args, cfg, suite.labels)
     target = _target(args, cfg, run)
+    tuned_pipe = None
+    if args.weights:
+        from swapbench.eval.evaluate import base_spec
+        from swapbench.weights_formats import load_edited
+
+        # Applied before anything is sampled, so a file that does not fit the base fails in seconds.
+        tuned_pipe, target.weights = load_edited(base_spec(target.base, cfg), args.weights, args.weights_format)
     out_dir = Path(args.out) if args.out else (run.eval_dir if run else Path("runs") / f"eval-{target.name}")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     state = PartialState(cpu=is_cpu(cfg.device))
     device = state.device if state.num_processes > 1 else resolve_device(cfg.device)
     judge = ZeroShotJudge.load(cfg.eval.judge, suite.labels, suite.judge_templates, device)
-    results = evaluate(cfg, target, suite, items, judge, out_dir, device)
+    results = evaluate(cfg, target, suite, items, judge, out_dir, device, tuned_pipe)
     if results is None:
         return 0
     from swapbench.reports.html import write_report

@@ -48,6 +48,8 @@ class Target:
     base: str
     name: str
     run_dir: Path | None = None
+    weights: dict | None = None
+    """What ``--weights`` applied to the base to make the tuned model (``swapbench.weights_formats.load_edited``)."""
 
     @property
     def tuned_is_base(self) -> bool:
@@ -130,7 +132,7 @@ def sample_models(cfg: Config, target: Target, suite: Suite, items: list[PromptI
                   tuned_pipe: DiffusionPipeline | None = None) -> Samples:
     """Both models' images of every (item, seed), the base's from its cache where it has them."""
     started = time.perf_counter()
-    spec = _spec(target.base, cfg)
+    spec = base_spec(target.base, cfg)
     # SD's safety checker never runs inside sampling: an image it would blacken is scored as drawn and
     # counted apart (safety_flagged/*), not silently judged as whatever a black square looks like.
     base_pipe = prepare_pipeline(load_pipeline(spec, safety_checker=False), cfg, device)
@@ -198,7 +200,7 @@ def generate(pipe, jobs: list[tuple[str, int]], cfg: Config, label: str,
     return np.stack(out), len(missing)
 
 
-def _spec(base: str, cfg: Config) -> ModelSpec | str:
+def base_spec(base: str, cfg: Config) -> ModelSpec | str:
     """The configured base keeps its revision and weights variant; another base is taken as named."""
     return ModelSpec.of(cfg.model) if base == resolve_model(cfg.model.pretrained) else base
 
@@ -281,7 +283,7 @@ def count_flagged(cfg: Config, target: Target, samples: Samples, rows: list[Prom
     each row. Returns the provenance line and the ``safety_flagged/base`` and ``/tuned`` metrics."""
     if cfg.eval.safety_checker == "off":
         return "off: not run; every image scored as drawn", {}
-    checker = SafetyChecker.load(_spec(target.base, cfg), device)
+    checker = SafetyChecker.load(base_spec(target.base, cfg), device)
     if checker is None:
         return "none: the base pipeline has no safety checker", {}
     base_flags = checker.flagged(samples.base)
@@ -343,6 +345,7 @@ def results_document(cfg: Config, target: Target, suite: Suite, judge: ZeroShotJ
             "judge_templates": judge.templates, "base_model": target.base, "family": family_of(target.base).name,
             "base_weights_sha256": samples.base_hash, "tuned_model": target.tuned, "safety_checker": safety,
             "seeds": {"per_prompt": seeds, "bootstrap_seed": cfg.seed}, "config_sha256": cfg.sha256(),
+            **({"weights": target.weights} if target.weights else {}),
         },
     }
 
