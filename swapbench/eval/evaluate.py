@@ -99,8 +99,8 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     """Sample (split over the processes of a launch), judge and score; the main process writes
     ``results.json`` and returns it, the other processes return None.
 
-    ``tuned_pipe``: the tuned model already in memory (training's in-loop evaluation), used instead of
-    loading ``target.tuned``."""
+    ``tuned_pipe``: the tuned model already in memory (training's in-loop evaluation, or the base with
+    ``--weights`` applied), used instead of loading ``target.tuned``."""
     started = time.perf_counter()
     # Loaded before sampling, so a missing weight file fails in seconds, not after the images.
     inception = (InceptionFeatures(cfg.eval.inception_weights, device) if cfg.eval.fid_features == "inception"

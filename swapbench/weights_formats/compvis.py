@@ -37,7 +37,7 @@ class CompVis(WeightsFormat):
         tensors = weights.tensors()
         source = {k: v for k, v in tensors.items() if k.startswith(DENOISER_PREFIX)}
         not_loaded: dict[str, int] = {}
-        for key in tensors.keys() - source.keys():
+        for key in (k for k in tensors if k not in source):
             part = next((p for p in NOT_LOADED if key.startswith(p)), SCHEDULE if "." not in key else None)
             if part is None:
                 raise UserError(f"{where} has keys outside the parts of a CompVis checkpoint (such as {key}); is it "
