@@ -6,7 +6,8 @@ pre-flight of ``swapbench train`` only look. Presence means "the loader will fin
 pipeline needs its snapshot with every component its family reads and its ``model_index.json`` names,
 each with its config and weights (of ``model.variant``; every shard of a sharded one), a hub
 dataset its files in the hub cache or in the ``datasets`` cache, an open_clip judge one of the weight
-files open_clip loads, the Inception weights the file torch-fidelity's loader looks for.
+files open_clip loads, a torchvision judge its weights file in torch.hub's checkpoint folder, the
+Inception weights the file torch-fidelity's loader looks for.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from swapbench.loading import (
     INCEPTION_URL,
     WORLD_PREFIX,
     ModelSpec,
+    further_judges,
     hub_snapshot,
     inception_weights_path,
     is_hub_name,
@@ -36,7 +38,7 @@ from swapbench.loading import (
 @dataclass(frozen=True)
 class Artifact:
     kind: str
-    """``pipeline``, ``dataset``, ``judge`` or ``inception``."""
+    """``pipeline``, ``dataset``, ``images``, ``judge`` or ``inception``."""
     name: str
     key: str
     """The config key that names it (what to change to use another one)."""
@@ -66,6 +68,7 @@ def needed(cfg: Config, *, reads_data: bool, train: bool = True, evaluate: bool 
             out.append(Artifact("images", image_root, "data.image_root", ("train",)))
     if evaluate:
         out.append(Artifact("judge", cfg.eval.judge, "eval.judge", ("eval",)))
+        out += [Artifact("judge", spec, "eval.judges", ("eval",)) for _, spec in further_judges(cfg.eval)]
         if getattr(cfg.eval, "fid_features", "judge") == "inception":
             out.append(Artifact("inception", cfg.eval.inception_weights or INCEPTION_FILE, "eval.inception_weights",
                                 ("eval",)))
@@ -207,6 +210,9 @@ def _check_judge(a: Artifact, cfg: Config) -> Status:
         return Status(a, False, a.name, missing=[str(e)])
     if source.folder is not None:
         return Status(a, True, _shown(source.folder, a.name), _du(source.folder))
+    if source.file is not None:
+        present = source.file.is_file()
+        return Status(a, present, str(source.file), source.file.stat().st_size if present else None)
     if source.repo:
         from huggingface_hub import try_to_load_from_cache
 
@@ -246,6 +252,14 @@ def fetch(artifact: Artifact, cfg: Config, hint: str = "") -> Status:
             from huggingface_hub import snapshot_download
 
             snapshot_download(cfg.data.source, repo_type="dataset")
+        elif a.kind == "judge" and resolve_judge(a.name).kind == "torchvision":
+            import torch
+
+            source = resolve_judge(a.name)
+            source.file.parent.mkdir(parents=True, exist_ok=True)
+            # torch.hub's file names carry the first digits of the file's sha256: a corrupt download fails here
+            prefix = torch.hub.HASH_REGEX.search(source.file.name)
+            torch.hub.download_url_to_file(source.url, str(source.file), prefix.group(1) if prefix else None)
         elif a.kind == "judge" and resolve_judge(a.name).arch:
             import open_clip
 

@@ -8,6 +8,11 @@ this table, so a metric's name, order, direction and rows cannot drift apart bet
 
 Metrics outside the table (another module's ``robust/...``) keep the ``higher_is_better`` and
 ``description`` of their own results.json entry and are listed after the known families.
+
+Further judges (``eval.judges``) report every row-based metric again as ``judge/<name>/<metric>``:
+the same family, counted on the rows as that judge labelled them (``judge_rows``), listed after the
+primary judge's metrics and never among the headline; ``agreement/<name>/share|kappa`` compares
+each with the primary judge.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Any
 Row = dict[str, Any]
 PROPORTION_INTERVAL = "Wilson at the cluster-bootstrap effective n, t quantile (prompts as clusters)"
 MEAN_INTERVAL = "mean +- t cluster-bootstrap SE (prompts as clusters)"
+KAPPA_INTERVAL = "kappa +- t cluster-bootstrap SE (prompts as clusters), within [-1, 1]"
+JUDGE_PREFIX = "judge/"
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,8 @@ class Family:
     definition: str
     higher_is_better: bool | None
     estimator: str
-    """``share`` of binary row outcomes, ``mean`` of real row values, or ``distance`` between sample sets."""
+    """``share`` of binary row outcomes, ``mean`` of real row values, ``distance`` between sample sets, or
+    ``agreement`` between two judges."""
     interval: str
     headline: bool = False
     pooled: bool = False
@@ -121,15 +129,50 @@ FAMILIES: tuple[Family, ...] = (
     Family("base_fidelity", "base_fidelity/C", "share of base images of prompts naming C that the judge labels C "
            "(the base model and the judge can draw and see C)", None, "share", PROPORTION_INTERVAL,
            groups=("swap", "control", "specificity"), outcome=lambda row: float(row["base_label"] == row["concept"])),
+    Family("agreement", "agreement/J/share, agreement/J/kappa", "further judge J against the primary judge over "
+           "every base and tuned image both labelled: share = the share labelled alike, kappa = Cohen's kappa "
+           "(agreement beyond chance, 1 = the same labels)", None, "agreement",
+           f"share: {PROPORTION_INTERVAL}; kappa: {KAPPA_INTERVAL}"),
 )
 BY_HEAD = {f.head: f for f in FAMILIES}
 VALIDITY_FLOOR = 0.8
 """Base fidelity on a swapped concept below this: the swap numbers do not mean what they say."""
 
 
+def judge_of(name: str) -> tuple[str | None, str]:
+    """``judge/<J>/<metric>`` -> (``J``, ``<metric>``); a primary judge's name -> (None, the name)."""
+    if name.startswith(JUDGE_PREFIX):
+        judge, _, metric = name[len(JUDGE_PREFIX):].partition("/")
+        if judge and metric:
+            return judge, metric
+    return None, name
+
+
+def judge_metric(judge: str, name: str) -> str:
+    """The name of metric ``name`` as further judge ``judge`` scores it."""
+    return f"{JUDGE_PREFIX}{judge}/{name}"
+
+
+PRIMARY_ONLY = ("labels", "scores", "clip", "clip_base")
+"""Row fields that are the primary judge's alone (its probabilities and its image-text scores)."""
+
+
+def judge_rows(per_prompt: list[Row], judge: str) -> list[Row]:
+    """The rows as further judge ``judge`` labelled them: its base and tuned labels and success in place
+    of the primary's, without the primary's own fields; rows it did not label are left out."""
+    out = []
+    for row in per_prompt:
+        mine = (row.get("labels") or {}).get(judge)
+        if mine is not None:
+            out.append({**{k: v for k, v in row.items() if k not in PRIMARY_ONLY}, "base_label": mine["base"],
+                        "tuned_label": mine["tuned"], "success": mine["success"]})
+    return out
+
+
 def split(name: str) -> tuple[Family | None, str | None]:
-    """The family of a metric name and its suffix (``swap_success/giraffe->zebra`` -> family, ``giraffe->zebra``)."""
-    head, _, suffix = name.partition("/")
+    """The family of a metric name and its suffix (``swap_success/giraffe->zebra`` -> family, ``giraffe->zebra``;
+    a further judge's ``judge/J/swap_success/giraffe->zebra`` the same)."""
+    head, _, suffix = judge_of(name)[1].partition("/")
     return BY_HEAD.get(head), (suffix or None)
 
 
@@ -146,15 +189,21 @@ def higher_is_better(name: str, entry: dict | None = None) -> bool | None:
 
 
 def definition(name: str, entry: dict | None = None) -> str:
+    """The table's definition (a further judge's metric names its judge); outside the table, the entry's own."""
     fam = family(name)
-    return fam.definition if fam is not None else str((entry or {}).get("description", ""))
+    if fam is None:
+        return str((entry or {}).get("description", ""))
+    judge = judge_of(name)[0]
+    return fam.definition if judge is None else f"judge {judge}: {fam.definition}"
 
 
-def rank(name: str) -> tuple[int, int]:
-    """Sort key: table order, the pooled metric before its parts (a stable sort keeps the parts' order)."""
+def rank(name: str) -> tuple[bool, str, int, int]:
+    """Sort key: the primary judge's metrics, then each further judge's (by name); within them table order,
+    the pooled metric before its parts (a stable sort keeps the parts' order)."""
+    judge = judge_of(name)[0]
     fam, suffix = split(name)
     index = FAMILIES.index(fam) if fam is not None else len(FAMILIES)
-    return (index, 0 if suffix is None else 1)
+    return (judge is not None, judge or "", index, 0 if suffix is None else 1)
 
 
 def ordered(names: Any) -> list[str]:
@@ -171,7 +220,7 @@ def headline(metrics: dict, pooled: bool = False) -> list[str]:
     out = []
     for name in ordered(metrics):
         fam, suffix = split(name)
-        if fam is None or not fam.headline:
+        if fam is None or not fam.headline or judge_of(name)[0] is not None:
             continue
         if fam.by == "direction" and pooled and not fam.pooled:
             continue
@@ -184,10 +233,13 @@ def headline(metrics: dict, pooled: bool = False) -> list[str]:
 
 
 def rows_for(name: str, per_prompt: list[Row]) -> list[Row]:
+    """The rows metric ``name`` counts; a further judge's metric counts them as that judge labelled them."""
     fam, suffix = split(name)
     if fam is None or fam.outcome is None:
         return []
-    return [row for row in per_prompt if fam.select(row, suffix)]
+    judge = judge_of(name)[0]
+    rows = per_prompt if judge is None else judge_rows(per_prompt, judge)
+    return [row for row in rows if fam.select(row, suffix)]
 
 
 def row_key(row: Row) -> tuple:

@@ -141,7 +141,16 @@ class TrainConfig:
 class EvalConfig:
     suite: str = "default"
     judge: str = WORLD
-    """``world:savanna``, a local open_clip hub-layout folder, or ``ARCH/PRETRAINED_TAG``."""
+    """``world:savanna``, a local open_clip hub-layout folder, or ``ARCH/PRETRAINED_TAG``: the primary judge, whose
+    metrics carry the plain names (and the gate reads)."""
+    judges: list[str] = field(default_factory=list)
+    """Further judges, each ``SPEC`` or ``NAME=SPEC``: a spec ``eval.judge`` takes, or ``torchvision:ARCH[/WEIGHTS]``
+    (an ImageNet classifier, e.g. ``torchvision:resnet50``). Every image gets each one's label too; their metrics
+    are ``judge/<name>/...`` and their agreement with the primary ``agreement/<name>/...`` (docs/judges.md).
+    Empty: the primary alone."""
+    judge_classes: str | None = None
+    """torchvision judges: the YAML file mapping each suite label to ImageNet-1k class indices; None = the shipped
+    ``eval/judges/imagenet.yaml``."""
     sampler: str = "dpmsolver++"
     """One of ``swapbench.samplers.SAMPLERS``: dpmsolver++, ddim, euler."""
     steps: int = 20

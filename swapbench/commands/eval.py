@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.eval.suite = args.suite
 
     from swapbench.eval.evaluate import evaluate
-    from swapbench.eval.judge import ZeroShotJudge
+    from swapbench.eval.judge import load_judges
     from swapbench.eval.suite import load_suite
     from swapbench.reports.summary import print_summary
 
@@ -175,8 +175,8 @@ def run(args: argparse.Namespace) -> int:
     # Joins the process group under accelerate launch / torchrun (sampling is split); a no-op otherwise.
     state = PartialState(cpu=is_cpu(cfg.device))
     device = state.device if state.num_processes > 1 else resolve_device(cfg.device)
-    judge = ZeroShotJudge.load(cfg.eval.judge, suite.labels, suite.judge_templates, device)
-    results = evaluate(cfg, target, suite, items, judge, out_dir, device, tuned_pipe)
+    judge, others = load_judges(cfg.eval, suite.labels, suite.judge_templates, device)
+    results = evaluate(cfg, target, suite, items, judge, out_dir, device, tuned_pipe, others=others)
     if results is None:
         return 0
     from swapbench.reports.html import write_report

@@ -34,7 +34,7 @@ class InLoopEvaluator:
 
     def __init__(self, cfg: Config, run_dir: RunDir, device: torch.device) -> None:
         from swapbench.eval.evaluate import Target
-        from swapbench.eval.judge import ZeroShotJudge
+        from swapbench.eval.judge import load_judges
         from swapbench.eval.suite import load_suite
         from swapbench.loading import resolve_model
 
@@ -46,7 +46,7 @@ class InLoopEvaluator:
         self.suite = load_suite(cfg.train.eval_suite, cfg.eval.seeds, cfg.data.swap_pairs)
         self.suite_name = self.suite.name
         self.items = list(self.suite.items)
-        self.judge = ZeroShotJudge.load(cfg.eval.judge, self.suite.labels, self.suite.judge_templates, device)
+        self.judge, self.others = load_judges(cfg.eval, self.suite.labels, self.suite.judge_templates, device)
         base = resolve_model(cfg.model.pretrained)
         self.target = Target(tuned=f"{run_dir.root} (in training)", base=base, name=run_dir.name,
                              run_dir=run_dir.root)
@@ -56,7 +56,7 @@ class InLoopEvaluator:
 
         with tempfile.TemporaryDirectory(prefix="swapbench-in-loop-") as tmp:
             results = evaluate(self.cfg, self.target, self.suite, self.items, self.judge, Path(tmp), self.device,
-                               tuned_pipe=pipe)
+                               tuned_pipe=pipe, others=self.others)
             if results is None:
                 return None
             images = _swap_images(results, Path(tmp))

@@ -22,9 +22,9 @@ from diffusers import DiffusionPipeline
 from swapbench import __version__, catalog, schema
 from swapbench.config import Config
 from swapbench.eval import metrics as M
-from swapbench.eval import probes, scoring
+from swapbench.eval import panel, probes, scoring
 from swapbench.eval.inception import InceptionFeatures
-from swapbench.eval.judge import Assessment, ZeroShotJudge
+from swapbench.eval.judge import Assessment, Judge, ZeroShotJudge
 from swapbench.eval.rows import PromptItem, PromptRow, label_scores
 from swapbench.eval.samples import SampleStore, keep_image, to_float, to_uint8
 from swapbench.eval.sampling import deal, my_batches, sample
@@ -80,6 +80,8 @@ class Judgement:
     tuned: Assessment
     distance: tuple[torch.Tensor, torch.Tensor, str] | None
     """(tuned, base, what they are) features of the control images; None with too few controls."""
+    further: dict[str, tuple[Assessment, Assessment]]
+    """Each further judge's (base, tuned) view of the same images, by name."""
 
 
 def prepare_pipeline(pipe: DiffusionPipeline, cfg: Config, device: torch.device) -> DiffusionPipeline:
@@ -95,12 +97,16 @@ def sampler_settings(cfg: Config) -> dict:
 
 
 def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem], judge: ZeroShotJudge,
-             out_dir: Path, device: torch.device, tuned_pipe: DiffusionPipeline | None = None) -> dict | None:
+             out_dir: Path, device: torch.device, tuned_pipe: DiffusionPipeline | None = None,
+             others: dict[str, Judge] | None = None) -> dict | None:
     """Sample (split over the processes of a launch), judge and score; the main process writes
     ``results.json`` and returns it, the other processes return None.
 
     ``tuned_pipe``: the tuned model already in memory (training's in-loop evaluation, or the base with
-    ``--weights`` applied), used instead of loading ``target.tuned``."""
+    ``--weights`` applied), used instead of loading ``target.tuned``. ``others``: the further judges
+    (``eval.judges``) by name; the metrics of ``judge`` keep the plain names, theirs are ``judge/<name>/...``
+    with ``agreement/<name>/...``."""
+    others = others or {}
     started = time.perf_counter()
     # Loaded before sampling, so a missing weight file fails in seconds, not after the images.
     inception = (InceptionFeatures(cfg.eval.inception_weights, device) if cfg.eval.fid_features == "inception"
@@ -108,18 +114,20 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     samples = sample_models(cfg, target, suite, items, device, tuned_pipe)
     if not PartialState().is_main_process:
         return None  # the main process judges, scores and writes
-    judged = judge_samples(judge, samples, inception, target.tuned_is_base)
+    judged = judge_samples(judge, samples, inception, target.tuned_is_base, others)
     rows = prompt_rows(suite, samples.jobs, judged, judge)
     safety, flagged = count_flagged(cfg, target, samples, rows, device)
     keep = suite.keep_samples if cfg.eval.keep_samples is None else cfg.eval.keep_samples
     keep_samples(rows, samples, keep, out_dir)
     if samples.trajectory:
-        rows += samples.trajectory.rows(judge, suite, out_dir, keep, judged.base.labels)
+        further = {name: (others[name], base.labels) for name, (base, _) in judged.further.items()}
+        rows += samples.trajectory.rows(judge, suite, out_dir, keep, judged.base.labels, further)
     records = [row.to_json() for row in rows]
     metrics = {**score(cfg, suite, samples.jobs, records, judged), **flagged,
-               **probes.score(records, suite, cfg.eval.bootstrap, cfg.seed)}
+               **probes.score(records, suite, cfg.eval.bootstrap, cfg.seed),
+               **panel.score(records, suite, list(others), cfg.eval.bootstrap, cfg.seed, target.tuned_is_base)}
     results = results_document(cfg, target, suite, judge, samples, rows, records, metrics, safety, inception,
-                               device)
+                               device, others)
     results["timing"]["total_s"] = round(time.perf_counter() - started, 2)
     atomic_write_json(out_dir / "results.json", results)
     return results
@@ -215,19 +223,26 @@ def _controls(jobs: list[Job]) -> list[int]:
 
 
 def judge_samples(judge: ZeroShotJudge, samples: Samples, inception: InceptionFeatures | None,
-                  same: bool) -> Judgement:
-    """Every image through the judge once (``same``: the tuned images are the base's); the control
+                  same: bool, others: dict[str, Judge] | None = None) -> Judgement:
+    """Every image through each judge once (``same``: the tuned images are the base's); the control
     images through Inception too when ``eval.fid_features`` asks for it."""
-    base = judge.assess(to_float(samples.base))
-    tuned = base if same else judge.assess(to_float(samples.tuned))
+    base_images = to_float(samples.base)
+    tuned_images = base_images if same else to_float(samples.tuned)
+
+    def both(j: Judge) -> tuple[Assessment, Assessment]:
+        b = j.assess(base_images)
+        return b, (b if same else j.assess(tuned_images))
+
+    base, tuned = both(judge)
+    further = {name: both(other) for name, other in (others or {}).items()}
     control = _controls(samples.jobs)
     if not control:
-        return Judgement(base, tuned, None)
+        return Judgement(base, tuned, None, further)
     if inception is None:
-        return Judgement(base, tuned, (tuned.features[control], base.features[control], "judge features"))
+        return Judgement(base, tuned, (tuned.features[control], base.features[control], "judge features"), further)
     base_d = inception(samples.base[control])
     tuned_d = base_d if same else inception(samples.tuned[control])
-    return Judgement(base, tuned, (tuned_d, base_d, "Inception-v3 pool3 features"))
+    return Judgement(base, tuned, (tuned_d, base_d, "Inception-v3 pool3 features"), further)
 
 
 # --- step 3: rows and scores --------------------------------------------------------------------------
@@ -240,19 +255,17 @@ def prompt_rows(suite: Suite, jobs: list[Job], judged: Judgement, judge: ZeroSho
     rows = []
     for i, (item, seed) in enumerate(jobs):
         partner = suite.partner(item.concept)
-        if item.kind == "compositions":
-            p = tuned.probabilities[i]
-            success = bool(p[label_index[partner]] > p[label_index[item.concept]])
-        elif partner and item.group != "control":
-            success = tuned.labels[i] == partner
-        elif item.group == "custom":
-            success = tuned.labels[i] == item.concept
-        else:
-            success = tuned.labels[i] == base.labels[i]
+        success = row_success(item, partner, base.labels[i], tuned.labels[i], tuned.probabilities[i], label_index)
         rows.append(PromptRow(group=item.group, kind=item.kind, concept=item.concept, prompt=item.prompt,
                               seed=seed, case_number=item.case_number(seed), base_label=base.labels[i],
                               tuned_label=tuned.labels[i],
                               success=success, scores=label_scores(tuned.probabilities[i], suite.labels)))
+        if judged.further:
+            rows[-1].labels = {
+                name: {"base": b.labels[i], "tuned": t.labels[i],
+                       "success": row_success(item, partner, b.labels[i], t.labels[i], t.probabilities[i],
+                                              label_index)}
+                for name, (b, t) in judged.further.items()}
     control = _controls(jobs)
     if control:
         text = judge.text_features([jobs[i][0].prompt for i in control])
@@ -263,6 +276,20 @@ def prompt_rows(suite: Suite, jobs: list[Job], judged: Judgement, judge: ZeroSho
             # count in the 4th decimal of a 0-100 score, and one- and multi-process runs must write equal rows
             rows[i].clip, rows[i].clip_base = round(t, 2), round(b, 2)
     return rows
+
+
+def row_success(item: PromptItem, partner: str | None, base: str, tuned: str, probabilities: torch.Tensor,
+                label_index: dict[str, int]) -> bool:
+    """Whether a row counts as a success, by any judge: a composition when the tuned image's probability of
+    the partner beats the named concept's, a swapped concept when judged as its partner, a custom prompt of
+    another concept when judged as itself, anything else when the tuned label is the base's."""
+    if item.kind == "compositions":
+        return bool(probabilities[label_index[partner]] > probabilities[label_index[item.concept]])
+    if partner and item.group != "control":
+        return tuned == partner
+    if item.group == "custom":
+        return tuned == item.concept
+    return tuned == base
 
 
 def score(cfg: Config, suite: Suite, jobs: list[Job], records: list[dict], judged: Judgement) -> dict:
@@ -314,8 +341,10 @@ def keep_samples(rows: list[PromptRow], samples: Samples, keep: int, out_dir: Pa
 
 def results_document(cfg: Config, target: Target, suite: Suite, judge: ZeroShotJudge, samples: Samples,
                      rows: list[PromptRow], records: list[dict], metrics: dict, safety: str,
-                     inception: InceptionFeatures | None, device: torch.device) -> dict:
-    """results.json (``schema.SCHEMA_VERSION``); ``timing.total_s`` is left to the caller."""
+                     inception: InceptionFeatures | None, device: torch.device,
+                     others: dict[str, Judge] | None = None) -> dict:
+    """results.json (``schema.SCHEMA_VERSION``); ``timing.total_s`` is left to the caller. ``provenance.judges``
+    names the further judges, when there are any."""
     import diffusers
 
     single = [row for row in rows if row.group in SINGLE_CONCEPT]
@@ -345,6 +374,7 @@ def results_document(cfg: Config, target: Target, suite: Suite, judge: ZeroShotJ
             "judge_templates": judge.templates, "base_model": target.base, "family": family_of(target.base).name,
             "base_weights_sha256": samples.base_hash, "tuned_model": target.tuned, "safety_checker": safety,
             "seeds": {"per_prompt": seeds, "bootstrap_seed": cfg.seed}, "config_sha256": cfg.sha256(),
+            **({"judges": {name: other.provenance() for name, other in others.items()}} if others else {}),
             **({"weights": target.weights} if target.weights else {}),
         },
     }

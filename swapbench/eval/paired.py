@@ -129,14 +129,15 @@ def _short(value) -> str:
 
 
 def base_comparison(results: dict, reps: int = REPS, seed: int = SEED) -> dict[str, dict]:
-    """Tuned against base on the same rows, for every metric whose family says what the base scores
-    there; Holm across them."""
+    """Tuned against base on the same rows, for every metric of the primary judge whose family says what
+    the base scores there; Holm across them. (A further judge's metrics re-count the same images: testing
+    them too would spend the Holm budget on the judges rather than the model.)"""
     partner = schema.partners(results.get("swap_pairs") or [])
     rows = results.get("per_prompt") or []
     found: dict[str, stats.Paired] = {}
     for name in results.get("metrics", {}):
         fam = catalog.family(name)
-        if fam is None or fam.base_outcome is None or not pairable(name):
+        if fam is None or fam.base_outcome is None or not pairable(name) or catalog.judge_of(name)[0] is not None:
             continue
         selected = catalog.rows_for(name, rows)
         if not selected:

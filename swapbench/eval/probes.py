@@ -368,23 +368,30 @@ class Trajectory:
                 sampled += len(prompts)
         self.timing["tuned_images"] = sampled
 
-    def rows(self, judge, suite, out_dir: Path, keep: int, base_labels: list[str]) -> list[PromptRow]:
+    def rows(self, judge, suite, out_dir: Path, keep: int, base_labels: list[str],
+             others: dict[str, tuple[Any, list[str]]] | None = None) -> list[PromptRow]:
         """Per-prompt rows of every output, judged; the first ``keep`` seeds keep their images.
-        ``base_labels``: the judged label of every job's base image (the starts among them)."""
+        ``base_labels``: the judged label of every job's base image (the starts among them); ``others``:
+        each further judge and its base labels, by name, whose labels go into the rows' ``labels``."""
         from swapbench.eval.samples import keep_image, to_float
 
         start_labels = [base_labels[i] for i in self.index]
         rows = []
         for (kind, level), images in self.outputs.items():
-            judged = judge.assess(to_float(images))
+            pixels = to_float(images)
+            judged = judge.assess(pixels)
+            further = {name: ([labels[i] for i in self.index], other.assess(pixels).labels)
+                       for name, (other, labels) in (others or {}).items()}
             for i, (item, seed) in enumerate(self.starts):
-                tuned = judged.labels[i]
+                tuned, partner = judged.labels[i], suite.partner(item.concept)
                 # kind names the level too: (group, kind, prompt, seed) identifies a row across evaluations
                 row = PromptRow(group="trajectory", kind=f"{kind}/{level:g}", probe=kind, level=level,
                                 concept=item.concept, prompt=item.prompt, seed=seed,
-                                base_label=start_labels[i], tuned_label=tuned,
-                                success=tuned == suite.partner(item.concept),
+                                base_label=start_labels[i], tuned_label=tuned, success=tuned == partner,
                                 scores=label_scores(judged.probabilities[i], suite.labels))
+                if further:
+                    row.labels = {name: {"base": starts[i], "tuned": outs[i], "success": outs[i] == partner}
+                                  for name, (starts, outs) in further.items()}
                 if seed < keep:
                     start, output = f"seed{seed}-start", f"seed{seed}-{kind}-{level:g}"
                     row.images = {

@@ -51,6 +51,9 @@ class PromptRow:
     success: bool
     scores: dict[str, float]
     """The judge's probability of every label for the tuned image, to four decimals."""
+    labels: dict[str, dict[str, Any]] | None = None
+    """Further judges (``eval.judges``): each one's ``{"base", "tuned", "success"}`` for this row, by judge name;
+    ``base_label``, ``tuned_label`` and ``success`` are the primary judge's."""
     clip: float | None = None
     """Control rows: 100 x cos(tuned image, prompt) in the judge's space."""
     clip_base: float | None = None

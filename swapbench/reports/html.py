@@ -16,7 +16,7 @@ from swapbench.io import atomic_write_text, read_json, read_jsonl
 from swapbench.reports.curves import learning_curves
 from swapbench.reports.gate import Verdict, evaluate, load_results, load_rules
 from swapbench.reports.robust import PROBE_GROUPS, robust_sections
-from swapbench.reports.summary import ordered
+from swapbench.reports.summary import further_judges, ordered
 from swapbench.reports.svg import ci_bar, fmt, fmt_p, line_chart
 
 GROUP_TITLES = {"swap": "Swap: prompts naming a swapped concept", "control": "Controls: must not change",
@@ -52,6 +52,7 @@ def write_report(eval_dir: str | Path, run_dir: str | Path | None = None) -> Pat
         title=f"swapbench report: {results.get('run', eval_dir.name)}",
         r=results,
         headline=catalog.headline(metrics),
+        judges=further_judges(results),
         moved=what_moved(results),
         validity=catalog.validity_warnings(results),
         definitions={n: catalog.definition(n, metrics[n]) for n in metrics},

@@ -42,6 +42,8 @@ def print_summary(results: dict, console: Console | None = None, show_all: bool 
     failed = [v for v in verdicts if not v.passed]
     console.print(f"gate (default rules): {'[green]PASS[/]' if not failed else '[bold red]FAIL[/]'}"
                   + "".join(f"; {v.metric} {fmt_value(v.value)} not {v.reference}" for v in failed), soft_wrap=True)
+    for line in judge_lines(results):
+        console.print(line, soft_wrap=True, markup=False)
     from swapbench.eval.paired import what_moved
 
     moved = what_moved(results)
@@ -53,6 +55,27 @@ def print_summary(results: dict, console: Console | None = None, show_all: bool 
     if "base_sampled" in t:
         console.print(f"sampled {t['base_sampled']} base (+{t['base_cached']} cached) and {t['tuned_sampled']} tuned "
                       f"images in {t['sampling_s']:.0f} s; total {t['total_s']:.0f} s", soft_wrap=True)
+
+
+def further_judges(results: dict) -> list[dict]:
+    """Each further judge (``provenance.judges``): its name, spec and agreement entries with the primary."""
+    metrics = results.get("metrics", {})
+    return [{"name": name, "spec": about.get("spec", ""), "share": metrics.get(f"agreement/{name}/share"),
+             "kappa": metrics.get(f"agreement/{name}/kappa")}
+            for name, about in ((results.get("provenance") or {}).get("judges") or {}).items()]
+
+
+def judge_lines(results: dict) -> list[str]:
+    """One line per further judge: its agreement with the primary judge (its own metrics: ``--all``)."""
+    primary = (results.get("provenance") or {}).get("judge", "")
+    out = []
+    for j in further_judges(results):
+        parts = [f"{what} {m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
+                 for what, m in (("agreement", j["share"]), ("kappa", j["kappa"])) if m]
+        n = f"n={j['share']['n']}, {j['share']['n_clusters']} prompts" if j["share"] else "no images"
+        out.append(f"judge {j['name']} ({j['spec']}) vs {primary}: {', '.join(parts)} ({n}); "
+                   f"its metrics: judge/{j['name']}/...")
+    return out
 
 
 def fmt_value(value: float | None) -> str:
