@@ -8,8 +8,16 @@ import pytest
 import torch
 from _cli import assert_one_line_error
 from _replicas import put_repo
-from _replicas_families import FLUX_DEV, FLUX_SCHNELL, SD35_MEDIUM, SDXL, flux_dev_files, flux_schnell_files, \
-    sd35_medium_files, sdxl_files
+from _replicas_families import (
+    FLUX_DEV,
+    FLUX_SCHNELL,
+    SD35_MEDIUM,
+    SDXL,
+    flux_dev_files,
+    flux_schnell_files,
+    sd35_medium_files,
+    sdxl_files,
+)
 
 from swapbench.cli import main
 
