@@ -332,5 +332,5 @@ def test_every_format_is_a_module_in_the_detection_order_and_in_the_docs():
     assert modules == set(weights_formats.FORMATS)
     formats = weights_formats.all_formats()
     assert [f.name for f in formats] == weights_formats.format_names()
-    doc = (Path(__file__).parents[1] / "docs/weights.md").read_text()
+    doc = (Path(__file__).parents[1] / "README.md").read_text()
     assert all(f"| `{f.name}` |" in doc for f in formats)

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="FILE_OR_FOLDER", help="score an edited model made elsewhere: the base "
                    "pipeline with this file's weights applied (partial or full denoiser state dicts, text-encoder "
                    "checkpoints, diffusers or kohya LoRA, Concept Ablation deltas, CompVis checkpoints, pipeline "
-                   "folders; docs/weights.md); .pt/.bin/.ckpt are read weights-only. Instead of TARGET")
+                   "folders; the README's format table); .pt/.bin/.ckpt are read weights-only. Instead of TARGET")
     p.add_argument("--weights-format", default="auto", choices=["auto", *format_names()],
                    help="the format of --weights (default: detected from its key names)")
     p.add_argument("--model", choices=["base"], help="evaluate the base model against itself (a sanity check)")

@@ -109,7 +109,7 @@ class WeightsFormat(ABC):
     name: ClassVar[str]
     """The ``--weights-format`` value."""
     detection: ClassVar[str]
-    """How auto-detection recognises it, in words (``--help`` and docs/weights.md)."""
+    """How auto-detection recognises it, in words (``--help`` and the README's format table)."""
     loads: ClassVar[str]
     """What it loads into the base, in words."""
 
