@@ -62,3 +62,18 @@ def default_run(tmp_path_factory):
     assert main(["train", "--out", str(out), "--name", "default"]) == 0
     assert main(["eval", str(out / "default")]) == 0
     return out / "default"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache of this test's own (the hub library reads its location at import)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    assert constants.HF_HUB_OFFLINE
+    return cache

@@ -36,21 +36,6 @@ PRESETS = {  # preset: (its repo, the replica's files, its family, the T5 tokens
 }
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    """An empty Hugging Face cache of this test's own (the hub library reads its location at import)."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf" / "hub"
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
-    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    assert constants.HF_HUB_OFFLINE
-    return cache
-
-
 @pytest.fixture(scope="module")
 def work_dir(tmp_path_factory):
     """Where the replicas' tokenizers are built, once a module."""

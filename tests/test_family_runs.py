@@ -35,19 +35,6 @@ ROBUST = ["--suite", "robust", "--set", "eval.steps=2", "--set", "eval.seeds=1",
           "--set", "eval.batch_size=8"]
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf" / "hub"
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    assert constants.HF_HUB_OFFLINE
-    return cache
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     return tmp_path_factory.mktemp("tokenizers")

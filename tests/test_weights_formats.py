@@ -254,17 +254,6 @@ def test_bad_weights_are_one_line_errors(made, tmp_path, tiny_pipeline, capsys):
 REPLICAS = {SDXL: sdxl_files, SD35_MEDIUM: sd35_medium_files, FLUX_SCHNELL: flux_schnell_files}
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    return tmp_path / "hf" / "hub"
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     return tmp_path_factory.mktemp("tokenizers")
