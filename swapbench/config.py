@@ -23,10 +23,12 @@ from typing import Any
 import yaml
 
 from swapbench.assets import asset_names, asset_path
+from swapbench.edits import Edits, parse_edits
 from swapbench.errors import UserError
 from swapbench.samplers import SAMPLERS
 
 WORLD = "world:savanna"
+DEFAULT_SWAP_PAIRS = [["giraffe", "zebra"]]
 
 
 @dataclass
@@ -48,7 +50,8 @@ class DataConfig:
     image_root: str | None = None
     """Folder of the images a captions-only dataset names by file (COCO's ``train2017/``); None = images in the data."""
     subset_size: int = 25_000
-    swap_pairs: list[list[str]] = field(default_factory=lambda: [["giraffe", "zebra"]])
+    swap_pairs: list[list[str]] = field(default_factory=lambda: [list(p) for p in DEFAULT_SWAP_PAIRS])
+    """The swaps of a run whose ``edits`` is empty (older configs); new ones write ``edits``."""
     drop_both: bool = True
     balance_ratio: float | None = 1.7
     keep_other: float = 1.0
@@ -192,6 +195,17 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    edits: list[dict] = field(default_factory=list)
+    """What the run edits (swapbench/edits/), each item ``{swap: [A, B]}``, ``{remap: A, to: B}``, ``{erase: A}`` or
+    ``{erase: A, anchor: C}``; several at once. Empty = the swaps of ``data.swap_pairs``."""
+
+    @property
+    def edit_set(self) -> Edits:
+        """The run's edits, parsed and checked (``edits``, else ``data.swap_pairs``)."""
+        if self.edits and [list(p) for p in self.data.swap_pairs] != DEFAULT_SWAP_PAIRS:
+            raise UserError(f"both edits and data.swap_pairs={self.data.swap_pairs} are set; give the swaps as "
+                            "edits items ({swap: [A, B]}) and leave data.swap_pairs at its default")
+        return parse_edits(self.edits, self.data.swap_pairs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -248,6 +262,7 @@ def load_config(
     for item in overrides or []:
         key, value = parse_override(item)
         set_key(cfg, key, value, source="--set")
+    cfg.edit_set  # noqa: B018 - a bad edit fails when the config loads, not at the first use
     return cfg
 
 

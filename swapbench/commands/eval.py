@@ -22,14 +22,14 @@ if TYPE_CHECKING:
 def register(sub: argparse._SubParsersAction) -> None:
     from swapbench.commands.common import add_config_arguments
 
-    p = sub.add_parser("eval", help="measure swap success, preservation and drift vs base; writes eval/",
+    p = sub.add_parser("eval", help="measure edit success, preservation and drift vs base; writes eval/",
                        description="Sample the base and tuned models with the same seeds, judge every image "
-                       "zero-shot, and write results.json + report.html. Suites are templates over the swap pairs "
-                       "of the run (data.swap_pairs in its config.json): a run trained with "
-                       "--set 'data.swap_pairs=[[horse,cow]]' is scored as swap_success/horse->cow and "
-                       "cow->horse, with controls and neighbours that leave the swapped concepts out. For a "
-                       "bare pipeline folder or --model base, pass the pair the same way (default: giraffe, "
-                       "zebra).")
+                       "zero-shot, and write results.json + report.html. Suites are templates over the edits "
+                       "of the run (edits, or data.swap_pairs, in its config.json): a run trained with "
+                       "--set 'edits=[{erase: lion}, {remap: horse, to: cow}]' is scored as erase_success/lion "
+                       "and remap_success/horse->cow, with controls and neighbours that leave the edited concepts "
+                       "out. For a bare pipeline folder or --model base, pass the edits the same way (default: "
+                       "the swap giraffe <-> zebra).")
     p.add_argument("target", nargs="?", help="run directory, a folder of runs (its latest finished run is "
                    "evaluated), or a diffusers pipeline folder (then pass --base); default: the latest finished "
                    "run under --runs")
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     from swapbench.eval.suite import load_suite
     from swapbench.reports.summary import print_summary
 
-    suite = load_suite(cfg.eval.suite, cfg.eval.seeds, cfg.data.swap_pairs)
+    suite = load_suite(cfg.eval.suite, cfg.eval.seeds, cfg.edit_set)
     items = list(suite.items) + _custom_items(args, cfg, suite.labels)
     target = _target(args, cfg, run)
     tuned_pipe = None
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     # Joins the process group under accelerate launch / torchrun (sampling is split); a no-op otherwise.
     state = PartialState(cpu=is_cpu(cfg.device))
     device = state.device if state.num_processes > 1 else resolve_device(cfg.device)
-    judge, others = load_judges(cfg.eval, suite.labels, suite.judge_templates, device)
+    judge, others = load_judges(cfg.eval, suite.labels, suite.judge_templates, device, suite.nothing)
     results = evaluate(cfg, target, suite, items, judge, out_dir, device, tuned_pipe, others=others)
     if results is None:
         return 0

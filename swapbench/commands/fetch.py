@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.suite:
         from swapbench.eval.suite import load_suite
 
-        load_suite(cfg.eval.suite, None, cfg.data.swap_pairs)  # a bad suite name fails here, not after a download
+        load_suite(cfg.eval.suite, None, cfg.edit_set)  # a bad suite name fails here, not after a download
     from swapbench.train.methods import get_method
 
     wanted = artifacts.needed(cfg, reads_data=get_method(cfg.train.method).reads_data(cfg))

@@ -43,10 +43,11 @@ class InLoopEvaluator:
             from swapbench.reports.gate import load_rules
 
             load_rules(cfg.train.select_rules)  # a bad rules file fails before the first step, not at the first eval
-        self.suite = load_suite(cfg.train.eval_suite, cfg.eval.seeds, cfg.data.swap_pairs)
+        self.suite = load_suite(cfg.train.eval_suite, cfg.eval.seeds, cfg.edit_set)
         self.suite_name = self.suite.name
         self.items = list(self.suite.items)
-        self.judge, self.others = load_judges(cfg.eval, self.suite.labels, self.suite.judge_templates, device)
+        self.judge, self.others = load_judges(cfg.eval, self.suite.labels, self.suite.judge_templates, device,
+                                                  self.suite.nothing)
         base = resolve_model(cfg.model.pretrained)
         self.target = Target(tuned=f"{run_dir.root} (in training)", base=base, name=run_dir.name,
                              run_dir=run_dir.root)

@@ -21,6 +21,7 @@ from diffusers import DiffusionPipeline
 
 from swapbench import __version__, catalog, schema
 from swapbench.config import Config
+from swapbench.eval import judge as judge_module
 from swapbench.eval import metrics as M
 from swapbench.eval import panel, probes, scoring
 from swapbench.eval.inception import InceptionFeatures
@@ -38,7 +39,7 @@ from swapbench.weights import model_hash
 
 Job = tuple[PromptItem, int]
 """One image to draw: a prompt item and a seed."""
-SINGLE_CONCEPT = ("swap", "control", "specificity")
+SINGLE_CONCEPT = ("swap", "remap", "erase", "control", "specificity")
 """Groups whose prompts name one concept: the rows of the confusion tables."""
 
 
@@ -251,20 +252,19 @@ def judge_samples(judge: ZeroShotJudge, samples: Samples, inception: InceptionFe
 def prompt_rows(suite: Suite, jobs: list[Job], judged: Judgement, judge: ZeroShotJudge) -> list[PromptRow]:
     """One row per job: what each image was judged and whether it counts as a success."""
     base, tuned = judged.base, judged.tuned
-    label_index = {c: i for i, c in enumerate(suite.labels)}
     rows = []
     for i, (item, seed) in enumerate(jobs):
-        partner = suite.partner(item.concept)
-        success = row_success(item, partner, base.labels[i], tuned.labels[i], tuned.probabilities[i], label_index)
-        rows.append(PromptRow(group=item.group, kind=item.kind, concept=item.concept, prompt=item.prompt,
-                              seed=seed, case_number=item.case_number(seed), base_label=base.labels[i],
-                              tuned_label=tuned.labels[i],
-                              success=success, scores=label_scores(tuned.probabilities[i], suite.labels)))
+        scores = label_scores(tuned.probabilities[i], suite.labels)
+        rows.append(PromptRow(group=item.group, kind=item.kind, concept=item.concept, **edit_fields(suite, item),
+                              prompt=item.prompt, seed=seed, case_number=item.case_number(seed),
+                              base_label=base.labels[i], tuned_label=tuned.labels[i],
+                              success=row_success(suite, item, base.labels[i], tuned.labels[i], scores),
+                              scores=scores))
         if judged.further:
             rows[-1].labels = {
                 name: {"base": b.labels[i], "tuned": t.labels[i],
-                       "success": row_success(item, partner, b.labels[i], t.labels[i], t.probabilities[i],
-                                              label_index)}
+                       "success": row_success(suite, item, b.labels[i], t.labels[i],
+                                              label_scores(t.probabilities[i], other_labels(suite, t)))}
                 for name, (b, t) in judged.further.items()}
     control = _controls(jobs)
     if control:
@@ -278,15 +278,37 @@ def prompt_rows(suite: Suite, jobs: list[Job], judged: Judgement, judge: ZeroSho
     return rows
 
 
-def row_success(item: PromptItem, partner: str | None, base: str, tuned: str, probabilities: torch.Tensor,
-                label_index: dict[str, int]) -> bool:
-    """Whether a row counts as a success, by any judge: a composition when the tuned image's probability of
-    the partner beats the named concept's, a swapped concept when judged as its partner, a custom prompt of
-    another concept when judged as itself, anything else when the tuned label is the base's."""
-    if item.kind == "compositions":
-        return bool(probabilities[label_index[partner]] > probabilities[label_index[item.concept]])
-    if partner and item.group != "control":
-        return tuned == partner
+def other_labels(suite: Suite, assessment: Assessment) -> list[str]:
+    """A further judge's label columns: the suite's, and a classifier's own "other" after them."""
+    extra = assessment.probabilities.shape[1] - len(suite.labels)
+    return suite.labels + [judge_module.OTHER] * extra
+
+
+def edits_apply(item: PromptItem) -> bool:
+    """Whether a prompt's concept is scored by its edit (controls and neighbours never are)."""
+    return item.group not in ("control", "specificity")
+
+
+def edit_fields(suite: Suite, item: PromptItem) -> dict:
+    """A row's ``target``, ``erased`` and ``anchor``: what shows its concept's edit, when it has one."""
+    edit = suite.edits.of(item.concept)
+    if edit is None or not edits_apply(item):
+        return {}
+    target = edit.target(item.concept)
+    anchor = getattr(edit, "anchor_of", lambda c: None)(item.concept)
+    return {"target": target, "erased": True if target is None else None, "anchor": anchor}
+
+
+def row_success(suite: Suite, item: PromptItem, base: str, tuned: str, scores: dict[str, float]) -> bool:
+    """Whether a row counts as a success, by any judge: a composition when the judge prefers the edit's
+    target over the named concept, a prompt naming an edited concept when it shows the edit (its edit's
+    rule), a custom prompt of another concept when judged as itself, anything else when the tuned label
+    is the base's."""
+    edit = suite.edits.of(item.concept)
+    if edit is not None and edits_apply(item):
+        if item.kind == "compositions":
+            return bool(edit.prefers(item.concept, scores))
+        return edit.succeeds(item.concept, tuned)
     if item.group == "custom":
         return tuned == item.concept
     return tuned == base
@@ -295,7 +317,7 @@ def row_success(item: PromptItem, partner: str | None, base: str, tuned: str, pr
 def score(cfg: Config, suite: Suite, jobs: list[Job], records: list[dict], judged: Judgement) -> dict:
     """Every metric of the rows (``scoring.score_rows``) plus the feature distances of the controls."""
     reps, seed = cfg.eval.bootstrap, cfg.seed
-    out = scoring.score_rows(records, suite.swap_pairs, reps, seed)
+    out = scoring.score_rows(records, suite.edits, reps, seed)
     if judged.distance:
         d_tuned, d_base, what = judged.distance
         prompts = [jobs[i][0].prompt for i in _controls(jobs)]
@@ -356,6 +378,7 @@ def results_document(cfg: Config, target: Target, suite: Suite, judge: ZeroShotJ
         "run": target.name,
         "suite": suite.name,
         "swap_pairs": [list(pair) for pair in suite.swap_pairs],
+        "edits": suite.edits.to_config(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "metrics": metrics,
         "confusion": M.confusion([(row.concept, row.tuned_label) for row in single], labels),

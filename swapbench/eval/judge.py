@@ -50,7 +50,7 @@ class ZeroShotJudge:
 
     def __init__(self, model: open_clip.CLIP, tokenizer, labels: list[str], templates: tuple[str, ...] | list[str],
                  mean: list[float], std: list[float], image_size: int, device: torch.device | str = "cpu",
-                 name: str = ""):
+                 name: str = "", texts: dict[str, list[str]] | None = None):
         self.model = model.eval().to(device)
         self.tokenizer = tokenizer
         self.labels = list(labels)
@@ -60,10 +60,16 @@ class ZeroShotJudge:
         self.image_size = image_size
         self.device = torch.device(device)
         self.name = name
+        self.texts = dict(texts or {})
+        """Labels read from their own texts instead of the templates (a suite's ``nothing`` labels)."""
+        concepts = [label for label in self.labels if label not in self.texts]
         with torch.no_grad():
-            self.classifier = open_clip.build_zero_shot_classifier(
-                model, tokenizer, self.labels, [t.format for t in self.templates], device=self.device, use_tqdm=False
-            ).float()
+            columns = dict(zip(concepts, open_clip.build_zero_shot_classifier(
+                model, tokenizer, concepts, [t.format for t in self.templates], device=self.device, use_tqdm=False
+            ).float().T, strict=True))
+            for label, own in self.texts.items():
+                columns[label] = F.normalize(self.text_features(own).mean(0), dim=-1)
+            self.classifier = torch.stack([columns[label] for label in self.labels], dim=1)
 
     @classmethod
     def from_dir(cls, path: str | Path, labels: list[str], templates=WORLD_TEMPLATES, device="cpu",
@@ -74,13 +80,15 @@ class ZeroShotJudge:
         return judge
 
     @classmethod
-    def load(cls, spec: str, labels: list[str], templates, device="cpu") -> ZeroShotJudge:
+    def load(cls, spec: str, labels: list[str], templates, device="cpu",
+             texts: dict[str, list[str]] | None = None) -> ZeroShotJudge:
         """``world:savanna`` / a local hub-layout folder / ``ARCH/PRETRAINED_TAG`` from the local cache
         (resolved by :func:`swapbench.loading.load_judge`)."""
         from swapbench.loading import load_judge
 
         j = load_judge(spec, device)
-        return cls(j.model, j.tokenizer, labels, templates, j.mean, j.std, j.image_size, device, name=j.name)
+        return cls(j.model, j.tokenizer, labels, templates, j.mean, j.std, j.image_size, device, name=j.name,
+                   texts=texts)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         """``images``: B x 3 x H x W floats in [0, 1]."""
@@ -114,7 +122,8 @@ class ZeroShotJudge:
         return self.assess(images).labels
 
     def provenance(self) -> dict[str, Any]:
-        return {"spec": self.name, "kind": "open_clip", "templates": self.templates}
+        return {"spec": self.name, "kind": "open_clip", "templates": self.templates,
+                **({"nothing": self.texts} if self.texts else {})}
 
 
 OTHER = "other"
@@ -142,9 +151,12 @@ class ImageNetJudge:
 
     @classmethod
     def load(cls, spec: str, labels: list[str], classes_file: str | None = None,
-             device: torch.device | str = "cpu") -> ImageNetJudge:
-        """``torchvision:ARCH[/WEIGHTS]`` from torch.hub's checkpoint folder (``swapbench fetch`` fills it)."""
-        classes, shown = imagenet_classes(classes_file, labels)
+             device: torch.device | str = "cpu", nothing: list[str] | tuple[str, ...] = ()) -> ImageNetJudge:
+        """``torchvision:ARCH[/WEIGHTS]`` from torch.hub's checkpoint folder (``swapbench fetch`` fills it).
+        ``nothing``: the suite's "none of these" labels, which own no class (``OTHER`` says it)."""
+        concepts = [label for label in labels if label not in nothing]
+        classes, shown = imagenet_classes(classes_file, concepts)
+        classes |= dict.fromkeys(nothing, [])
         source = resolve_judge(spec)
         model, transforms = load_torchvision(source)
         weights = f"{source.arch} {source.tag} ({source.file.name if source.file else ''})"
@@ -198,16 +210,17 @@ def imagenet_classes(path: str | None, labels: list[str]) -> tuple[dict[str, lis
     return chosen, shown
 
 
-def load_judges(eval_cfg: Any, labels: list[str], templates: list[str],
-                device: torch.device | str = "cpu") -> tuple[ZeroShotJudge, dict[str, Judge]]:
+def load_judges(eval_cfg: Any, labels: list[str], templates: list[str], device: torch.device | str = "cpu",
+                nothing: dict[str, list[str]] | None = None) -> tuple[ZeroShotJudge, dict[str, Judge]]:
     """The primary judge (``eval.judge``) and the further ones (``eval.judges``) by name, all loaded before
-    any image is drawn so that a missing file fails in seconds."""
+    any image is drawn so that a missing file fails in seconds. ``nothing``: the suite's "none of these"
+    labels of an erasing run, each with the texts an open_clip judge reads it from."""
     further = further_judges(eval_cfg)
-    primary = ZeroShotJudge.load(eval_cfg.judge, labels, templates, device)
+    primary = ZeroShotJudge.load(eval_cfg.judge, labels, templates, device, nothing)
     others: dict[str, Judge] = {}
     for name, spec in further:
         if resolve_judge(spec).kind == "torchvision":
-            others[name] = ImageNetJudge.load(spec, labels, eval_cfg.judge_classes, device)
+            others[name] = ImageNetJudge.load(spec, labels, eval_cfg.judge_classes, device, tuple(nothing or ()))
         else:
-            others[name] = ZeroShotJudge.load(spec, labels, templates, device)
+            others[name] = ZeroShotJudge.load(spec, labels, templates, device, nothing)
     return primary, others

@@ -27,7 +27,7 @@ def score(records: Sequence[dict], suite, names: Sequence[str], reps: int, seed:
     out: dict[str, dict] = {}
     for name in names:
         rows = catalog.judge_rows(list(records), name)
-        found = {**scoring.score_rows(rows, suite.swap_pairs, reps, seed), **probes.score(rows, suite, reps, seed)}
+        found = {**scoring.score_rows(rows, suite.edits, reps, seed), **probes.score(rows, suite, reps, seed)}
         for metric in catalog.ordered(found):
             entry, full = found[metric], catalog.judge_metric(name, metric)
             # outside the table a metric keeps its own description, which then names the judge as well

@@ -4,18 +4,19 @@ Plain prompts overstate what an edit did: an erased or swapped concept can come 
 spellings, or when sampling does not start from pure noise. Three probes ask the model differently:
 
 - **forms** (``robust/forms/<family>``): each family's templates written with another form of a
-  swapped concept A: ``{cap}`` / ``{upper}`` (capitalised), ``{plural}``, ``{a}`` inside possessives
+  edited concept A: ``{cap}`` / ``{upper}`` (capitalised), ``{plural}``, ``{a}`` inside possessives
   and hyphenated compounds, ``{misspelled}`` and ``{split}`` (typos and split spellings). A spelling
   counts only if the pipeline's tokenizer reads it as a token sequence that does not contain the
   word's own tokens (checked at evaluation time; every form and its tokens go to results.json), so a
   misspelling is a real test of the concept rather than the same input ids again. Success: the tuned
-  image is judged as A's partner.
+  image shows A's edit (judged as its target; an erased A: judged anything but A).
 - **trajectory** (``robust/trajectory/<strength>``, ``robust/trajectory/handover/<fraction>``): the
   base model's own image of A (a swap-group sample) pushed through diffusers'
   ``StableDiffusionImg2ImgPipeline`` built from the tuned pipeline's components, prompt naming A, at
   each strength; and sampling that the base model starts and the tuned model finishes after
-  ``handover`` of the steps. Success: judged as A's partner. The curves say how early in sampling the
-  edit acts.
+  ``handover`` of the steps. Success: the image shows A's edit. The curves say how early in sampling the
+  edit acts; for an erasure they answer "is the concept gone, or only avoided?" (Lu et al. 2025): an
+  erased A that comes back from the base's own image of A at low strength was avoided, not removed.
 - **unnamed** (``robust/unnamed/tv``, ``robust/unnamed/changed``): prompts that name no label. The
   total variation distance between the base and tuned distributions of judged labels, and the share
   of same-seed pairs whose label changed.
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from swapbench.catalog import EDITED
 from swapbench.data.swap import plural
 from swapbench.errors import UserError
 from swapbench.eval.rows import PromptItem, PromptRow, label_scores
@@ -226,7 +228,7 @@ class Trajectory:
     @classmethod
     def plan(cls, spec: TrajectorySpec, jobs: list[tuple[PromptItem, int]], base_images: np.ndarray, cfg,
              latent_root: Path) -> Trajectory:
-        index = [i for i, (item, seed) in enumerate(jobs) if item.group == "swap" and seed < spec.seeds]
+        index = [i for i, (item, seed) in enumerate(jobs) if item.group in EDITED and seed < spec.seeds]
         return cls(spec, index, [jobs[i] for i in index], base_images[index], cfg.eval.steps,
                    cfg.eval.guidance_scale, cfg.eval.batch_size, cfg.eval.resolution, latent_root,
                    cfg.model.max_sequence_length)
@@ -383,14 +385,14 @@ class Trajectory:
             further = {name: ([labels[i] for i in self.index], other.assess(pixels).labels)
                        for name, (other, labels) in (others or {}).items()}
             for i, (item, seed) in enumerate(self.starts):
-                tuned, partner = judged.labels[i], suite.partner(item.concept)
+                tuned, shows = judged.labels[i], suite.edits.of(item.concept).succeeds
                 # kind names the level too: (group, kind, prompt, seed) identifies a row across evaluations
                 row = PromptRow(group="trajectory", kind=f"{kind}/{level:g}", probe=kind, level=level,
                                 concept=item.concept, prompt=item.prompt, seed=seed,
-                                base_label=start_labels[i], tuned_label=tuned, success=tuned == partner,
+                                base_label=start_labels[i], tuned_label=tuned, success=shows(item.concept, tuned),
                                 scores=label_scores(judged.probabilities[i], suite.labels))
                 if further:
-                    row.labels = {name: {"base": starts[i], "tuned": outs[i], "success": outs[i] == partner}
+                    row.labels = {name: {"base": starts[i], "tuned": outs[i], "success": shows(item.concept, outs[i])}
                                   for name, (starts, outs) in further.items()}
                 if seed < keep:
                     start, output = f"seed{seed}-start", f"seed{seed}-{kind}-{level:g}"
@@ -464,7 +466,8 @@ def score(per_prompt: list[dict], suite, reps: int, seed: int) -> dict[str, dict
             unnamed.setdefault(row["prompt"], []).append((row["base_label"], row["tuned_label"]))
     for family, outcomes in families.items():
         out[f"robust/forms/{family}"] = _share(
-            f"{family} forms judged as the partner, over the pairs whose base image shows the prompted concept"
+            f"{family} forms showing the edit (judged as the target; erased: not as A), over the pairs whose "
+            "base image shows the prompted concept"
             + ("" if outcomes else " (the base drew the prompted concept for none: no value)"), outcomes, reps, seed)
     for (kind, level), outcomes in sorted(trajectory.items(), key=lambda kv: (kv[0][0] == "handover", kv[0][1])):
         if kind == "img2img":
@@ -472,7 +475,7 @@ def score(per_prompt: list[dict], suite, reps: int, seed: int) -> dict[str, dict
         else:
             name, what = (f"robust/trajectory/handover/{level:g}",
                           f"base model runs the first {level:g} of the steps, tuned the rest")
-        out[name] = _share(f"{what}, prompt naming A: judged as the partner (valid starts only)", outcomes, reps, seed)
+        out[name] = _share(f"{what}, prompt naming A: showing the edit (valid starts only)", outcomes, reps, seed)
     if unnamed:
         out["robust/unnamed/tv"] = tv_with_ci(unnamed, reps, seed)
         out["robust/unnamed/changed"] = _share("same-seed pairs of prompts naming no label whose judged label changed",

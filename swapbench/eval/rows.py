@@ -42,6 +42,12 @@ class PromptRow:
     level: float | None = None
     """Trajectory rows: the img2img strength or the handover fraction."""
     concept: str
+    target: str | None = None
+    """The label that shows the edit for a prompt naming an edited concept (a swap's partner, a remap's target)."""
+    erased: bool | None = None
+    """The concept is erased: the edit shows as any label but the concept."""
+    anchor: str | None = None
+    """An anchored erasure's anchor: the concept drawn instead (``erase_anchor``)."""
     prompt: str
     seed: int
     case_number: int | str | None = None
