@@ -46,12 +46,25 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """``per_prompt`` with every edited row's ``target`` (files before edits were recorded lack it: their
     swaps' partners fill it in)."""
     recorded = results.get("per_prompt") or []
-    if results.get("edits") or not recorded:
+    if results.get("edits") or not recorded or not swap_pairs(results):
         return recorded
-    partner = partners(swap_pairs(results))
-    return [{**row, "target": partner[row["concept"]]}
-            if "target" not in row and row.get("group") in EDITED_GROUPS and row.get("concept") in partner else row
-            for row in recorded]
+    return with_targets(recorded, edits(results))
+
+
+def with_targets(per_prompt: Sequence[dict[str, Any]], run_edits: Edits) -> list[dict[str, Any]]:
+    """Rows with the ``target`` / ``erased`` / ``anchor`` of their concept's edit filled in where missing (rows
+    written before rows carried them)."""
+    out = []
+    for row in per_prompt:
+        edit = run_edits.of(row.get("concept", ""))
+        if edit is None or row.get("group") not in EDITED_GROUPS or "target" in row or row.get("erased"):
+            out.append(row)
+            continue
+        target = edit.target(row["concept"])
+        extra = {"target": target} if target is not None else {"erased": True}
+        anchor = getattr(edit, "anchor_of", lambda c: None)(row["concept"])
+        out.append({**row, **extra, **({"anchor": anchor} if anchor else {})})
+    return out
 
 
 def directions(swap_pairs: Sequence[Sequence[str]]) -> list[tuple[str, str]]:

@@ -8,6 +8,7 @@ from _fixtures_reports import make_run, table_rows
 from rich.console import Console
 
 from swapbench import catalog, schema
+from swapbench.edits import parse_edits
 from swapbench.eval import stats
 from swapbench.eval.scoring import score_rows
 from swapbench.reports.html import write_report
@@ -159,7 +160,6 @@ def test_one_partner_map_for_scoring_suites_results_and_gate_rules():
     both = [("giraffe", "zebra"), ("zebra", "giraffe"), ("horse", "cow"), ("cow", "horse")]
     assert schema.directions(pairs) == both and schema.partners(pairs) == dict(both)
     results = {"swap_pairs": pairs, "metrics": {}}
-    assert schema.swap_directions(results) == [f"{a}->{b}" for a, b in both]
     assert rule_metrics("swap_success/{a}->{b}", results) == [f"swap_success/{a}->{b}" for a, b in both]
-    suite = load_suite("quick", swap_pairs=pairs)
-    assert {c: suite.partner(c) for c, _ in both} == dict(both) and suite.partner("lion") is None
+    suite = load_suite("quick", edits=parse_edits([], pairs))
+    assert {c: suite.target(c) for c, _ in both} == dict(both) and suite.target("lion") is None

@@ -11,15 +11,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from swapbench import catalog
+from swapbench import catalog, schema
 from swapbench.catalog import Family, Row
-from swapbench.edits import Edits
+from swapbench.edits import Edits, parse_edits
 from swapbench.eval import metrics as M
 from swapbench.eval import stats
 
 
-def score_rows(rows: Sequence[Row], edits: Edits, reps: int, seed: int) -> dict[str, dict]:
+def score_rows(rows: Sequence[Row], edits: Edits | Sequence[Sequence[str]], reps: int, seed: int) -> dict[str, dict]:
     """Every row-based metric of the table that the rows support: pooled first, then one per suffix."""
+    if not isinstance(edits, Edits):
+        edits = parse_edits([], edits)  # swap pairs
+    rows = schema.with_targets(rows, edits)
     out: dict[str, dict] = {}
     for fam in catalog.FAMILIES:
         if fam.outcome is None or fam.several and len(edits) < 2:
