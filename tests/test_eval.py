@@ -182,7 +182,8 @@ def test_bad_inputs(tmp_path, capsys, tiny_pipeline):
     assert_one_line_error(capsys, main(["eval", "--model", "base", "--suite", "nosuch"]), "unknown suite 'nosuch'")
     suite = tmp_path / "s.yaml"
     suite.write_text("labels: [horse, lion]\nswap: [giraffe, zebra]\ngroups: {}\n")
-    assert_one_line_error(capsys, main(["eval", "--model", "base", "--suite", str(suite)]), "judge has no label for the edited")
+    assert_one_line_error(capsys, main(["eval", "--model", "base", "--suite", str(suite)]),
+                          "judge has no label for the edited")
 
 
 @shipped
