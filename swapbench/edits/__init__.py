@@ -133,7 +133,7 @@ class Edits(Sequence[Edit]):
                                     "naming it would have two right answers; keep one of them")
 
     def __getitem__(self, i):  # type: ignore[override]
-        return self.items[i]
+        return Edits(self.items[i]) if isinstance(i, slice) else self.items[i]
 
     def __len__(self) -> int:
         return len(self.items)

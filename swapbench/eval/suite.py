@@ -81,10 +81,10 @@ def load_suite(name_or_path: str, seeds_override: int | None = None, edits: Edit
         nothing = {str(k): [str(t) for t in v] for k, v in (raw.get("nothing") or {}).items()}
     except (yaml.YAMLError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"suite {path} is malformed ({type(e).__name__}: {e}); it needs labels and groups") from None
-    edits.check_labels(labels, f"suite {path}")
     named_nothing = [c for c in edits.concepts if c in nothing]
     if named_nothing:
         raise UserError(f"suite {path}: {', '.join(named_nothing)} is one of its nothing labels, not a concept to edit")
+    edits.check_labels(labels, f"suite {path}")
     if declared is not None and [{"swap": sorted(map(str, declared))}] != [
             {"swap": sorted(e.to_config().get("swap", []))} for e in edits]:
         # Suites written before they became templates name their pair; scoring another edit with such a
