@@ -23,7 +23,7 @@ import datasets
 
 from swapbench.config import DataConfig
 from swapbench.data.sources import Records
-from swapbench.data.swap import ConceptSwapper
+from swapbench.edits.words import ConceptSwapper
 from swapbench.errors import UserError
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from swapbench.data.swap import ConceptRewriter
+from swapbench.edits.words import ConceptRewriter
 from swapbench.edits import EXAMPLE, AnchorPool, Edit, concept_name
 from swapbench.errors import UserError
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from swapbench.catalog import EDITED
-from swapbench.data.swap import plural
+from swapbench.edits.words import plural
 from swapbench.errors import UserError
 from swapbench.eval.rows import PromptItem, PromptRow, label_scores
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import yaml
 
 from swapbench.concepts import suite_path
-from swapbench.data.swap import concept_finder, plural
+from swapbench.edits.words import concept_finder, plural
 from swapbench.edits import Edits, parse_edits
 from swapbench.errors import UserError
 from swapbench.eval.probes import TrajectorySpec, expand

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from swapbench.config import Config
-from swapbench.data.swap import plural
+from swapbench.edits.words import plural
 from swapbench.errors import UserError
 from swapbench.rundir import RunDir
 from swapbench.train.methods import Method

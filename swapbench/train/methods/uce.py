@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from swapbench.config import Config
-from swapbench.data.swap import plural
+from swapbench.edits.words import plural
 from swapbench.errors import UserError
 from swapbench.families import Family, Projection, for_pipeline
 from swapbench.rundir import RunDir

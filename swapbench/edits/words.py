@@ -1,4 +1,4 @@
-"""Whole-word concept swapping in captions, keeping plurals and capitalisation.
+"""Whole-word concept rewriting in captions and prompts, keeping plurals and capitalisation (the edits' words).
 
 ``"Two Zebras near a giraffe."`` -> ``"Two Giraffes near a zebra."``. A hyphen is a word boundary,
 so compounds follow their head word: ``"giraffe-like"`` -> ``"zebra-like"`` (the caption still
