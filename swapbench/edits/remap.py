@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from swapbench.edits.words import ConceptRewriter
 from swapbench.edits import EXAMPLE, AnchorPool, Edit, concept_name
+from swapbench.edits.words import ConceptRewriter
 from swapbench.errors import UserError
 
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import yaml
 
 from swapbench.concepts import suite_path
-from swapbench.edits.words import concept_finder, plural
 from swapbench.edits import Edits, parse_edits
+from swapbench.edits.words import concept_finder, plural
 from swapbench.errors import UserError
 from swapbench.eval.probes import TrajectorySpec, expand
 from swapbench.eval.rows import PromptItem
