@@ -44,19 +44,23 @@ def test_suite_refuses_edits_it_cannot_judge(tmp_path):
 
 
 def _item(suite, group, concept, kind=None):
-    return next(i for i in suite.items if i.group == group and i.concept == concept and (kind is None or i.kind == kind))
+    return next(i for i in suite.items
+                if i.group == group and i.concept == concept and (kind is None or i.kind == kind))
 
 
 def test_each_kind_says_which_label_shows_it():
     suite = load_suite("default", None, parse_edits(THREE, []))
     scores = dict.fromkeys(suite.labels, 0.0)
-    lion, horse, giraffe = _item(suite, "erase", "lion"), _item(suite, "remap", "horse"), _item(suite, "swap", "giraffe")
+    lion, horse = _item(suite, "erase", "lion"), _item(suite, "remap", "horse")
+    giraffe = _item(suite, "swap", "giraffe")
     assert edit_fields(suite, lion) == {"target": None, "erased": True, "anchor": "cow"}
     assert edit_fields(suite, horse) == {"target": "deer", "erased": None, "anchor": None}
     assert edit_fields(suite, _item(suite, "control", "elephant")) == {}
-    assert row_success(suite, lion, "lion", "cow", scores) and row_success(suite, lion, "lion", "empty landscape", scores)
+    assert row_success(suite, lion, "lion", "cow", scores)
+    assert row_success(suite, lion, "lion", "empty landscape", scores)
     assert not row_success(suite, lion, "lion", "lion", scores)
-    assert row_success(suite, horse, "horse", "deer", scores) and not row_success(suite, horse, "horse", "horse", scores)
+    assert row_success(suite, horse, "horse", "deer", scores)
+    assert not row_success(suite, horse, "horse", "horse", scores)
     assert row_success(suite, giraffe, "giraffe", "zebra", scores)
     comp = _item(suite, "generality", "horse", "compositions")
     assert row_success(suite, comp, "elephant", "elephant", {**scores, "deer": 0.3, "horse": 0.2})
