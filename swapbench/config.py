@@ -114,7 +114,7 @@ class TrainConfig:
     uce_lambda: float = 1.0
     """UCE: weight of staying at the base weights (the ridge term)."""
     uce_edit_scale: float = 1.0
-    """UCE: weight of the edit set (each swap word mapped to its partner's values)."""
+    """UCE: weight of the edit set (each edited word mapped to its stand-in's values: partner, B, anchor or "")."""
     uce_preserve_scale: float = 1.0
     """UCE: weight of the preservation set (other concepts, the empty prompt, optional data captions)."""
     uce_templates: list[str] = field(default_factory=lambda: ["{a}", "a {a}", "{plural}", "two {plural}"])
@@ -124,9 +124,9 @@ class TrainConfig:
     """UCE: which token positions of an edit prompt are mapped: ``last+after`` (the word's last token and every
     token after it, as the UCE paper's code), ``word+after`` (all of the word's tokens too) or ``word``."""
     uce_preserve: list[str] | None = None
-    """UCE: concepts whose outputs must not move; None = the eval suite's labels minus the swap words."""
+    """UCE: concepts whose outputs must not move; None = the eval suite's labels minus the edited concepts."""
     uce_preserve_captions: int = 0
-    """UCE: this many data captions naming no swap word join the preservation set (0 = no data pass)."""
+    """UCE: this many data captions naming no edited concept join the preservation set (0 = no data pass)."""
     eval_every: int = 0
     """Evaluate the weights in training every N steps and at the end (``eval_log.jsonl``); 0 = off."""
     eval_suite: str = "quick"

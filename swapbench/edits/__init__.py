@@ -42,6 +42,8 @@ class Edit(ABC):
     """The keys a config item of this kind may have (its kind's key first)."""
     summary: ClassVar[str]
     """What the kind does, in a phrase (the README's table, ``--help``)."""
+    verb: ClassVar[str]
+    """What the kind does to a source concept, as messages say it: ``swapped``, ``remapped``, ``erased``."""
 
     @classmethod
     @abstractmethod
@@ -61,6 +63,11 @@ class Edit(ABC):
     @abstractmethod
     def target(self, concept: str) -> str | None:
         """The label a prompt naming source ``concept`` should be judged as; None: anything but ``concept``."""
+
+    def replacement(self, concept: str) -> str | None:
+        """The concept that stands in for source ``concept`` where a method replaces it in text space (UCE's
+        values, token-swap's rows): its target, else an erasure's anchor; None: no concept stands in."""
+        return self.target(concept)
 
     def succeeds(self, concept: str, label: str) -> bool:
         """Whether a tuned image of a prompt naming source ``concept``, judged ``label``, shows the edit."""
@@ -156,6 +163,16 @@ class Edits(Sequence[Edit]):
     def target(self, concept: str) -> str | None:
         edit = self.of(concept)
         return edit.target(concept) if edit else None
+
+    def replacement(self, concept: str) -> str | None:
+        edit = self.of(concept)
+        return edit.replacement(concept) if edit else None
+
+    @property
+    def verb(self) -> str:
+        """The edits' verb in messages: their kinds' one (``swapped``), or ``edited`` for several kinds."""
+        verbs = {edit.verb for edit in self.items}
+        return verbs.pop() if len(verbs) == 1 else "edited"
 
     def targets(self) -> dict[str, str | None]:
         """Each source concept's target label (None: an erasure's "anything but")."""

@@ -26,6 +26,7 @@ class Erase(Edit):
     kind = "erase"
     keys = ("erase", "anchor")
     summary = "A's prompts draw anything but A (with anchor: C instead)"
+    verb = "erased"
 
     @classmethod
     def parse(cls, item: Mapping[str, Any]) -> Erase:
@@ -52,6 +53,9 @@ class Erase(Edit):
 
     def anchor_of(self, concept: str) -> str | None:
         return self.anchor if concept == self.concept else None
+
+    def replacement(self, concept: str) -> str | None:
+        return self.anchor_of(concept)
 
     def describe(self) -> str:
         return f"erase {self.concept}" + (f" (anchor {self.anchor})" if self.anchor else "")

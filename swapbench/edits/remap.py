@@ -31,6 +31,7 @@ class Remap(Edit):
     kind = "remap"
     keys = ("remap", "to")
     summary = "A's prompts draw B; B's own prompts keep drawing B"
+    verb = "remapped"
 
     @classmethod
     def parse(cls, item: Mapping[str, Any]) -> Remap:

@@ -18,6 +18,7 @@ class Swap(Edit):
     kind = "swap"
     keys = ("swap",)
     summary = "A's prompts draw B and B's draw A"
+    verb = "swapped"
 
     @classmethod
     def parse(cls, item: Mapping[str, Any]) -> Swap:

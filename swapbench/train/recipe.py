@@ -1,4 +1,5 @@
-"""The swap fine-tune as a recipe: ``setup`` -> ``train`` -> ``save_checkpoint`` / ``export`` -> ``cleanup``.
+"""The edit fine-tune as a recipe: ``setup`` -> ``train`` -> ``save_checkpoint`` / ``export`` -> ``cleanup``.
+Every edit kind trains the same way: the prepared data carries the edit (swapbench/data/prepare.py).
 
 The loss is one pure function (:func:`diffusion_loss`). VAE and text encoder are frozen (eval mode,
 no gradients, not in the optimiser). What every sample reads (record, caption, cached view) is the
@@ -28,8 +29,7 @@ from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 
 from swapbench.config import Config, TrainConfig
-from swapbench.data.prepare import Prepared, prepare
-from swapbench.data.sources import load_records
+from swapbench.data.prepare import Prepared, prepare_run
 from swapbench.devices import is_cpu, peak_rss_mb, version_info
 from swapbench.errors import UserError
 from swapbench.families import Conditioning, Family, for_pipeline
@@ -150,9 +150,7 @@ class SwapRecipe:
         # the world's dataset, weight hashes); the others then find them in place.
         with acc.main_process_first():
             # data first: a data mistake then fails in seconds, before gigabytes of weights are read
-            data = prepare(load_records(cfg.data.source, cfg.data.split, cfg.seed, world_size=cfg.data.subset_size,
-                                        image_root=cfg.data.image_root),
-                           cfg.data, cfg.seed)
+            data = prepare_run(cfg)
             pipe = load_pipeline(cfg.model, safety_checker=False)  # the export takes it from the base
             folder = pipeline_folder(cfg.model)
             text_parts = for_pipeline(pipe).text_parts
