@@ -191,7 +191,7 @@ FAMILIES: tuple[Family, ...] = (
            outcome=lambda row: float(row["clip_base"]), keep=lambda row: "clip_base" in row),
     Family("base_fidelity", "base_fidelity/C", "share of base images of prompts naming C that the judge labels C "
            "(the base model and the judge can draw and see C)", None, "share", PROPORTION_INTERVAL,
-           groups=("swap", "control", "specificity"), outcome=lambda row: float(row["base_label"] == row["concept"])),
+           groups=(*EDITED, "control", "specificity"), outcome=lambda row: float(row["base_label"] == row["concept"])),
     Family("agreement", "agreement/J/share, agreement/J/kappa", "further judge J against the primary judge over "
            "every base and tuned image both labelled: share = the share labelled alike, kappa = Cohen's kappa "
            "(agreement beyond chance, 1 = the same labels)", None, "agreement",
@@ -199,7 +199,7 @@ FAMILIES: tuple[Family, ...] = (
 )
 BY_HEAD = {f.head: f for f in FAMILIES}
 VALIDITY_FLOOR = 0.8
-"""Base fidelity on a swapped concept below this: the swap numbers do not mean what they say."""
+"""Base fidelity on an edited concept below this: its edit's numbers do not mean what they say."""
 
 
 def judge_of(name: str) -> tuple[str | None, str]:
