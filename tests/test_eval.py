@@ -266,34 +266,35 @@ def _concepts(suite, group):
 
 
 def test_suites_are_templates_over_the_runs_swap_pairs(tmp_path):
+    from swapbench.edits import parse_edits
     from swapbench.errors import UserError
     from swapbench.eval.suite import load_suite
 
     default = load_suite("default")
     assert default.swap_pairs == [("giraffe", "zebra")]
     assert _concepts(default, "control") == {"elephant", "horse", "lion", "cow"}
-    horse_cow = load_suite("default", swap_pairs=[["horse", "cow"]])
+    horse_cow = load_suite("default", edits=parse_edits([], [["horse", "cow"]]))
     assert _concepts(horse_cow, "swap") == _concepts(horse_cow, "generality") == {"horse", "cow"}
     assert _concepts(horse_cow, "control") == {"giraffe", "zebra", "elephant", "lion"}  # never a swapped concept
     assert _concepts(horse_cow, "specificity") == {"donkey", "deer", "okapi"}
-    assert horse_cow.partner("cow") == "horse" and horse_cow.partner("giraffe") is None
+    assert horse_cow.target("cow") == "horse" and horse_cow.target("giraffe") is None
     assert "two horses on the grass" in {i.prompt for i in horse_cow.items}
-    two = load_suite("default", swap_pairs=[["giraffe", "zebra"], ["lion", "cow"]])
+    two = load_suite("default", edits=parse_edits([], [["giraffe", "zebra"], ["lion", "cow"]]))
     assert _concepts(two, "swap") == {"giraffe", "zebra", "lion", "cow"}
     assert _concepts(two, "control") == {"elephant", "horse"}
     compositions = {i.prompt for i in two.items if i.kind == "compositions"}
     assert {"a giraffe next to an elephant", "a cow next to an elephant"} <= compositions
     assert "a giraffe and a lion together" not in compositions  # names two swapped concepts: no single right answer
-    with pytest.raises(UserError, match="must contain both swapped concepts.*unicorn missing"):
-        load_suite("default", swap_pairs=[["giraffe", "unicorn"]])
-    with pytest.raises(UserError, match="each concept in one pair only"):
-        load_suite("default", swap_pairs=[["giraffe", "zebra"], ["zebra", "horse"]])
+    with pytest.raises(UserError, match="no label for the edited concept.*unicorn"):
+        load_suite("default", edits=parse_edits([], [["giraffe", "unicorn"]]))
+    with pytest.raises(UserError, match="edit 'zebra' twice"):
+        load_suite("default", edits=parse_edits([], [["giraffe", "zebra"], ["zebra", "horse"]]))
     legacy = tmp_path / "legacy.yaml"  # a suite from before templating names its pair
     legacy.write_text("labels: [giraffe, zebra, horse, cow]\nswap: [giraffe, zebra]\n"
                       "groups: {swap: {concepts: [giraffe, zebra], prompts: ['a {a}'], seeds: 1}}\n")
     assert load_suite(str(legacy)).swapped == ["giraffe", "zebra"]
     with pytest.raises(UserError, match=r"written for the pair \['giraffe', 'zebra'\].*delete swap:"):
-        load_suite(str(legacy), swap_pairs=[["horse", "cow"]])
+        load_suite(str(legacy), edits=parse_edits([], [["horse", "cow"]]))
 
 
 @shipped

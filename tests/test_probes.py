@@ -54,10 +54,11 @@ def test_spellings_are_kept_only_where_the_tokenizer_reads_other_tokens():
 
 
 def test_robust_suite_is_a_template_over_the_pairs_and_refuses_named_unnamed_prompts(tmp_path):
+    from swapbench.edits import parse_edits
     from swapbench.errors import UserError
     from swapbench.eval.suite import load_suite
 
-    suite = load_suite("robust", swap_pairs=[["horse", "cow"]])
+    suite = load_suite("robust", edits=parse_edits([], [["horse", "cow"]]))
     assert {i.concept for i in suite.items if i.group == "forms"} == {"horse", "cow"}
     assert {i.kind for i in suite.items if i.group == "forms"} == set(FAMILIES)
     assert "the horses' herd in a field" in {i.prompt for i in suite.items}

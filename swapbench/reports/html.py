@@ -114,19 +114,25 @@ def edits_line(results: dict) -> str | None:
 
 
 def _edit_rows(results: dict) -> list[str]:
-    """How each edited concept's confusion row reads after a perfect edit, one phrase per edit."""
+    """How the edited concepts' confusion rows read after a perfect edit, one phrase per edit direction
+    (two concepts that are each other's target, a swap, in one)."""
     if schema.edit_config(results) is None:
         return []
-    out = []
-    for edit in schema.edits(results):
-        for concept in edit.sources:
-            target, anchor = edit.target(concept), getattr(edit, "anchor", None)
-            if target:
-                out.append(f"{concept} moves to the {target} column")
-            elif anchor:
-                out.append(f"{concept} moves to its anchor's, {anchor}")
-            else:
-                out.append(f"{concept} leaves its own column")
+    edits = schema.edits(results)
+    out, said = [], set()
+    for concept in edits.sources:
+        target, anchor = edits.target(concept), getattr(edits.of(concept), "anchor", None)
+        if concept in said:
+            continue
+        if target and edits.target(target) == concept:
+            said.add(target)
+            out.append(f"the rows of {concept} and {target} trade places")
+        elif target:
+            out.append(f"{concept} moves to the {target} column")
+        elif anchor:
+            out.append(f"{concept} moves to its anchor {anchor}'s column")
+        else:
+            out.append(f"{concept} leaves its own column")
     return out
 
 
