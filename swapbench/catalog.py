@@ -35,8 +35,9 @@ class Family:
     definition: str
     higher_is_better: bool | None
     estimator: str
-    """``share`` of binary row outcomes, ``mean`` of real row values, ``distance`` between sample sets, or
-    ``agreement`` between two judges."""
+    """``share`` of binary row outcomes, ``mean`` of real row values, ``distance`` between sample sets,
+    ``agreement`` between two judges, or ``summary``: one number made of several row sets
+    (``swapbench.eval.summaries``)."""
     interval: str
     headline: bool = False
     pooled: bool = False
@@ -151,6 +152,13 @@ FAMILIES: tuple[Family, ...] = (
            "naming erased concept A that the judge scores closer to its anchor C than to A", True, "share",
            PROPORTION_INTERVAL, groups=("erase",), by="anchor",
            outcome=lambda row: _prefers_target(row, "anchor"), keep=lambda row: "anchor" in row and "scores" in row),
+    Family("mace_h", "mace_h", "MACE's harmonic mean 3 / (1/(1 - Acc_E) + 1/Acc_S + 1/(1 - Acc_G)) of an erasure: "
+           "Acc_E the share of erase images judged as their erased concept, Acc_S the share of control and "
+           "specificity images judged as their prompted concept, Acc_G the share of generality images of erased "
+           "concepts judged as the erased concept (all erased concepts pooled; swapbench/eval/summaries.py)", True,
+           "summary", "H +- t SE, the larger of a cluster bootstrap over prompts stratified by the three row sets "
+           "(t with the smallest set's prompts - 1 degrees of freedom) and the delta method's at the Agresti-Coull "
+           "shares, within [0, 1]"),
     Family("preservation", "preservation[/C]", "share of same-seed control pairs whose tuned label equals the base "
            "label", True, "share", PROPORTION_INTERVAL, headline=True, pooled=True, groups=("control",),
            outcome=_success, base_outcome=_unchanged),
@@ -183,7 +191,7 @@ FAMILIES: tuple[Family, ...] = (
            outcome=lambda row: float(row["clip_base"]), keep=lambda row: "clip_base" in row),
     Family("base_fidelity", "base_fidelity/C", "share of base images of prompts naming C that the judge labels C "
            "(the base model and the judge can draw and see C)", None, "share", PROPORTION_INTERVAL,
-           groups=("swap", "control", "specificity"), outcome=lambda row: float(row["base_label"] == row["concept"])),
+           groups=(*EDITED, "control", "specificity"), outcome=lambda row: float(row["base_label"] == row["concept"])),
     Family("agreement", "agreement/J/share, agreement/J/kappa", "further judge J against the primary judge over "
            "every base and tuned image both labelled: share = the share labelled alike, kappa = Cohen's kappa "
            "(agreement beyond chance, 1 = the same labels)", None, "agreement",
@@ -191,7 +199,7 @@ FAMILIES: tuple[Family, ...] = (
 )
 BY_HEAD = {f.head: f for f in FAMILIES}
 VALIDITY_FLOOR = 0.8
-"""Base fidelity on a swapped concept below this: the swap numbers do not mean what they say."""
+"""Base fidelity on an edited concept below this: its edit's numbers do not mean what they say."""
 
 
 def judge_of(name: str) -> tuple[str | None, str]:

@@ -286,7 +286,7 @@ def test_suites_are_templates_over_the_runs_swap_pairs(tmp_path):
     compositions = {i.prompt for i in two.items if i.kind == "compositions"}
     assert {"a giraffe next to an elephant", "a cow next to an elephant"} <= compositions
     assert "a giraffe and a lion together" not in compositions  # names two swapped concepts: no single right answer
-    with pytest.raises(UserError, match="judge has no label for the edited concept.*unicorn"):
+    with pytest.raises(UserError, match="no label for the edited concept.*unicorn"):
         load_suite("default", edits=parse_edits([], [["giraffe", "unicorn"]]))
     with pytest.raises(UserError, match="edit 'zebra' twice"):
         load_suite("default", edits=parse_edits([], [["giraffe", "zebra"], ["zebra", "horse"]]))

@@ -60,17 +60,20 @@ class InLoopEvaluator:
                                tuned_pipe=pipe, others=self.others)
             if results is None:
                 return None
-            images = _swap_images(results, Path(tmp))
+            images = _edited_images(results, Path(tmp))
         return {"metrics": results["metrics"], "gate": gate_check(results, self.cfg.train.select_rules),
                 "tuned_sampled": results["timing"]["tuned_sampled"], "base_sampled": results["timing"]["base_sampled"],
                 "images": images}
 
 
-def _swap_images(results: dict, out_dir: Path) -> dict[str, np.ndarray]:
-    """The kept tuned images of the swap prompts, per swap concept (N x H x W x 3 uint8), for trackers."""
+def _edited_images(results: dict, out_dir: Path) -> dict[str, np.ndarray]:
+    """The kept tuned images of the prompts naming an edited concept (swapped, remapped, erased), per
+    concept (N x H x W x 3 uint8), for trackers."""
+    from swapbench.catalog import EDITED
+
     by_concept: dict[str, list[np.ndarray]] = {}
     for row in results.get("per_prompt", []):
-        if row.get("group") == "swap" and "images" in row:
+        if row.get("group") in EDITED and "images" in row:
             by_concept.setdefault(row["concept"], []).append(
                 np.asarray(Image.open(out_dir / row["images"]["tuned"]).convert("RGB")))
     return {c: np.stack(ims) for c, ims in by_concept.items()}

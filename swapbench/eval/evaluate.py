@@ -23,7 +23,7 @@ from swapbench import __version__, catalog, schema
 from swapbench.config import Config
 from swapbench.eval import judge as judge_module
 from swapbench.eval import metrics as M
-from swapbench.eval import panel, probes, scoring
+from swapbench.eval import panel, probes, scoring, summaries
 from swapbench.eval.inception import InceptionFeatures
 from swapbench.eval.judge import Assessment, Judge, ZeroShotJudge
 from swapbench.eval.rows import PromptItem, PromptRow, label_scores
@@ -315,9 +315,10 @@ def row_success(suite: Suite, item: PromptItem, base: str, tuned: str, scores: d
 
 
 def score(cfg: Config, suite: Suite, jobs: list[Job], records: list[dict], judged: Judgement) -> dict:
-    """Every metric of the rows (``scoring.score_rows``) plus the feature distances of the controls."""
+    """Every metric of the rows (``scoring.score_rows``), the summaries made of several row sets
+    (``summaries.score``: MACE's H for an erasure) and the feature distances of the controls."""
     reps, seed = cfg.eval.bootstrap, cfg.seed
-    out = scoring.score_rows(records, suite.edits, reps, seed)
+    out = {**scoring.score_rows(records, suite.edits, reps, seed), **summaries.score(records, suite.edits, reps, seed)}
     if judged.distance:
         d_tuned, d_base, what = judged.distance
         prompts = [jobs[i][0].prompt for i in _controls(jobs)]
