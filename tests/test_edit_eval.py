@@ -119,3 +119,13 @@ def test_nothing_labels_are_read_from_their_own_texts():
     expected = torch.nn.functional.normalize(judge.text_features(texts["empty landscape"]).mean(0), dim=-1)
     assert torch.allclose(judge.classifier[:, 2], expected)
     assert judge.provenance()["nothing"] == texts
+
+
+def test_terminal_summary_says_what_an_erased_concept_became():
+    from swapbench.reports.summary import became_lines
+
+    rows = [_row("erase", "giraffe", f"p{i}", 0, "giraffe", "empty landscape" if i < 3 else "giraffe", i < 3,
+                 erased=True) for i in range(4)]
+    results = {"edits": [{"erase": "giraffe"}], "per_prompt": rows}
+    assert became_lines(results) == ["erased giraffe became (n=4): giraffe 1, empty landscape 3; base: giraffe 4"]
+    assert became_lines({"edits": [{"swap": ["giraffe", "zebra"]}], "per_prompt": []}) == []

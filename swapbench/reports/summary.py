@@ -42,7 +42,7 @@ def print_summary(results: dict, console: Console | None = None, show_all: bool 
     failed = [v for v in verdicts if not v.passed]
     console.print(f"gate (default rules): {'[green]PASS[/]' if not failed else '[bold red]FAIL[/]'}"
                   + "".join(f"; {v.metric} {fmt_value(v.value)} not {v.reference}" for v in failed), soft_wrap=True)
-    for line in judge_lines(results):
+    for line in judge_lines(results) + became_lines(results):
         console.print(line, soft_wrap=True, markup=False)
     from swapbench.eval.paired import what_moved
 
@@ -55,6 +55,17 @@ def print_summary(results: dict, console: Console | None = None, show_all: bool 
     if "base_sampled" in t:
         console.print(f"sampled {t['base_sampled']} base (+{t['base_cached']} cached) and {t['tuned_sampled']} tuned "
                       f"images in {t['sampling_s']:.0f} s; total {t['total_s']:.0f} s", soft_wrap=True)
+
+
+def became_lines(results: dict) -> list[str]:
+    """One line per erased concept: the labels its images were judged as, tuned against base."""
+    from swapbench.reports.html import erased_became
+
+    def counts(entry: dict, which: str) -> str:
+        return ", ".join(f"{x['label']} {x[which]['count']}" for x in entry["labels"] if x[which]["count"])
+
+    return [f"erased {e['concept']} became (n={e['n']}): {counts(e, 'tuned')}; base: {counts(e, 'base')}"
+            for e in erased_became(results)]
 
 
 def further_judges(results: dict) -> list[dict]:
