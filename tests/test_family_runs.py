@@ -96,6 +96,20 @@ def test_every_method_runs_on_every_family(repo, method, hub_cache, work, coco_r
         assert (tmp_path / method / "lora" / "pytorch_lora_weights.safetensors").is_file()
 
 
+def test_edits_beyond_the_swap_train_and_score_on_a_flow_family(hub_cache, work, coco_root, tmp_path):
+    put_repo(hub_cache, SD35_MEDIUM, sd35_medium_files(work))
+    edits = "edits=[{erase: giraffe}, {remap: lion, to: cow}]"
+    assert _train(SD35_MEDIUM, coco_root, tmp_path, "edits", "--set", edits) == 0
+    audit = json.loads((tmp_path / "edits" / "data_audit.json").read_text())
+    assert audit["edits"] == [{"erase": "giraffe"}, {"remap": "lion", "to": "cow"}]
+    assert main(["eval", str(tmp_path / "edits"), "--suite", "quick", "--set", "eval.steps=2", "--set", "eval.seeds=1",
+                 "--set", "eval.resolution=32", "--set", "eval.batch_size=8"]) == 0
+    results = json.loads((tmp_path / "edits" / "eval/results.json").read_text())
+    assert results["provenance"]["family"] == "sd3" and results["labels"][-1] == "empty landscape"
+    assert {"erase_success/giraffe", "remap_success/lion->cow", "edit_success", "mace_h"} <= set(results["metrics"])
+    assert not any(name.startswith("swap_success") for name in results["metrics"])
+
+
 def test_an_unsupported_pipeline_and_keys_that_do_not_apply_are_one_line_errors(hub_cache, work, coco_root, tmp_path,
                                                                                 capsys):
     folder = tmp_path / "kandinsky"
