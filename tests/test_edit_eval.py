@@ -129,3 +129,15 @@ def test_terminal_summary_says_what_an_erased_concept_became():
     results = {"edits": [{"erase": "giraffe"}], "per_prompt": rows}
     assert became_lines(results) == ["erased giraffe became (n=4): giraffe 1, empty landscape 3; base: giraffe 4"]
     assert became_lines({"edits": [{"swap": ["giraffe", "zebra"]}], "per_prompt": []}) == []
+
+
+def test_a_composition_is_decided_at_full_precision_not_at_the_rows_four_decimals():
+    from swapbench.eval.evaluate import probabilities
+    from swapbench.eval.judge import Assessment
+
+    suite = load_suite("default")
+    comp = _item(suite, "generality", "giraffe", "compositions")
+    p = torch.zeros(1, len(suite.labels), dtype=torch.float64)
+    p[0, suite.labels.index("zebra")], p[0, suite.labels.index("giraffe")] = 0.40004, 0.40001  # both 0.4000 rounded
+    full = probabilities(Assessment(p, None, ["zebra"]), 0, suite.labels)
+    assert row_success(suite, comp, "giraffe", "zebra", full)

@@ -254,17 +254,17 @@ def prompt_rows(suite: Suite, jobs: list[Job], judged: Judgement, judge: ZeroSho
     base, tuned = judged.base, judged.tuned
     rows = []
     for i, (item, seed) in enumerate(jobs):
-        scores = label_scores(tuned.probabilities[i], suite.labels)
         rows.append(PromptRow(group=item.group, kind=item.kind, concept=item.concept, **edit_fields(suite, item),
                               prompt=item.prompt, seed=seed, case_number=item.case_number(seed),
                               base_label=base.labels[i], tuned_label=tuned.labels[i],
-                              success=row_success(suite, item, base.labels[i], tuned.labels[i], scores),
-                              scores=scores))
+                              success=row_success(suite, item, base.labels[i], tuned.labels[i],
+                                                  probabilities(tuned, i, suite.labels)),
+                              scores=label_scores(tuned.probabilities[i], suite.labels)))
         if judged.further:
             rows[-1].labels = {
                 name: {"base": b.labels[i], "tuned": t.labels[i],
                        "success": row_success(suite, item, b.labels[i], t.labels[i],
-                                              label_scores(t.probabilities[i], other_labels(suite, t)))}
+                                              probabilities(t, i, other_labels(suite, t)))}
                 for name, (b, t) in judged.further.items()}
     control = _controls(jobs)
     if control:
@@ -276,6 +276,12 @@ def prompt_rows(suite: Suite, jobs: list[Job], judged: Judgement, judge: ZeroSho
             # count in the 4th decimal of a 0-100 score, and one- and multi-process runs must write equal rows
             rows[i].clip, rows[i].clip_base = round(t, 2), round(b, 2)
     return rows
+
+
+def probabilities(assessment: Assessment, i: int, labels: list[str]) -> dict[str, float]:
+    """Image ``i``'s probability of each label at full precision (a row's ``scores`` keep four decimals, where
+    a composition's two labels can tie)."""
+    return dict(zip(labels, assessment.probabilities[i].tolist(), strict=True))
 
 
 def other_labels(suite: Suite, assessment: Assessment) -> list[str]:
