@@ -62,9 +62,13 @@ def variant_parameters(family: Family, denoiser: torch.nn.Module, variant: str) 
         return {f"{name}.{p}" for name, module in modules for p, _ in module.named_parameters()}
 
     cross = names(family.cross_attention_modules(denoiser))
-    chosen = {"x": lambda n: n in cross, "x-strict": names(family.text_attention_modules(denoiser)).__contains__,
-              "u": lambda n: n not in cross}[variant]
-    params = [(n, p) for n, p in denoiser.named_parameters() if chosen(n)]
+    if variant == "x-strict":
+        chosen = names(family.text_attention_modules(denoiser))
+    elif variant == "x":
+        chosen = cross
+    else:
+        chosen = {n for n, _ in denoiser.named_parameters()} - cross
+    params = [(n, p) for n, p in denoiser.named_parameters() if n in chosen]
     if not params:
         raise UserError(f"train.esd_variant={variant} names no weight of the {family.title} {family.denoiser}; "
                         "use another variant")
