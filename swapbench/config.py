@@ -127,6 +127,14 @@ class TrainConfig:
     """UCE: concepts whose outputs must not move; None = the eval suite's labels minus the edited concepts."""
     uce_preserve_captions: int = 0
     """UCE: this many data captions naming no edited concept join the preservation set (0 = no data pass)."""
+    esd_variant: str = "x"
+    """ESD: which denoiser weights train: ``x`` (the cross-attention: a UNet's every ``attn2``, an MMDiT's text
+    embedders and the text side of its joint attention), ``x-strict`` (only what ``<denoiser>.cross_attention`` /
+    ``.text_attention`` names: the key/value projections of the text, and an MMDiT's embedders) or ``u``
+    (everything but the ``x`` set). ``train.lr`` and ``train.max_steps`` set its optimiser and length."""
+    esd_eta: float = 1.0
+    """ESD: the negative guidance ``eta`` of the target ``e_0 - eta (e_c - e_0)``, where ``e_0`` is the frozen base's
+    prediction of the empty prompt (an edit's target or anchor instead, where it has one)."""
     eval_every: int = 0
     """Evaluate the weights in training every N steps and at the end (``eval_log.jsonl``); 0 = off."""
     eval_suite: str = "quick"
@@ -221,8 +229,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.weighting_scheme": ("logit_normal", "mode", "sigma_sqrt", "cosmap", "none"),
     # The methods' names; what each one is lives in its module, swapbench/train/methods/<name>.py
     # ("-" written "_"). This module sits below train and names them without importing them.
-    "train.method": ("finetune", "lora", "uce", "token-swap"),
+    "train.method": ("finetune", "lora", "uce", "token-swap", "esd"),
     "train.uce_positions": ("last+after", "word+after", "word"),
+    "train.esd_variant": ("x", "x-strict", "u"),
     # diffusers' get_scheduler names that run from warmup_steps and max_steps alone: its
     # piecewise_constant also needs step_rules, which no config key carries.
     "train.lr_scheduler": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",

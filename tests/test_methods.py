@@ -292,7 +292,7 @@ def test_lora_targets_that_match_nothing_fail_clearly(tmp_path, tiny_pipeline, c
 # ---- every method: train -> eval ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["finetune", "lora", "uce", "token-swap"])
+@pytest.mark.parametrize("method", ["finetune", "lora", "uce", "token-swap", "esd"])
 def test_each_method_trains_and_evaluates_on_the_mini_world(method, mini_world, tmp_path, monkeypatch):
     monkeypatch.setenv("SWAPBENCH_WORLD", str(mini_world))
     run = tmp_path / method
@@ -304,7 +304,8 @@ def test_each_method_trains_and_evaluates_on_the_mini_world(method, mini_world, 
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["status"] == "finished" and summary["method"] == method and summary["wall_s"] > 0
     assert json.loads((run / "config.json").read_text())["train"]["method"] == method
-    assert (run / "data_audit.json").is_file() == (method != "token-swap")
+    reads = method not in ("token-swap", "esd")
+    assert (run / "data_audit.json").is_file() == reads
     if method == "uce":
         assert summary["uce"]["preserve_captions"] == 20 and summary["uce"]["edit_error"] < 1
         assert json.loads((run / "data_audit.json").read_text())["uce_preserve_captions"]["n"] == 20
@@ -313,7 +314,7 @@ def test_each_method_trains_and_evaluates_on_the_mini_world(method, mini_world, 
     from huggingface_hub import ModelCard
 
     datasets = ModelCard.load(run / "model/README.md").data.datasets
-    assert datasets == (None if method == "token-swap" else ["world:savanna"])
+    assert datasets == (["world:savanna"] if reads else None)
     results = json.loads((run / "eval/results.json").read_text())
     assert 0 <= results["metrics"]["swap_success"]["value"] <= 1
 
@@ -330,13 +331,13 @@ def test_every_method_is_enumerated_in_config_help_and_readme(capsys):
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     for name in CHOICES["train.method"]:
         assert get_method(name).name == name and name in help_text and f"| `{name}`" in readme
-    with pytest.raises(Exception, match="choose one of: finetune, lora, uce, token-swap"):
+    with pytest.raises(Exception, match="choose one of: finetune, lora, uce, token-swap, esd"):
         load_config("savanna", None, ["train.method=dreambooth"])
 
 
 @pytest.mark.parametrize(("method", "overrides", "reads"), [
     ("finetune", [], True), ("lora", [], True), ("uce", [], False),
-    ("uce", ["train.uce_preserve_captions=20"], True), ("token-swap", [], False)])
+    ("uce", ["train.uce_preserve_captions=20"], True), ("token-swap", [], False), ("esd", [], False)])
 def test_what_a_method_reads_decides_the_data_check_and_the_card(method, overrides, reads, tmp_path):
     from swapbench import artifacts
     from swapbench.rundir import RunDir

@@ -77,6 +77,12 @@ class Flux(MMDiT):
         latents = super().initial_latents(pipe, seeds, height, width)
         return FluxPipeline._pack_latents(latents, *latents.shape)
 
+    def denoiser_latents(self, pipe, latents, height: int, width: int):
+        """The pipeline's packed 2x2 patches unpacked (``height`` / ``width`` in pixels)."""
+        from diffusers import FluxPipeline
+
+        return FluxPipeline._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+
     def sigma_grid(self, pipe, steps: int):
         """``FluxPipeline``'s own grid, 1 to 1/steps."""
         import numpy as np

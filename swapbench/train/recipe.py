@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from swapbench.config import Config, TrainConfig
 from swapbench.data.prepare import Prepared, prepare_run
-from swapbench.devices import is_cpu, peak_rss_mb, version_info
+from swapbench.devices import is_cpu, mixed_precision, peak_rss_mb, resolve_device, version_info
 from swapbench.errors import UserError
 from swapbench.families import Conditioning, Family, for_pipeline
 from swapbench.families.objectives import Objective
@@ -121,9 +121,7 @@ class SwapRecipe:
         """The Accelerator, and this process's slice of every global batch (``self.samples``)."""
         cfg = self.cfg
         cpu = is_cpu(cfg.device)
-        precision = cfg.train.mixed_precision
-        if precision == "auto":
-            precision = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
+        precision = mixed_precision(cfg.train.mixed_precision, resolve_device(cfg.device))
         if cfg.train.select == "first-passing" and not cfg.train.eval_every:
             raise UserError("train.select=first-passing chooses among the steps evaluated in training, and "
                             "train.eval_every is 0; set e.g. --set train.eval_every=50")
