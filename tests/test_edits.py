@@ -51,6 +51,9 @@ def test_no_edits_means_the_swaps_of_data_swap_pairs():
     ("{erase: ''}", ["must be a concept name"]),
     ("{erase: giraffe}, {remap: giraffe, to: zebra}", ["edit 'giraffe' twice", "erase giraffe; giraffe -> zebra"]),
     ("{swap: [giraffe, zebra]}, {erase: zebra}", ["edit 'zebra' twice"]),
+    ("{remap: giraffe, to: zebra}, {erase: zebra}", ["giraffe -> zebra draws zebra instead of giraffe",
+                                                     "erase zebra edits zebra itself"]),
+    ("{erase: giraffe, anchor: horse}, {swap: [horse, cow]}", ["draws horse instead of giraffe"]),
 ])
 def test_bad_edits_fail_when_the_config_loads(item, needles):
     with pytest.raises(UserError) as e:

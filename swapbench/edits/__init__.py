@@ -125,7 +125,8 @@ def edit_kind(name: str) -> type[Edit]:
 
 
 class Edits(Sequence[Edit]):
-    """A run's edits, checked together: every concept is the source of one edit at most."""
+    """A run's edits, checked together: every concept is the source of one edit at most, and no edit's target or
+    anchor is another edit's source."""
 
     def __init__(self, edits: Iterable[Edit]):
         self.items = list(edits)
@@ -138,6 +139,14 @@ class Edits(Sequence[Edit]):
                 if other is not edit:
                     raise UserError(f"edits edit {concept!r} twice ({other.describe()}; {edit.describe()}): a prompt "
                                     "naming it would have two right answers; keep one of them")
+        for edit in self.items:
+            for concept in edit.sources:
+                stand_in = edit.replacement(concept)
+                other = self.by_source.get(stand_in) if stand_in else None
+                if other is not None and other is not edit:
+                    raise UserError(f"{edit.describe()} draws {stand_in} instead of {concept}, and {other.describe()} "
+                                    f"edits {stand_in} itself: the images that teach the first edit are the ones the "
+                                    f"second takes away; give {concept} a concept no edit changes")
 
     def __getitem__(self, i):  # type: ignore[override]
         return Edits(self.items[i]) if isinstance(i, slice) else self.items[i]
