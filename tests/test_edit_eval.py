@@ -141,3 +141,17 @@ def test_a_composition_is_decided_at_full_precision_not_at_the_rows_four_decimal
     p[0, suite.labels.index("zebra")], p[0, suite.labels.index("giraffe")] = 0.40004, 0.40001  # both 0.4000 rounded
     full = probabilities(Assessment(p, None, ["zebra"]), 0, suite.labels)
     assert row_success(suite, comp, "giraffe", "zebra", full)
+
+
+def test_train_refuses_edits_the_eval_suite_cannot_judge_before_editing(tmp_path, capsys):
+    from _cli import assert_one_line_error
+
+    from swapbench.cli import main
+
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("labels: [giraffe, zebra]\nnothing: {empty landscape: ['an empty field.']}\n"
+                    "groups: {swap: {concepts: swapped, prompts: ['a {a}'], seeds: 1}}\n")
+    code = main(["train", "--method", "token-swap", "--out", str(tmp_path / "runs"), "--name", "r",
+                 "--set", f"eval.suite={bare}", "--set", "edits=[{erase: lion}]"])
+    assert_one_line_error(capsys, code, "no label for the edited concept(s) lion")
+    assert not (tmp_path / "runs").exists()  # nothing was edited or written

@@ -16,7 +16,7 @@ from swapbench.io import atomic_write_text, read_json, read_jsonl
 from swapbench.reports.curves import learning_curves
 from swapbench.reports.gate import Verdict, evaluate, load_results, load_rules
 from swapbench.reports.robust import PROBE_GROUPS, robust_sections
-from swapbench.reports.summary import further_judges, ordered
+from swapbench.reports.summary import erased_became, further_judges, ordered
 from swapbench.reports.svg import ci_bar, fmt, fmt_p, line_chart
 
 GROUP_TITLES = {"swap": "Swap: prompts naming a swapped concept", "remap": "Remap: prompts naming a remapped concept",
@@ -133,29 +133,6 @@ def _edit_rows(results: dict) -> list[str]:
             out.append(f"{concept} moves to its anchor {anchor}'s column")
         else:
             out.append(f"{concept} leaves its own column")
-    return out
-
-
-def erased_became(results: dict) -> list[dict]:
-    """For every erased concept: the labels the judge gave the base and the tuned images of its ``erase``
-    rows, each with its count and share (the concept's own label first, then by the tuned count)."""
-    rows = schema.rows(results)
-    out = []
-    for concept in dict.fromkeys(r["concept"] for r in rows if r.get("group") == "erase" and r.get("erased")):
-        mine = [r for r in rows if r.get("group") == "erase" and r.get("concept") == concept]
-        counts = {which: {} for which in ("base", "tuned")}
-        for r in mine:
-            for which in counts:
-                label = r[f"{which}_label"]
-                counts[which][label] = counts[which].get(label, 0) + 1
-        labels = sorted(set(counts["base"]) | set(counts["tuned"]),
-                        key=lambda label: (label != concept, -counts["tuned"].get(label, 0),
-                                           -counts["base"].get(label, 0), label))
-        n = len(mine)
-        out.append({"concept": concept, "n": n, "anchor": mine[0].get("anchor"),
-                    "labels": [{"label": label, "erased": label == concept,
-                                **{which: {"count": c.get(label, 0), "share": c.get(label, 0) / n}
-                                   for which, c in counts.items()}} for label in labels]})
     return out
 
 

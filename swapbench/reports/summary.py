@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from swapbench import catalog
+from swapbench import catalog, schema
 from swapbench.eval import stats
 
 
@@ -59,7 +59,6 @@ def print_summary(results: dict, console: Console | None = None, show_all: bool 
 
 def became_lines(results: dict) -> list[str]:
     """One line per erased concept: the labels its images were judged as, tuned against base."""
-    from swapbench.reports.html import erased_became
 
     def counts(entry: dict, which: str) -> str:
         return ", ".join(f"{x['label']} {x[which]['count']}" for x in entry["labels"] if x[which]["count"])
@@ -91,3 +90,26 @@ def judge_lines(results: dict) -> list[str]:
 
 def fmt_value(value: float | None) -> str:
     return "missing" if value is None else f"{value:.3f}"
+
+
+def erased_became(results: dict) -> list[dict]:
+    """For every erased concept: the labels the judge gave the base and the tuned images of its ``erase``
+    rows, each with its count and share (the concept's own label first, then by the tuned count)."""
+    rows = schema.rows(results)
+    out = []
+    for concept in dict.fromkeys(r["concept"] for r in rows if r.get("group") == "erase" and r.get("erased")):
+        mine = [r for r in rows if r.get("group") == "erase" and r.get("concept") == concept]
+        counts = {which: {} for which in ("base", "tuned")}
+        for r in mine:
+            for which in counts:
+                label = r[f"{which}_label"]
+                counts[which][label] = counts[which].get(label, 0) + 1
+        labels = sorted(set(counts["base"]) | set(counts["tuned"]),
+                        key=lambda label: (label != concept, -counts["tuned"].get(label, 0),
+                                           -counts["base"].get(label, 0), label))
+        n = len(mine)
+        out.append({"concept": concept, "n": n, "anchor": mine[0].get("anchor"),
+                    "labels": [{"label": label, "erased": label == concept,
+                                **{which: {"count": c.get(label, 0), "share": c.get(label, 0) / n}
+                                   for which, c in counts.items()}} for label in labels]})
+    return out
