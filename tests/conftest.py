@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -15,6 +16,18 @@ def _isolated_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SWAPBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "swapbench-cache"))
         yield
+
+
+@pytest.fixture
+def write(tmp_path):
+    """Writes a results.json (a dict) or a rules file (a string) under tmp_path; returns its path."""
+
+    def _write(name, obj):
+        path = tmp_path / name
+        path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+        return str(path)
+
+    return _write
 
 
 @pytest.fixture(scope="session")

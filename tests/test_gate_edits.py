@@ -3,8 +3,6 @@ an erasure regress."""
 
 import json
 
-import pytest
-
 from swapbench.cli import main
 from swapbench.edits import parse_edits
 from swapbench.eval.scoring import score_rows
@@ -33,15 +31,6 @@ def _erasure(run, erase_fail=(), seeds=10):
     return {"schema_version": 1, "run": run, "suite": "default", "swap_pairs": [], "edits": edits.to_config(),
             "metrics": score_rows(rows, edits, 500, 0), "per_prompt": rows, "sampler": {"steps": 20},
             "provenance": {"seeds": {"per_prompt": [6, 10]}}}
-
-
-@pytest.fixture
-def write(tmp_path):
-    def _write(name, obj):
-        path = tmp_path / name
-        path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
-        return str(path)
-    return _write
 
 
 def test_paired_baseline_fails_a_run_whose_erasure_regressed_and_passes_an_equal_one(write, capsys):
