@@ -55,7 +55,7 @@ from swapbench.eval import metrics as M
 from swapbench.eval import stats
 from swapbench.eval.paired import pairable
 from swapbench.eval.scoring import score_rows
-from swapbench.eval.suite import DEFAULT_PAIRS, load_suite
+from swapbench.eval.suite import DEFAULT_EDITS, load_suite
 
 PROMPTS = (2, 3, 4, 6, 8, 12, 16, 24, 40)
 BOOT = EvalConfig.bootstrap
@@ -341,7 +341,7 @@ def shipped_shapes(suites: Sequence[str]) -> dict[str, set[tuple[int, ...]]]:
     shapes: dict[str, set[tuple[int, ...]]] = {kind: set() for kind in KINDS}
     for name in suites:
         rows = suite_rows(name)
-        for metric in score_rows(rows, DEFAULT_PAIRS, 2, 0):
+        for metric in score_rows(rows, DEFAULT_EDITS, 2, 0):
             fam = catalog.family(metric)
             sizes = tuple(sorted(Counter(r["prompt"] for r in catalog.rows_for(metric, rows)).values()))
             base = "share" if fam.binary else "mean"
