@@ -209,15 +209,15 @@ def test_token_swap_remaps_and_erases_exactly_the_named_rows(world_pipe):
         ["lion</w>", "lions</w>", "cow</w>", "cows</w>", "giraffe</w>", base.tokenizer.pad_token]), strict=True))
     for edits, rows in (("[{remap: lion, to: cow}]", {"lion": "cow", "lions": "cows"}),
                         ("[{erase: giraffe}]", {"giraffe": "pad"}),
-                        ("[{erase: giraffe, anchor: cow}, {remap: lion, to: giraffe}]",
-                         {"giraffe": "cow", "lion": "giraffe"})):
+                        ("[{erase: giraffe, anchor: cow}, {remap: lion, to: cow}]",
+                         {"giraffe": "cow", "lion": "cow", "lions": "cows"})):
         pipe = world_pipe()
         info = TokenSwap().edit(pipe, load_config("savanna", None, ["train.method=token-swap", f"edits={edits}"]),
                                 run=None)["token_swap"]
         after = pipe.text_encoder.get_input_embeddings().weight
         changed = (before != after).any(dim=1).nonzero().flatten().tolist()
         assert changed == sorted(ids[r] for r in rows) and info["rows_changed"] == len(rows), edits
-        # every row takes its stand-in's base values (a chain reads base rows, not edited ones)
+        # every row takes its stand-in's base values, two edits sharing one stand-in included
         assert all(torch.equal(after[ids[a]], before[ids[b]]) for a, b in rows.items()), edits
     # an erased word reads as one more padding position: the prompt without it, exactly
     assert torch.equal(encode(pipe, "a photo of a cow"), encode(base, "a photo of a cow"))

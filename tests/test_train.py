@@ -173,8 +173,11 @@ def test_bad_config_and_paths(tmp_path, tiny_pipeline, coco_root, capsys):
     assert_one_line_error(capsys, main(["train", "--preset", "nope"]), "unknown preset 'nope'")
     assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "k", "--set", "train.learning_rate=1"),
                     "unknown config key 'train.learning_rate'")
-    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "w", "--set",
-                                         "data.swap_pairs=[[giraffe,unicorn]]"),
+    unicorn = ("--set", "data.swap_pairs=[[giraffe,unicorn]]")
+    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "w", *unicorn),
+                    "no label for the edited concept(s) unicorn")  # the suite is read before the data
+    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "w", *unicorn, "--no-eval-check",
+                                         "--set", "train.eval_every=0"),
                     "'unicorn' never appears")
     assert_one_line_error(capsys, main(["train", "--out", "/proc/swapbench-denied", "--name", "x"]), "writable --out")
     assert_one_line_error(capsys, _train(tmp_path, tmp_path / "no-model", coco_root, "nm"), "not found")
