@@ -16,7 +16,7 @@ def erase_runs(tmp_path_factory):
     for name, steps, lr in (("erase", 120, 3e-3), ("weak", 10, 1e-5)):
         assert main(["train", "--out", str(out), "--name", name, "--set", ERASE, "--set", f"train.max_steps={steps}",
                      "--set", f"train.lr={lr}", "--set", "train.checkpoint_every=0"]) == 0
-        assert main(["eval", str(out / name), "--suite", "quick"]) == 0  # 4 erased prompts x 3 seeds
+        assert main(["eval", str(out / name)]) == 0
     return out
 
 
@@ -25,12 +25,12 @@ def test_an_erasure_trains_and_is_scored_with_intervals(erase_runs, capsys):
     assert results["edits"] == [{"erase": "giraffe"}] and results["swap_pairs"] == []
     metrics = results["metrics"]
     erased, kept = metrics["erase_success/giraffe"], metrics["preservation"]
-    assert erased["n"] == 12 and erased["n_clusters"] == 4 and kept["n"] == 20
-    assert erased["value"] >= 0.9 and kept["value"] >= 0.95  # measured 1.000 and 1.000 at 120 steps
+    assert erased["n"] == 40 and erased["n_clusters"] == 4 and kept["n"] == 60
+    assert erased["value"] >= 0.9 and kept["value"] >= 0.95  # measured 1.000 and 0.983 at 120 steps
     for entry in (erased, kept):
         assert entry["ci95"][0] <= entry["value"] <= entry["ci95"][1] < 1.0 + 1e-9 and entry["ci95"][0] > 0.5
     became = results["confusion"]["giraffe"]
-    assert became["giraffe"] <= 1 and became["empty landscape"] >= 9  # erased into the scene, not another animal
+    assert became["giraffe"] <= 4 and became["empty landscape"] >= 30  # erased into the scene, not another animal
     assert "mace_h" in metrics and "erased_accuracy/giraffe" in metrics
     assert main(["gate", str(erase_runs / "erase")]) == 0
 

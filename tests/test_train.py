@@ -207,6 +207,7 @@ def test_default_savanna_recipe_swaps_both_ways_and_preserves(default_run):
     assert summary["steps"] == 270 and summary["cache_entries_encoded"] > 0
 
 
+@pytest.mark.slow  # two more savanna runs (~130 s); tests/test_gate.py holds the same rules on written results
 def test_seed_reruns_compare_and_gate_and_a_short_run_fails_the_baseline_rule(default_run, tmp_path, capsys):
     """Runs that differ only in the training seed pair row by row (the bootstrap seed follows the
     training seed and must not block that); the baseline rule alone passes the re-run and fails a run
