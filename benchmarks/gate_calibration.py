@@ -42,6 +42,7 @@ from pathlib import Path
 
 import yaml
 
+from swapbench import schema
 from swapbench.assets import asset_path
 from swapbench.config import load_config
 from swapbench.eval.paired import check_pairable
@@ -67,14 +68,14 @@ def subset(results: dict, suite: str) -> dict:
     from swapbench.eval.scoring import score_rows
     from swapbench.eval.suite import load_suite
 
-    spec = load_suite(suite, swap_pairs=results["swap_pairs"])
+    spec = load_suite(suite, None, schema.edits(results))
     keys = {(item.group, item.prompt, seed) for item in spec.items for seed in item.seeds}
     rows = [r for r in results["per_prompt"] if (r["group"], r["prompt"], r["seed"]) in keys]
     missing = len(keys) - len(rows)
     if missing:
         raise SystemExit(f"{missing} rows of suite {suite} are not in the evaluation of {results['run']}")
     return {**results, "suite": suite, "per_prompt": rows, "provenance": {},
-            "metrics": score_rows(rows, results["swap_pairs"], 2000, 0)}
+            "metrics": score_rows(rows, schema.edits(results), 2000, 0)}
 
 
 def evaluate_run(run: Path, suite: str) -> Path:
@@ -270,7 +271,7 @@ def injected(results: dict, metric: str, drop: float, concentrated: bool, rng) -
         row["success"] = False
         row["tuned_label"] = row["concept"] if row["group"] == "swap" else next(
             label for label in out["labels"] if label != row["base_label"])
-    out["metrics"] = {**out["metrics"], **score_rows(out["per_prompt"], out["swap_pairs"], 2000, 0)}
+    out["metrics"] = {**out["metrics"], **score_rows(out["per_prompt"], schema.edits(out), 2000, 0)}
     return out
 
 

@@ -89,7 +89,8 @@ def child(args: argparse.Namespace) -> dict:
 
 
 def rehearse(width: str, images: int, steps: int, warmup: int, work: Path) -> dict:
-    from rehearsal_models import run_child, sd15
+    from child_process import run_child
+    from rehearsal_models import sd15
 
     from swapbench.world import generator
 

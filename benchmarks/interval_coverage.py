@@ -55,7 +55,8 @@ from swapbench.eval import metrics as M
 from swapbench.eval import stats
 from swapbench.eval.paired import pairable
 from swapbench.eval.scoring import score_rows
-from swapbench.eval.suite import DEFAULT_PAIRS, load_suite
+from swapbench.eval.suite import DEFAULT_EDITS, load_suite
+from swapbench.schema import with_targets
 
 PROMPTS = (2, 3, 4, 6, 8, 12, 16, 24, 40)
 BOOT = EvalConfig.bootstrap
@@ -315,9 +316,9 @@ SCORED_GROUPS = {g for f in catalog.FAMILIES for g in f.groups}
 
 
 def suite_rows(name: str) -> list[dict]:
-    """Per-prompt rows of the suite's shape, for the default pair (the outcomes do not matter here)."""
+    """Per-prompt rows of the suite's shape, for the default edits (the outcomes do not matter here)."""
     suite = load_suite(name)
-    return [
+    rows = [
         {
             "group": it.group,
             "kind": it.kind,
@@ -334,6 +335,7 @@ def suite_rows(name: str) -> list[dict]:
         for s in it.seeds
         if it.group in SCORED_GROUPS
     ]
+    return with_targets(rows, DEFAULT_EDITS)
 
 
 def shipped_shapes(suites: Sequence[str]) -> dict[str, set[tuple[int, ...]]]:
@@ -341,7 +343,7 @@ def shipped_shapes(suites: Sequence[str]) -> dict[str, set[tuple[int, ...]]]:
     shapes: dict[str, set[tuple[int, ...]]] = {kind: set() for kind in KINDS}
     for name in suites:
         rows = suite_rows(name)
-        for metric in score_rows(rows, DEFAULT_PAIRS, 2, 0):
+        for metric in score_rows(rows, DEFAULT_EDITS, 2, 0):
             fam = catalog.family(metric)
             sizes = tuple(sorted(Counter(r["prompt"] for r in catalog.rows_for(metric, rows)).values()))
             base = "share" if fam.binary else "mean"

@@ -9,9 +9,6 @@ compute, for memory and set-up measurements on a CPU. ``sd15``: the published SD
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -71,13 +68,3 @@ def sd15(out: Path, width: str = "full") -> Path:
         return _save(out, _vae((128, 256, 512, 512), 2, 32), _text_encoder(768, 12, 12, 3072),
                      _unet((320, 640, 1280, 1280), 2, 32, 8))
     return _save(out, _vae((8, 16, 16, 16), 1, 8), _text_encoder(768, 2, 12, 768), _unet((32, 32, 64, 64), 1, 8, 8))
-
-
-def run_child(args: list[str], env: dict[str, str]) -> dict:
-    """Run ``python SCRIPT args`` in a fresh process (clean peak memory, its own accelerate state) and
-    return the JSON object it prints last; its stderr tail explains a failure."""
-    proc = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
-                          cwd=Path(__file__).parent)
-    if proc.returncode:
-        sys.exit(f"{' '.join(args[:3])} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -3,9 +3,11 @@ Inception weights, each checked offline against the standard caches and fetched 
 
 ``swapbench fetch`` fills the caches where there is network; ``swapbench fetch --check`` and the
 pre-flight of ``swapbench train`` only look. Presence means "the loader will find it offline": a hub
-pipeline needs its snapshot with every component's config and weights (of ``model.variant``), a hub
+pipeline needs its snapshot with every component its family reads and its ``model_index.json`` names,
+each with its config and weights (of ``model.variant``; every shard of a sharded one), a hub
 dataset its files in the hub cache or in the ``datasets`` cache, an open_clip judge one of the weight
-files open_clip loads, the Inception weights the file torch-fidelity's loader looks for.
+files open_clip loads, a torchvision judge its weights file in torch.hub's checkpoint folder, the
+Inception weights the file torch-fidelity's loader looks for.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from swapbench.loading import (
     INCEPTION_URL,
     WORLD_PREFIX,
     ModelSpec,
+    further_judges,
     hub_snapshot,
     inception_weights_path,
     is_hub_name,
@@ -35,7 +38,7 @@ from swapbench.loading import (
 @dataclass(frozen=True)
 class Artifact:
     kind: str
-    """``pipeline``, ``dataset``, ``judge`` or ``inception``."""
+    """``pipeline``, ``dataset``, ``images``, ``judge`` or ``inception``."""
     name: str
     key: str
     """The config key that names it (what to change to use another one)."""
@@ -65,6 +68,7 @@ def needed(cfg: Config, *, reads_data: bool, train: bool = True, evaluate: bool 
             out.append(Artifact("images", image_root, "data.image_root", ("train",)))
     if evaluate:
         out.append(Artifact("judge", cfg.eval.judge, "eval.judge", ("eval",)))
+        out += [Artifact("judge", spec, "eval.judges", ("eval",)) for _, spec in further_judges(cfg.eval)]
         if getattr(cfg.eval, "fid_features", "judge") == "inception":
             out.append(Artifact("inception", cfg.eval.inception_weights or INCEPTION_FILE, "eval.inception_weights",
                                 ("eval",)))
@@ -90,43 +94,79 @@ def _check_pipeline(a: Artifact, cfg: Config) -> Status:
     except UserError as e:
         return Status(a, False, spec.name, missing=[str(e)])
     if Path(location).is_dir():
-        gaps = pipeline_gaps(Path(location), spec.variant)
+        gaps = pipeline_gaps(Path(location), spec.variant, spec.name)
         return Status(a, not gaps, _shown(location, spec.name), _du(Path(location)), gaps)
     folder = hub_snapshot(location, "model", spec.revision)
     if folder is None:
         return Status(a, False, str(_repo_cache(location, "model")))
-    gaps = pipeline_gaps(folder, spec.variant)
+    gaps = pipeline_gaps(folder, spec.variant, spec.name)
     return Status(a, not gaps, str(folder), _du(folder), gaps)
 
 
-def pipeline_gaps(folder: Path, variant: str | None = None) -> list[str]:
-    """Files a diffusers pipeline folder lacks for ``from_pretrained(variant=...)``: ``model_index.json``,
-    a component folder, its config, or (for model components) weights of the variant."""
-    index = folder / "model_index.json"
-    if not index.is_file():
+def pipeline_gaps(folder: Path, variant: str | None = None, where: str | None = None) -> list[str]:
+    """Files a diffusers pipeline folder lacks for ``from_pretrained(variant=...)``: ``model_index.json``, a
+    component folder or its config, or (for model components) weights of the variant, every shard a
+    sharded component's index names included. The components are what the pipeline's family needs
+    (:attr:`Family.parts`: denoiser, VAE, scheduler, every tokenizer and text encoder) and whatever else
+    ``model_index.json`` names (SD's safety checker). ``where``: how an unsupported pipeline is named."""
+    from swapbench.io import read_json
+    from swapbench.loading import family_of_index
+
+    index_file = folder / "model_index.json"
+    if not index_file.is_file():
         return ["model_index.json"]
+    index = read_json(index_file)
+    named = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0]]
+    family = family_of_index(index, where or str(folder))
+    gaps = []
+    for part in dict.fromkeys([*named, *family.parts]):
+        sub = folder / part
+        if part not in named:
+            gaps.append(f"{part} (null or absent in model_index.json)")
+        elif not sub.is_dir():
+            gaps.append(f"{part}/ (no folder)")
+        else:
+            files = {f.name for f in sub.iterdir() if f.is_file()}  # a dangling snapshot link is no file
+            if not any(f.endswith(".json") for f in files):
+                gaps.append(f"{part}/ (no config)")
+            elif "config.json" in files:  # a model component; tokenizers and schedulers hold no weights
+                gaps += _weight_gaps(part, files, variant, sub)
+    return gaps
+
+
+def _weight_gaps(part: str, files: set[str], variant: str | None, sub: Path) -> list[str]:
+    """What model component ``part`` (folder ``sub`` holding ``files``) lacks of its weights: with a shard
+    index of the variant (safetensors preferred, as the loaders prefer it), every shard its ``weight_map``
+    names; otherwise one weight file of the variant."""
     from swapbench.io import read_json
 
-    gaps = []
-    for part, value in read_json(index).items():
-        if part.startswith("_") or not isinstance(value, list) or not value[0]:
-            continue
-        sub = folder / part
-        files = [f.name for f in sub.iterdir() if f.is_file()] if sub.is_dir() else []
-        if not any(f.endswith(".json") for f in files):
-            gaps.append(f"{part}/ (no config)")
-        elif "config.json" in files and not any(_is_weight(f, variant) for f in files):
-            gaps.append(f"{part}/ weights{f' ({variant})' if variant else ''}")
-    return gaps
+    indexes = sorted((f for f in files if _is_index(f, variant)), key=lambda f: ".safetensors." not in f)
+    if indexes:
+        shards = sorted(set(read_json(sub / indexes[0])["weight_map"].values()))
+        return [f"{part}/{shard}" for shard in shards if shard not in files]
+    if any(_is_weight(f, variant) for f in files):
+        return []
+    return [f"{part}/ weights{f' ({variant})' if variant else ''}"]
 
 
 def _is_weight(name: str, variant: str | None) -> bool:
     if not name.endswith((".safetensors", ".bin")) or ".index." in name:
         return False
-    parts = name.split(".")
-    if variant:
+    if variant:  # model.fp16.safetensors, model.fp16-00001-of-00002.safetensors, legacy model-00001-of-00002.fp16.bin
         return f".{variant}." in name or f".{variant}-" in name
-    return len(parts) == 2  # model.safetensors, diffusion_pytorch_model-00001-of-00002.safetensors
+    return len(name.split(".")) == 2  # model.safetensors, diffusion_pytorch_model-00001-of-00002.safetensors
+
+
+def _is_index(name: str, variant: str | None) -> bool:
+    """A shard index of the variant: ``model.safetensors.index.json``; with a variant
+    ``model.safetensors.index.fp16.json`` (or the legacy ``model.safetensors.fp16.index.json``)."""
+    _, dot, ext = name.partition(".")
+    if not dot or not ext.startswith(("safetensors.", "bin.")):
+        return False
+    kind = ext.split(".")[0]
+    if variant:
+        return ext in (f"{kind}.index.{variant}.json", f"{kind}.{variant}.index.json")
+    return ext == f"{kind}.index.json"
 
 
 def _check_dataset(a: Artifact, cfg: Config) -> Status:
@@ -170,6 +210,9 @@ def _check_judge(a: Artifact, cfg: Config) -> Status:
         return Status(a, False, a.name, missing=[str(e)])
     if source.folder is not None:
         return Status(a, True, _shown(source.folder, a.name), _du(source.folder))
+    if source.file is not None:
+        present = source.file.is_file()
+        return Status(a, present, str(source.file), source.file.stat().st_size if present else None)
     if source.repo:
         from huggingface_hub import try_to_load_from_cache
 
@@ -209,6 +252,14 @@ def fetch(artifact: Artifact, cfg: Config, hint: str = "") -> Status:
             from huggingface_hub import snapshot_download
 
             snapshot_download(cfg.data.source, repo_type="dataset")
+        elif a.kind == "judge" and resolve_judge(a.name).kind == "torchvision":
+            import torch
+
+            source = resolve_judge(a.name)
+            source.file.parent.mkdir(parents=True, exist_ok=True)
+            # torch.hub's file names carry the first digits of the file's sha256: a corrupt download fails here
+            prefix = torch.hub.HASH_REGEX.search(source.file.name)
+            torch.hub.download_url_to_file(source.url, str(source.file), prefix.group(1) if prefix else None)
         elif a.kind == "judge" and resolve_judge(a.name).arch:
             import open_clip
 

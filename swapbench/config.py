@@ -23,10 +23,12 @@ from typing import Any
 import yaml
 
 from swapbench.assets import asset_names, asset_path
+from swapbench.edits import Edits, parse_edits
 from swapbench.errors import UserError
 from swapbench.samplers import SAMPLERS
 
 WORLD = "world:savanna"
+DEFAULT_SWAP_PAIRS = [["giraffe", "zebra"]]
 
 
 @dataclass
@@ -48,7 +50,8 @@ class DataConfig:
     image_root: str | None = None
     """Folder of the images a captions-only dataset names by file (COCO's ``train2017/``); None = images in the data."""
     subset_size: int = 25_000
-    swap_pairs: list[list[str]] = field(default_factory=lambda: [["giraffe", "zebra"]])
+    swap_pairs: list[list[str]] = field(default_factory=lambda: [list(p) for p in DEFAULT_SWAP_PAIRS])
+    """The swaps of a run whose ``edits`` is empty (older configs); new ones write ``edits``."""
     drop_both: bool = True
     balance_ratio: float | None = 1.7
     keep_other: float = 1.0
@@ -111,7 +114,7 @@ class TrainConfig:
     uce_lambda: float = 1.0
     """UCE: weight of staying at the base weights (the ridge term)."""
     uce_edit_scale: float = 1.0
-    """UCE: weight of the edit set (each swap word mapped to its partner's values)."""
+    """UCE: weight of the edit set (each edited word mapped to its stand-in's values: partner, B, anchor or "")."""
     uce_preserve_scale: float = 1.0
     """UCE: weight of the preservation set (other concepts, the empty prompt, optional data captions)."""
     uce_templates: list[str] = field(default_factory=lambda: ["{a}", "a {a}", "{plural}", "two {plural}"])
@@ -121,9 +124,17 @@ class TrainConfig:
     """UCE: which token positions of an edit prompt are mapped: ``last+after`` (the word's last token and every
     token after it, as the UCE paper's code), ``word+after`` (all of the word's tokens too) or ``word``."""
     uce_preserve: list[str] | None = None
-    """UCE: concepts whose outputs must not move; None = the eval suite's labels minus the swap words."""
+    """UCE: concepts whose outputs must not move; None = the eval suite's labels minus the edited concepts."""
     uce_preserve_captions: int = 0
-    """UCE: this many data captions naming no swap word join the preservation set (0 = no data pass)."""
+    """UCE: this many data captions naming no edited concept join the preservation set (0 = no data pass)."""
+    esd_variant: str = "x"
+    """ESD: which denoiser weights train: ``x`` (the cross-attention: a UNet's every ``attn2``, an MMDiT's text
+    embedders and the text side of its joint attention), ``x-strict`` (only what ``<denoiser>.cross_attention`` /
+    ``.text_attention`` names: the key/value projections of the text, and an MMDiT's embedders) or ``u``
+    (everything but the ``x`` set). ``train.lr`` and ``train.max_steps`` set its optimiser and length."""
+    esd_eta: float = 1.0
+    """ESD: the negative guidance ``eta`` of the target ``e_0 - eta (e_c - e_0)``, where ``e_0`` is the frozen base's
+    prediction of the empty prompt (an edit's target or anchor instead, where it has one)."""
     eval_every: int = 0
     """Evaluate the weights in training every N steps and at the end (``eval_log.jsonl``); 0 = off."""
     eval_suite: str = "quick"
@@ -141,7 +152,16 @@ class TrainConfig:
 class EvalConfig:
     suite: str = "default"
     judge: str = WORLD
-    """``world:savanna``, a local open_clip hub-layout folder, or ``ARCH/PRETRAINED_TAG``."""
+    """``world:savanna``, a local open_clip hub-layout folder, or ``ARCH/PRETRAINED_TAG``: the primary judge, whose
+    metrics carry the plain names (and the gate reads)."""
+    judges: list[str] = field(default_factory=list)
+    """Further judges, each ``SPEC`` or ``NAME=SPEC``: a spec ``eval.judge`` takes, or ``torchvision:ARCH[/WEIGHTS]``
+    (an ImageNet classifier, e.g. ``torchvision:resnet50``). Every image gets each one's label too; their metrics
+    are ``judge/<name>/...`` and their agreement with the primary ``agreement/<name>/...`` (docs/judges.md).
+    Empty: the primary alone."""
+    judge_classes: str | None = None
+    """torchvision judges: the YAML file mapping each suite label to ImageNet-1k class indices; None = the shipped
+    ``eval/judges/imagenet.yaml``."""
     sampler: str = "dpmsolver++"
     """One of ``swapbench.samplers.SAMPLERS``: dpmsolver++, ddim, euler."""
     steps: int = 20
@@ -183,6 +203,17 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    edits: list[dict] = field(default_factory=list)
+    """What the run edits (swapbench/edits/), each item ``{swap: [A, B]}``, ``{remap: A, to: B}``, ``{erase: A}`` or
+    ``{erase: A, anchor: C}``; several at once. Empty = the swaps of ``data.swap_pairs``."""
+
+    @property
+    def edit_set(self) -> Edits:
+        """The run's edits, parsed and checked (``edits``, else ``data.swap_pairs``)."""
+        if self.edits and [list(p) for p in self.data.swap_pairs] != DEFAULT_SWAP_PAIRS:
+            raise UserError(f"both edits and data.swap_pairs={self.data.swap_pairs} are set; give the swaps as "
+                            "edits items ({swap: [A, B]}) and leave data.swap_pairs at its default")
+        return parse_edits(self.edits, self.data.swap_pairs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -198,8 +229,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.weighting_scheme": ("logit_normal", "mode", "sigma_sqrt", "cosmap", "none"),
     # The methods' names; what each one is lives in its module, swapbench/train/methods/<name>.py
     # ("-" written "_"). This module sits below train and names them without importing them.
-    "train.method": ("finetune", "lora", "uce", "token-swap"),
+    "train.method": ("finetune", "lora", "uce", "token-swap", "esd"),
     "train.uce_positions": ("last+after", "word+after", "word"),
+    "train.esd_variant": ("x", "x-strict", "u"),
     # diffusers' get_scheduler names that run from warmup_steps and max_steps alone: its
     # piecewise_constant also needs step_rules, which no config key carries.
     "train.lr_scheduler": ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
@@ -239,6 +271,7 @@ def load_config(
     for item in overrides or []:
         key, value = parse_override(item)
         set_key(cfg, key, value, source="--set")
+    cfg.edit_set  # noqa: B018 - a bad edit fails when the config loads, not at the first use
     return cfg
 
 

@@ -25,6 +25,13 @@ def is_cpu(spec: str) -> bool:
     return resolve_device(spec).type == "cpu"
 
 
+def mixed_precision(spec: str, device: torch.device) -> str:
+    """``train.mixed_precision`` on ``device``: ``auto`` is bf16 on a GPU that has it and ``no`` (fp32) elsewhere."""
+    if spec == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
+    return spec
+
+
 def peak_rss_mb() -> float:
     import resource
 

@@ -11,6 +11,7 @@ heavy libraries are imported where a model is loaded, so resolving a spec stays 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -272,10 +273,17 @@ class SafetyChecker:
 
 # ---- judges ------------------------------------------------------------------------------------
 
+TORCHVISION_PREFIX = "torchvision:"
+"""Judge specs of torchvision ImageNet classifiers: ``torchvision:ARCH`` or ``torchvision:ARCH/WEIGHTS``."""
+JUDGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+"""A further judge's name: the ``judge/<name>/...`` and ``agreement/<name>/...`` part of its metrics."""
+
+
 @dataclass(frozen=True)
 class JudgeSource:
-    """Where a judge spec's weights live: a local open_clip folder, or an open_clip ``ARCH/TAG`` whose
-    weights come from a hub repo (``repo`` + the file names open_clip tries, in order) or a URL."""
+    """Where a judge spec's weights live: a local open_clip folder, an open_clip ``ARCH/TAG`` whose
+    weights come from a hub repo (``repo`` + the file names open_clip tries, in order) or a URL, or a
+    torchvision classifier's weights (``url``, kept by torch.hub at ``file``)."""
 
     spec: str
     folder: Path | None = None
@@ -284,10 +292,44 @@ class JudgeSource:
     repo: str | None = None
     filenames: tuple[str, ...] = ()
     url: str | None = None
+    kind: str = "open_clip"
+    """``open_clip`` or ``torchvision``."""
+    file: Path | None = None
+    """torchvision: where ``torch.hub`` keeps the weights (``$TORCH_HOME/hub/checkpoints/<url's file name>``)."""
+
+
+def further_judges(eval_cfg: Any) -> list[tuple[str, str]]:
+    """(name, spec) of every judge of ``eval.judges``, in order: ``NAME=SPEC`` names a judge, a bare
+    spec is named by :func:`judge_name`. Names must differ (they prefix the judges' metrics)."""
+    out: list[tuple[str, str]] = []
+    for entry in eval_cfg.judges or []:
+        name, sep, spec = str(entry).partition("=")
+        name, spec = (name.strip(), spec.strip()) if sep else (judge_name(entry), str(entry).strip())
+        if not JUDGE_NAME.fullmatch(name):
+            raise UserError(f"eval.judges entry {entry!r}: judge name {name!r} must be letters, digits, '.', '_' "
+                            "or '-'; write NAME=SPEC, e.g. resnet50=torchvision:resnet50")
+        if name in (n for n, _ in out):
+            raise UserError(f"eval.judges names two judges {name!r}; tell them apart as NAME=SPEC")
+        out.append((name, spec))
+    return out
+
+
+def judge_name(spec: str) -> str:
+    """The name a bare judge spec gets in metric names: ``torchvision:resnet50`` -> ``resnet50``, a folder
+    -> its base name, ``world:savanna`` -> ``world-savanna``, ``ARCH/TAG`` -> ``ARCH-TAG``."""
+    spec = spec.strip()
+    if spec.startswith(TORCHVISION_PREFIX):
+        spec = spec[len(TORCHVISION_PREFIX):]
+    elif Path(spec).expanduser().is_dir():
+        spec = Path(spec).expanduser().resolve().name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", spec).strip("-")
 
 
 def resolve_judge(spec: str) -> JudgeSource:
-    """``world:savanna`` / a local open_clip hub-layout folder / ``ARCH/TAG`` of open_clip's pretrained list."""
+    """``world:savanna`` / a local open_clip hub-layout folder / ``ARCH/TAG`` of open_clip's pretrained list /
+    ``torchvision:ARCH[/WEIGHTS]``."""
+    if spec.startswith(TORCHVISION_PREFIX):
+        return resolve_torchvision(spec)
     path = resolve_world(spec, "judge")
     if Path(path).is_dir():
         if not (Path(path) / "open_clip_config.json").is_file():
@@ -327,6 +369,10 @@ def load_judge(spec: str, device: torch.device | str = "cpu") -> LoadedJudge:
     import open_clip
 
     source = resolve_judge(spec)
+    if source.kind != "open_clip":
+        raise UserError(f"judge {spec} is a classifier, not a zero-shot open_clip judge: eval.judge must be one (its "
+                        "image and text embeddings also give KID/FID and clip_score); list it under eval.judges, "
+                        f"e.g. --set 'eval.judges=[{spec}]'")
     if source.folder is not None:
         ref = f"local-dir:{source.folder.resolve()}"
         model, _, _ = open_clip.create_model_and_transforms(ref, device=device)
@@ -347,6 +393,66 @@ def load_judge(spec: str, device: torch.device | str = "cpu") -> LoadedJudge:
     # Named by the spec the user gave ("world:savanna"), not this machine's path.
     return LoadedJudge(model.float(), tokenizer, list(cfg.get("mean", open_clip.OPENAI_DATASET_MEAN)),
                        list(cfg.get("std", open_clip.OPENAI_DATASET_STD)), int(size), spec)
+
+
+IMAGENET_CLASSES = 1000
+"""The classes of a torchvision judge's weights (ImageNet-1k, torchvision's order)."""
+UNSUPPORTED_CLASSIFIERS = ("googlenet", "inception_v3")
+"""torchvision builds these differently when given weights (an input transform), so a model built
+without weights and loaded from the file would see other pixels than torchvision's."""
+
+
+def resolve_torchvision(spec: str) -> JudgeSource:
+    """``torchvision:ARCH`` (its ``DEFAULT`` weights) or ``torchvision:ARCH/WEIGHTS`` (a member of its weights
+    enum, e.g. ``IMAGENET1K_V1``): a torchvision ImageNet-1k classification model."""
+    import torchvision
+
+    arch, _, tag = spec[len(TORCHVISION_PREFIX):].partition("/")
+    known = torchvision.models.list_models(module=torchvision.models)
+    if arch not in known or arch in UNSUPPORTED_CLASSIFIERS:
+        raise UserError(f"unknown judge {spec!r}: {arch!r} is not a supported torchvision ImageNet classifier; use "
+                        "e.g. torchvision:resnet50 (torchvision.models.list_models(module=torchvision.models) lists "
+                        f"them, except {', '.join(UNSUPPORTED_CLASSIFIERS)})")
+    enum = torchvision.models.get_model_weights(arch)
+    members = [m for m in enum.__members__ if m != "DEFAULT"]
+    if tag and tag not in members:
+        raise UserError(f"unknown judge {spec!r}: {arch} has weights {', '.join(members)} (or write "
+                        f"torchvision:{arch} for DEFAULT)")
+    weights = enum[tag] if tag else enum.DEFAULT
+    if len(weights.meta.get("categories") or ()) != IMAGENET_CLASSES:
+        raise UserError(f"judge {spec!r}: the weights {weights} do not classify the {IMAGENET_CLASSES} ImageNet-1k "
+                        "classes; choose ImageNet-1k weights")
+    return JudgeSource(spec, arch=arch, tag=weights.name, url=weights.url, kind="torchvision",
+                       file=torch_hub_checkpoints() / os.path.basename(weights.url))
+
+
+
+def torch_hub_checkpoints() -> Path:
+    """Where ``torch.hub`` keeps downloaded weights: ``$TORCH_HOME/hub/checkpoints`` (default ``~/.cache/torch``)."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def load_torchvision(source: JudgeSource) -> tuple[Any, Any]:
+    """The classifier of a torchvision judge in eval mode and its weights' own preprocessing, from the weights
+    file alone (read weights-only); never downloads: ``swapbench fetch`` puts the file there."""
+    import torch
+    import torchvision
+
+    if not source.file.is_file():
+        raise UserError(f"judge {source.spec} needs its weights file {source.file.name}, not found at {source.file}; "
+                        f"run `swapbench fetch --set 'eval.judges=[{source.spec}]'` where there is network "
+                        "(or put the file there)")
+    weights = torchvision.models.get_model_weights(source.arch)[source.tag]
+    model = torchvision.models.get_model(source.arch, weights=None, num_classes=IMAGENET_CLASSES)
+    try:
+        state = torch.load(source.file, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as e:  # a wrong or corrupt file fails in torch.load or load_state_dict
+        raise UserError(f"{source.file} is not the weights file of {source.spec} ({type(e).__name__}); delete it "
+                        f"and run `swapbench fetch --set 'eval.judges=[{source.spec}]'`") from None
+    return model.float().eval(), weights.transforms()
 
 
 # ---- Inception (FID/KID features) --------------------------------------------------------------

@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -15,6 +16,18 @@ def _isolated_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SWAPBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "swapbench-cache"))
         yield
+
+
+@pytest.fixture
+def write(tmp_path):
+    """Writes a results.json (a dict) or a rules file (a string) under tmp_path; returns its path."""
+
+    def _write(name, obj):
+        path = tmp_path / name
+        path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+        return str(path)
+
+    return _write
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +86,18 @@ def default_run(tmp_path_factory):
     assert main(["train", "--out", str(out), "--name", "default"]) == 0
     assert main(["eval", str(out / "default")]) == 0
     return out / "default"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache of this test's own (the hub library reads its location at import)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    assert constants.HF_HUB_OFFLINE
+    return cache

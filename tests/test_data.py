@@ -4,7 +4,7 @@ import pytest
 from swapbench.config import DataConfig
 from swapbench.data.prepare import prepare
 from swapbench.data.sources import load_records
-from swapbench.data.swap import ConceptSwapper
+from swapbench.edits.words import ConceptSwapper
 from swapbench.errors import UserError
 
 SWAP = ConceptSwapper([["giraffe", "zebra"]])

@@ -16,7 +16,7 @@ from swapbench.cli import main
 from swapbench.config import DataConfig, load_config
 from swapbench.data.prepare import prepare
 from swapbench.data.sources import ImageRef, load_records
-from swapbench.data.swap import ConceptSwapper
+from swapbench.edits.words import ConceptSwapper
 
 I32, I64, STR = datasets.Value("int32"), datasets.Value("int64"), datasets.Value("string")
 SENTENCES = {"tokens": datasets.List(STR), "raw": STR, "imgid": I32, "sentid": I32}

@@ -8,6 +8,7 @@ import torch
 from _cli import assert_one_line_error
 
 from swapbench.cli import main
+from swapbench.edits import parse_edits
 from swapbench.world import SHIPPED_WORLD
 
 shipped = pytest.mark.skipif(not (SHIPPED_WORLD / "manifest.json").is_file(), reason="world not built yet")
@@ -151,7 +152,7 @@ def test_token_embedding_oracle_swaps_both_ways(tmp_path):
     emb[[g, z]] = emb[[z, g]].clone()
     pipe.save_pretrained(tmp_path / "oracle")
     assert main(["eval", str(tmp_path / "oracle"), "--base", "world:savanna", "--suite", "quick",
-                 "--set", "eval.seeds=6", "--out", str(tmp_path / "o")]) == 0
+                 "--out", str(tmp_path / "o")]) == 0
     m = _metrics(tmp_path / "o/results.json")
     assert m["swap_success/giraffe->zebra"]["value"] >= 0.9
     assert m["swap_success/zebra->giraffe"]["value"] >= 0.9
@@ -181,7 +182,8 @@ def test_bad_inputs(tmp_path, capsys, tiny_pipeline):
     assert_one_line_error(capsys, main(["eval", "--model", "base", "--suite", "nosuch"]), "unknown suite 'nosuch'")
     suite = tmp_path / "s.yaml"
     suite.write_text("labels: [horse, lion]\nswap: [giraffe, zebra]\ngroups: {}\n")
-    assert_one_line_error(capsys, main(["eval", "--model", "base", "--suite", str(suite)]), "must contain both swapped")
+    assert_one_line_error(capsys, main(["eval", "--model", "base", "--suite", str(suite)]),
+                          "judge has no label for the edited")
 
 
 @shipped
@@ -272,28 +274,28 @@ def test_suites_are_templates_over_the_runs_swap_pairs(tmp_path):
     default = load_suite("default")
     assert default.swap_pairs == [("giraffe", "zebra")]
     assert _concepts(default, "control") == {"elephant", "horse", "lion", "cow"}
-    horse_cow = load_suite("default", swap_pairs=[["horse", "cow"]])
+    horse_cow = load_suite("default", edits=parse_edits([], [["horse", "cow"]]))
     assert _concepts(horse_cow, "swap") == _concepts(horse_cow, "generality") == {"horse", "cow"}
     assert _concepts(horse_cow, "control") == {"giraffe", "zebra", "elephant", "lion"}  # never a swapped concept
     assert _concepts(horse_cow, "specificity") == {"donkey", "deer", "okapi"}
-    assert horse_cow.partner("cow") == "horse" and horse_cow.partner("giraffe") is None
+    assert horse_cow.target("cow") == "horse" and horse_cow.target("giraffe") is None
     assert "two horses on the grass" in {i.prompt for i in horse_cow.items}
-    two = load_suite("default", swap_pairs=[["giraffe", "zebra"], ["lion", "cow"]])
+    two = load_suite("default", edits=parse_edits([], [["giraffe", "zebra"], ["lion", "cow"]]))
     assert _concepts(two, "swap") == {"giraffe", "zebra", "lion", "cow"}
     assert _concepts(two, "control") == {"elephant", "horse"}
     compositions = {i.prompt for i in two.items if i.kind == "compositions"}
     assert {"a giraffe next to an elephant", "a cow next to an elephant"} <= compositions
     assert "a giraffe and a lion together" not in compositions  # names two swapped concepts: no single right answer
-    with pytest.raises(UserError, match="must contain both swapped concepts.*unicorn missing"):
-        load_suite("default", swap_pairs=[["giraffe", "unicorn"]])
-    with pytest.raises(UserError, match="each concept in one pair only"):
-        load_suite("default", swap_pairs=[["giraffe", "zebra"], ["zebra", "horse"]])
+    with pytest.raises(UserError, match="no label for the edited concept.*unicorn"):
+        load_suite("default", edits=parse_edits([], [["giraffe", "unicorn"]]))
+    with pytest.raises(UserError, match="edit 'zebra' twice"):
+        load_suite("default", edits=parse_edits([], [["giraffe", "zebra"], ["zebra", "horse"]]))
     legacy = tmp_path / "legacy.yaml"  # a suite from before templating names its pair
     legacy.write_text("labels: [giraffe, zebra, horse, cow]\nswap: [giraffe, zebra]\n"
                       "groups: {swap: {concepts: [giraffe, zebra], prompts: ['a {a}'], seeds: 1}}\n")
     assert load_suite(str(legacy)).swapped == ["giraffe", "zebra"]
     with pytest.raises(UserError, match=r"written for the pair \['giraffe', 'zebra'\].*delete swap:"):
-        load_suite(str(legacy), swap_pairs=[["horse", "cow"]])
+        load_suite(str(legacy), edits=parse_edits([], [["horse", "cow"]]))
 
 
 @shipped

@@ -65,20 +65,6 @@ FLUX_LAYOUT = sorted([
 ])
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    """An empty Hugging Face cache of this test's own (the hub library reads its location at import)."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf" / "hub"
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    assert constants.HF_HUB_OFFLINE
-    return cache
-
-
 @pytest.fixture(scope="session")
 def work_dir(tmp_path_factory):
     """Where the replicas' tokenizers are built, once a session."""

@@ -24,15 +24,6 @@ def _results(swap=0.95, pres=0.97, kid=(0.001, 0.0, 0.004), run="r"):
     }
 
 
-@pytest.fixture
-def write(tmp_path):
-    def _write(name, obj):
-        path = tmp_path / name
-        path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
-        return str(path)
-    return _write
-
-
 def test_pass(write, capsys):
     assert main(["gate", write("a.json", _results()), "--baseline", write("b.json", _results())]) == 0
     assert "FAIL" not in capsys.readouterr().out

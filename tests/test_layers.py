@@ -131,7 +131,7 @@ def test_circles_are_found_at_any_length_and_only_there() -> None:
 
 @pytest.mark.parametrize(("module", "layer"), [
     ("swapbench.config", "base"), ("swapbench.loading", "base"), ("swapbench.world.generator", "world"),
-    ("swapbench.data.swap", "data"), ("swapbench.train.recipe", "train"), ("swapbench.eval.metrics", "eval"),
+    ("swapbench.edits.words", "base"), ("swapbench.train.recipe", "train"), ("swapbench.eval.metrics", "eval"),
     ("swapbench.reports.html", "reports"), ("swapbench.commands.world_build", "commands"),
     ("swapbench.cli", "commands"),
 ])

@@ -88,6 +88,67 @@ def test_uce_maps_edits_to_their_partners_and_keeps_other_concepts(world_pipe):
     assert info["edit_error"] < 0.2 and info["preserve_drift"] < 0.1
 
 
+@shipped
+@pytest.mark.parametrize(("edits", "bound"), [
+    ("[{remap: lion, to: cow}]", 0.25), ("[{erase: giraffe}]", 0.35),
+    ("[{erase: giraffe}, {remap: lion, to: cow}, {swap: [horse, deer]}]", 0.5)])
+def test_uce_solves_every_edit_kind_at_once(world_pipe, edits, bound):
+    """Each source's rows now give (nearly) its stand-in's values: a remap's B, for a plain erasure the empty
+    prompt's rows at the same positions; the concepts left out of the edit keep theirs."""
+    from swapbench.families import for_pipeline
+    from swapbench.train.methods.uce import UCE, TextReader, aligned_positions, own_positions
+
+    pipe = world_pipe()
+    cfg = load_config("savanna", None, ["train.method=uce", f"edits={edits}"])
+    family = for_pipeline(pipe)
+    base = {n: m.weight.detach().double().clone() for n, m, _ in family.text_projections(pipe.unet)}
+    info = UCE().edit(pipe, cfg, run=None)["uce"]
+    edited = {n: m.weight.detach().double() for n, m, _ in family.text_projections(pipe.unet)}
+    assert all(not torch.equal(edited[n], base[n]) for n in base)
+    sources = cfg.edit_set.sources
+    labels = ["giraffe", "zebra", "elephant", "horse", "lion", "cow", "donkey", "deer", "okapi"]
+    assert info["preserved_concepts"] == [c for c in labels if c not in sources]  # a remap's B among them
+    reader, t = TextReader(pipe, family), cfg.train
+    empty = reader.encode([""])["text"][0]
+    for src in sources:
+        dst = cfg.edit_set.replacement(src)
+        enc = reader.encode_word(t.uce_templates, src)
+        to = reader.encode_word(t.uce_templates, dst) if dst else None
+        for k in range(len(t.uce_templates)):
+            if to is None:
+                ps = own_positions(enc, k, t.uce_positions)
+                c, c_to = enc.cond["text"][k, ps], empty[ps]
+            else:
+                ps, pd = aligned_positions(enc, to, k, t.uce_positions)
+                c, c_to = enc.cond["text"][k, ps], to.cond["text"][k, pd]
+            for name, w in edited.items():
+                target = c_to @ base[name].T
+                before, after = (c @ base[name].T - target).norm(), (c @ w.T - target).norm()
+                assert after < bound * before, (edits, src, name, float(after / before))
+
+    def drift(prompt):
+        c = reader.encode([prompt])["text"][0]
+        return max(float((c @ (w - base[n]).T).norm() / (c @ base[n].T).norm()) for n, w in edited.items())
+
+    # a remap's B and every concept no edit names keep their keys and values; the erased word's move
+    for prompt in ("a cow", "two cows", "zebras", "an elephant", ""):
+        assert drift(prompt) < 0.1, (edits, prompt)
+    assert drift(f"a {sources[0]}") > 0.5
+    assert info["edit_error"] < 0.25 and info["preserve_drift"] < 0.1
+
+
+def test_uce_preserves_a_remap_target_but_no_source():
+    from swapbench.errors import UserError
+    from swapbench.train.methods.uce import preserved_concepts
+
+    edits = "edits=[{erase: giraffe}, {remap: lion, to: cow}]"
+    assert preserved_concepts(load_config("savanna", None, [edits, "train.uce_preserve=[cow, horse]"])) == \
+        ["cow", "horse"]
+    with pytest.raises(UserError, match=r"names the erased/remapped word\(s\) giraffe, lion; a concept cannot be "
+                                        "both erased/remapped and preserved"):
+        preserved_concepts(load_config("savanna", None, [edits, "train.uce_preserve=[lion, cow, giraffe]"]))
+
+
 def test_uce_bad_settings_are_one_line_errors(tmp_path, tiny_pipeline, capsys):
     args = ["train", "--preset", "savanna", "--model", str(tiny_pipeline), "--out", str(tmp_path), "--method", "uce"]
     assert_one_line_error(capsys, main([*args, "--name", "a", "--set", "train.uce_templates=[a photo]"]),
@@ -130,6 +191,41 @@ def test_token_swap_changes_exactly_the_named_rows(world_pipe):
     for prompt in ("a photo of a lion", "two giraffes on the grass", "zebrafish", ""):
         assert torch.equal(encode(pipe, prompt), encode(base, prompt)), prompt
     assert torch.equal(encode(pipe, "a photo of a Giraffe"), encode(base, "a photo of a zebra"))
+
+
+@shipped
+def test_token_swap_remaps_and_erases_exactly_the_named_rows(world_pipe):
+    from swapbench.train.methods.token_swap import TokenSwap
+
+    def encode(p, prompt):
+        ids = p.tokenizer([prompt], padding="max_length", max_length=p.tokenizer.model_max_length,
+                          return_tensors="pt").input_ids
+        with torch.no_grad():
+            return p.text_encoder(ids)[0]
+
+    base = world_pipe()
+    before = base.text_encoder.get_input_embeddings().weight
+    ids = dict(zip(["lion", "lions", "cow", "cows", "giraffe", "pad"], base.tokenizer.convert_tokens_to_ids(
+        ["lion</w>", "lions</w>", "cow</w>", "cows</w>", "giraffe</w>", base.tokenizer.pad_token]), strict=True))
+    for edits, rows in (("[{remap: lion, to: cow}]", {"lion": "cow", "lions": "cows"}),
+                        ("[{erase: giraffe}]", {"giraffe": "pad"}),
+                        ("[{erase: giraffe, anchor: cow}, {remap: lion, to: cow}]",
+                         {"giraffe": "cow", "lion": "cow", "lions": "cows"})):
+        pipe = world_pipe()
+        info = TokenSwap().edit(pipe, load_config("savanna", None, ["train.method=token-swap", f"edits={edits}"]),
+                                run=None)["token_swap"]
+        after = pipe.text_encoder.get_input_embeddings().weight
+        changed = (before != after).any(dim=1).nonzero().flatten().tolist()
+        assert changed == sorted(ids[r] for r in rows) and info["rows_changed"] == len(rows), edits
+        # every row takes its stand-in's base values, two edits sharing one stand-in included
+        assert all(torch.equal(after[ids[a]], before[ids[b]]) for a, b in rows.items()), edits
+    # an erased word reads as one more padding position: the prompt without it, exactly
+    assert torch.equal(encode(pipe, "a photo of a cow"), encode(base, "a photo of a cow"))
+    erased = world_pipe()
+    TokenSwap().edit(erased, load_config("savanna", None, ["train.method=token-swap", "edits=[{erase: giraffe}]"]),
+                     run=None)
+    assert torch.equal(encode(erased, "a photo of a giraffe"), encode(base, "a photo of a"))
+    assert torch.equal(encode(erased, "two giraffes"), encode(base, "two giraffes"))  # gira + ffes: kept
 
 
 def test_token_swap_of_words_without_single_tokens_fails_clearly(tmp_path, tiny_pipeline, capsys):
@@ -196,7 +292,7 @@ def test_lora_targets_that_match_nothing_fail_clearly(tmp_path, tiny_pipeline, c
 # ---- every method: train -> eval ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["finetune", "lora", "uce", "token-swap"])
+@pytest.mark.parametrize("method", ["finetune", "lora", "uce", "token-swap", "esd"])
 def test_each_method_trains_and_evaluates_on_the_mini_world(method, mini_world, tmp_path, monkeypatch):
     monkeypatch.setenv("SWAPBENCH_WORLD", str(mini_world))
     run = tmp_path / method
@@ -208,7 +304,8 @@ def test_each_method_trains_and_evaluates_on_the_mini_world(method, mini_world, 
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["status"] == "finished" and summary["method"] == method and summary["wall_s"] > 0
     assert json.loads((run / "config.json").read_text())["train"]["method"] == method
-    assert (run / "data_audit.json").is_file() == (method != "token-swap")
+    reads = method not in ("token-swap", "esd")
+    assert (run / "data_audit.json").is_file() == reads
     if method == "uce":
         assert summary["uce"]["preserve_captions"] == 20 and summary["uce"]["edit_error"] < 1
         assert json.loads((run / "data_audit.json").read_text())["uce_preserve_captions"]["n"] == 20
@@ -217,7 +314,7 @@ def test_each_method_trains_and_evaluates_on_the_mini_world(method, mini_world, 
     from huggingface_hub import ModelCard
 
     datasets = ModelCard.load(run / "model/README.md").data.datasets
-    assert datasets == (None if method == "token-swap" else ["world:savanna"])
+    assert datasets == (["world:savanna"] if reads else None)
     results = json.loads((run / "eval/results.json").read_text())
     assert 0 <= results["metrics"]["swap_success"]["value"] <= 1
 
@@ -234,13 +331,13 @@ def test_every_method_is_enumerated_in_config_help_and_readme(capsys):
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     for name in CHOICES["train.method"]:
         assert get_method(name).name == name and name in help_text and f"| `{name}`" in readme
-    with pytest.raises(Exception, match="choose one of: finetune, lora, uce, token-swap"):
+    with pytest.raises(Exception, match="choose one of: finetune, lora, uce, token-swap, esd"):
         load_config("savanna", None, ["train.method=dreambooth"])
 
 
 @pytest.mark.parametrize(("method", "overrides", "reads"), [
     ("finetune", [], True), ("lora", [], True), ("uce", [], False),
-    ("uce", ["train.uce_preserve_captions=20"], True), ("token-swap", [], False)])
+    ("uce", ["train.uce_preserve_captions=20"], True), ("token-swap", [], False), ("esd", [], False)])
 def test_what_a_method_reads_decides_the_data_check_and_the_card(method, overrides, reads, tmp_path):
     from swapbench import artifacts
     from swapbench.rundir import RunDir

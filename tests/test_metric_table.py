@@ -8,12 +8,14 @@ from _fixtures_reports import make_run, table_rows
 from rich.console import Console
 
 from swapbench import catalog, schema
+from swapbench.edits import parse_edits
 from swapbench.eval import stats
 from swapbench.eval.scoring import score_rows
 from swapbench.reports.html import write_report
 from swapbench.reports.summary import print_summary
 
 PAIRS = [["giraffe", "zebra"]]
+EDITS = parse_edits([], PAIRS)
 
 
 def _row(group, concept, prompt, seed, base, tuned, success, kind=None, **extra):
@@ -29,7 +31,7 @@ def _rows(base_giraffe_ok=8, clip_drop=0.0):
             for seed in range(5):
                 i = p * 5 + seed
                 base = concept if concept == "zebra" or i < base_giraffe_ok else "horse"
-                rows.append(_row("swap", concept, template.format(concept), seed, base, partner, True))
+                rows.append(_row("swap", concept, template.format(concept), seed, base, partner, True, target=partner))
     for concept in ("elephant", "lion"):
         for template in ("a {}", "a photo of a {}"):
             for seed in range(4):
@@ -39,7 +41,7 @@ def _rows(base_giraffe_ok=8, clip_drop=0.0):
 
 
 def test_every_scored_metric_is_in_the_table_with_its_direction():
-    metrics = score_rows(_rows(), PAIRS, 200, 0)
+    metrics = score_rows(_rows(), EDITS, 200, 0)
     assert list(metrics) == catalog.ordered(metrics)  # the scorer writes in the table's order
     for name, entry in metrics.items():
         fam = catalog.family(name)
@@ -53,7 +55,7 @@ def test_every_scored_metric_is_in_the_table_with_its_direction():
 
 
 def test_swap_success_valid_counts_only_pairs_whose_base_drew_the_source():
-    metrics = score_rows(_rows(base_giraffe_ok=6), PAIRS, 200, 0)
+    metrics = score_rows(_rows(base_giraffe_ok=6), EDITS, 200, 0)
     assert metrics["swap_success_valid/giraffe->zebra"]["n"] == 6
     assert metrics["swap_success_valid/zebra->giraffe"]["n"] == 10
     assert metrics["swap_success/giraffe->zebra"]["n"] == 10
@@ -62,7 +64,7 @@ def test_swap_success_valid_counts_only_pairs_whose_base_drew_the_source():
 
 def _results(rows, run="r"):
     return {"schema_version": 1, "run": run, "suite": "default", "swap_pairs": PAIRS,
-            "metrics": score_rows(rows, PAIRS, 200, 0), "per_prompt": rows}
+            "metrics": score_rows(rows, EDITS, 200, 0), "per_prompt": rows}
 
 
 def test_summary_leads_with_headline_and_gate_and_names_what_moved():
@@ -159,7 +161,7 @@ def test_one_partner_map_for_scoring_suites_results_and_gate_rules():
     both = [("giraffe", "zebra"), ("zebra", "giraffe"), ("horse", "cow"), ("cow", "horse")]
     assert schema.directions(pairs) == both and schema.partners(pairs) == dict(both)
     results = {"swap_pairs": pairs, "metrics": {}}
-    assert schema.swap_directions(results) == [f"{a}->{b}" for a, b in both]
+    assert schema.edits(results).metrics() == [f"swap_success/{a}->{b}" for a, b in both]
     assert rule_metrics("swap_success/{a}->{b}", results) == [f"swap_success/{a}->{b}" for a, b in both]
-    suite = load_suite("quick", swap_pairs=pairs)
-    assert {c: suite.partner(c) for c, _ in both} == dict(both) and suite.partner("lion") is None
+    suite = load_suite("quick", edits=parse_edits([], pairs))
+    assert {c: suite.target(c) for c, _ in both} == dict(both) and suite.target("lion") is None

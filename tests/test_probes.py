@@ -9,6 +9,7 @@ import yaml
 
 from swapbench.assets import asset_path
 from swapbench.cli import main
+from swapbench.edits import parse_edits
 from swapbench.world import SHIPPED_WORLD
 
 shipped = pytest.mark.skipif(not (SHIPPED_WORLD / "manifest.json").is_file(), reason="world not built yet")
@@ -57,7 +58,7 @@ def test_robust_suite_is_a_template_over_the_pairs_and_refuses_named_unnamed_pro
     from swapbench.errors import UserError
     from swapbench.eval.suite import load_suite
 
-    suite = load_suite("robust", swap_pairs=[["horse", "cow"]])
+    suite = load_suite("robust", edits=parse_edits([], [["horse", "cow"]]))
     assert {i.concept for i in suite.items if i.group == "forms"} == {"horse", "cow"}
     assert {i.kind for i in suite.items if i.group == "forms"} == set(FAMILIES)
     assert "the horses' herd in a field" in {i.prompt for i in suite.items}

@@ -20,21 +20,6 @@ TINY = ["--set", "train.batch_size=4", "--set", "data.resolution=32", "--set", "
 QUICK_EVAL = ["--suite", "quick", "--set", "eval.steps=2", "--set", "eval.seeds=1", "--set", "eval.resolution=32"]
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    """An empty Hugging Face cache of this test's own (the hub library reads its location at import)."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf" / "hub"
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
-    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    assert constants.HF_HUB_OFFLINE
-    return cache
-
-
 @pytest.fixture(scope="module")
 def sd15(tmp_path_factory):
     from swapbench.world import models

@@ -173,8 +173,11 @@ def test_bad_config_and_paths(tmp_path, tiny_pipeline, coco_root, capsys):
     assert_one_line_error(capsys, main(["train", "--preset", "nope"]), "unknown preset 'nope'")
     assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "k", "--set", "train.learning_rate=1"),
                     "unknown config key 'train.learning_rate'")
-    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "w", "--set",
-                                         "data.swap_pairs=[[giraffe,unicorn]]"),
+    unicorn = ("--set", "data.swap_pairs=[[giraffe,unicorn]]")
+    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "w", *unicorn),
+                    "no label for the edited concept(s) unicorn")  # the suite is read before the data
+    assert_one_line_error(capsys, _train(tmp_path, tiny_pipeline, coco_root, "w", *unicorn, "--no-eval-check",
+                                         "--set", "train.eval_every=0"),
                     "'unicorn' never appears")
     assert_one_line_error(capsys, main(["train", "--out", "/proc/swapbench-denied", "--name", "x"]), "writable --out")
     assert_one_line_error(capsys, _train(tmp_path, tmp_path / "no-model", coco_root, "nm"), "not found")
@@ -204,6 +207,7 @@ def test_default_savanna_recipe_swaps_both_ways_and_preserves(default_run):
     assert summary["steps"] == 270 and summary["cache_entries_encoded"] > 0
 
 
+@pytest.mark.slow  # two more savanna runs (~130 s); tests/test_gate.py holds the same rules on written results
 def test_seed_reruns_compare_and_gate_and_a_short_run_fails_the_baseline_rule(default_run, tmp_path, capsys):
     """Runs that differ only in the training seed pair row by row (the bootstrap seed follows the
     training seed and must not block that); the baseline rule alone passes the re-run and fails a run

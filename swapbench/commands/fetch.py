@@ -10,13 +10,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     from swapbench.commands.common import add_config_arguments
 
     p = sub.add_parser("fetch",
-                       help="download (or --check) the pipeline, dataset, judge and Inception weights a preset needs",
+                       help="download (or --check) the pipeline, dataset, judges and Inception weights a preset needs",
                        description="Fill the standard caches (Hugging Face hub cache, datasets cache, TORCH_HOME) with "
                        "everything `swapbench train` and `swapbench eval` read for a preset and its overrides: the "
                        "base pipeline (model.pretrained, model.revision, model.variant), the dataset (data.source), "
-                       "the judge (eval.judge) and, with eval.fid_features=inception, torch-fidelity's Inception "
-                       "weights. Run it where there is network; --check runs offline, prints one row per artifact "
-                       "and exits 2 naming what is missing.")
+                       "the judges (eval.judge, eval.judges; a torchvision classifier's weights go to TORCH_HOME) "
+                       "and, with eval.fid_features=inception, torch-fidelity's Inception weights. Run it where "
+                       "there is network; --check runs offline, prints one row per artifact and exits 2 naming "
+                       "what is missing.")
     add_config_arguments(p)
     p.add_argument("--suite", help="evaluation suite (eval.suite) the evaluation will run")
     p.add_argument("--data", metavar="PATH_OR_NAME", help="dataset (data.source), as for train")
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.suite:
         from swapbench.eval.suite import load_suite
 
-        load_suite(cfg.eval.suite, None, cfg.data.swap_pairs)  # a bad suite name fails here, not after a download
+        load_suite(cfg.eval.suite, None, cfg.edit_set)  # a bad suite name fails here, not after a download
     from swapbench.train.methods import get_method
 
     wanted = artifacts.needed(cfg, reads_data=get_method(cfg.train.method).reads_data(cfg))

@@ -34,7 +34,7 @@ class InLoopEvaluator:
 
     def __init__(self, cfg: Config, run_dir: RunDir, device: torch.device) -> None:
         from swapbench.eval.evaluate import Target
-        from swapbench.eval.judge import ZeroShotJudge
+        from swapbench.eval.judge import load_judges
         from swapbench.eval.suite import load_suite
         from swapbench.loading import resolve_model
 
@@ -43,10 +43,11 @@ class InLoopEvaluator:
             from swapbench.reports.gate import load_rules
 
             load_rules(cfg.train.select_rules)  # a bad rules file fails before the first step, not at the first eval
-        self.suite = load_suite(cfg.train.eval_suite, cfg.eval.seeds, cfg.data.swap_pairs)
+        self.suite = load_suite(cfg.train.eval_suite, cfg.eval.seeds, cfg.edit_set)
         self.suite_name = self.suite.name
         self.items = list(self.suite.items)
-        self.judge = ZeroShotJudge.load(cfg.eval.judge, self.suite.labels, self.suite.judge_templates, device)
+        self.judge, self.others = load_judges(cfg.eval, self.suite.labels, self.suite.judge_templates, device,
+                                                  self.suite.nothing)
         base = resolve_model(cfg.model.pretrained)
         self.target = Target(tuned=f"{run_dir.root} (in training)", base=base, name=run_dir.name,
                              run_dir=run_dir.root)
@@ -56,20 +57,23 @@ class InLoopEvaluator:
 
         with tempfile.TemporaryDirectory(prefix="swapbench-in-loop-") as tmp:
             results = evaluate(self.cfg, self.target, self.suite, self.items, self.judge, Path(tmp), self.device,
-                               tuned_pipe=pipe)
+                               tuned_pipe=pipe, others=self.others)
             if results is None:
                 return None
-            images = _swap_images(results, Path(tmp))
+            images = _edited_images(results, Path(tmp))
         return {"metrics": results["metrics"], "gate": gate_check(results, self.cfg.train.select_rules),
                 "tuned_sampled": results["timing"]["tuned_sampled"], "base_sampled": results["timing"]["base_sampled"],
                 "images": images}
 
 
-def _swap_images(results: dict, out_dir: Path) -> dict[str, np.ndarray]:
-    """The kept tuned images of the swap prompts, per swap concept (N x H x W x 3 uint8), for trackers."""
+def _edited_images(results: dict, out_dir: Path) -> dict[str, np.ndarray]:
+    """The kept tuned images of the prompts naming an edited concept (swapped, remapped, erased), per
+    concept (N x H x W x 3 uint8), for trackers."""
+    from swapbench.catalog import EDITED
+
     by_concept: dict[str, list[np.ndarray]] = {}
     for row in results.get("per_prompt", []):
-        if row.get("group") == "swap" and "images" in row:
+        if row.get("group") in EDITED and "images" in row:
             by_concept.setdefault(row["concept"], []).append(
                 np.asarray(Image.open(out_dir / row["images"]["tuned"]).convert("RGB")))
     return {c: np.stack(ims) for c, ims in by_concept.items()}

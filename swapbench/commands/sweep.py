@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     for point in points:
         if sweep.state(point) is State.DONE:
             console.print(f"[{point.index + 1}/{len(sweep.points)}] {point.name}: done, skipped")
-        elif not run_point(sweep, point, console.print):
+        elif not run_point(sweep, point, lambda line: console.print(line, markup=False)):
             failed.append(point.name)
     finished = [p for p in sweep.points if sweep.state(p) is State.DONE]
     if args.point is None and finished:  # compare what finished even when a point failed

@@ -79,7 +79,7 @@ def _resumed_config(args: argparse.Namespace):
 
 def _preflight(cfg: Config, evaluate: bool) -> None:
     """What this run (and, with ``evaluate``, its evaluation) reads must be there before any work: a missing
-    judge would otherwise surface only after training (offline compute nodes)."""
+    judge, or a suite whose labels lack an edited concept, would otherwise surface only after training."""
     from swapbench.artifacts import require
     from swapbench.train.methods import get_method
 
@@ -87,6 +87,10 @@ def _preflight(cfg: Config, evaluate: bool) -> None:
         raise UserError(f"--no-eval-check leaves out the judge, but train.eval_every={cfg.train.eval_every} "
                         "evaluates with it during training; set --set train.eval_every=0 or drop --no-eval-check")
     require(cfg, reads_data=get_method(cfg.train.method).reads_data(cfg), evaluate=evaluate, preset=cfg.preset)
+    if evaluate:
+        from swapbench.eval.suite import load_suite
+
+        load_suite(cfg.eval.suite, cfg.eval.seeds, cfg.edit_set)  # the edits' labels: before training, not after
 
 
 def run(args: argparse.Namespace) -> int:

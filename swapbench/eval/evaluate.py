@@ -21,10 +21,11 @@ from diffusers import DiffusionPipeline
 
 from swapbench import __version__, catalog, schema
 from swapbench.config import Config
+from swapbench.eval import judge as judge_module
 from swapbench.eval import metrics as M
-from swapbench.eval import probes, scoring
+from swapbench.eval import panel, probes, scoring, summaries
 from swapbench.eval.inception import InceptionFeatures
-from swapbench.eval.judge import Assessment, ZeroShotJudge
+from swapbench.eval.judge import Assessment, Judge, ZeroShotJudge
 from swapbench.eval.rows import PromptItem, PromptRow, label_scores
 from swapbench.eval.samples import SampleStore, keep_image, to_float, to_uint8
 from swapbench.eval.sampling import deal, my_batches, sample
@@ -38,7 +39,7 @@ from swapbench.weights import model_hash
 
 Job = tuple[PromptItem, int]
 """One image to draw: a prompt item and a seed."""
-SINGLE_CONCEPT = ("swap", "control", "specificity")
+SINGLE_CONCEPT = ("swap", "remap", "erase", "control", "specificity")
 """Groups whose prompts name one concept: the rows of the confusion tables."""
 
 
@@ -48,6 +49,8 @@ class Target:
     base: str
     name: str
     run_dir: Path | None = None
+    weights: dict | None = None
+    """What ``--weights`` applied to the base to make the tuned model (``swapbench.weights_formats.load_edited``)."""
 
     @property
     def tuned_is_base(self) -> bool:
@@ -78,6 +81,8 @@ class Judgement:
     tuned: Assessment
     distance: tuple[torch.Tensor, torch.Tensor, str] | None
     """(tuned, base, what they are) features of the control images; None with too few controls."""
+    further: dict[str, tuple[Assessment, Assessment]]
+    """Each further judge's (base, tuned) view of the same images, by name."""
 
 
 def prepare_pipeline(pipe: DiffusionPipeline, cfg: Config, device: torch.device) -> DiffusionPipeline:
@@ -93,12 +98,16 @@ def sampler_settings(cfg: Config) -> dict:
 
 
 def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem], judge: ZeroShotJudge,
-             out_dir: Path, device: torch.device, tuned_pipe: DiffusionPipeline | None = None) -> dict | None:
+             out_dir: Path, device: torch.device, tuned_pipe: DiffusionPipeline | None = None,
+             others: dict[str, Judge] | None = None) -> dict | None:
     """Sample (split over the processes of a launch), judge and score; the main process writes
     ``results.json`` and returns it, the other processes return None.
 
-    ``tuned_pipe``: the tuned model already in memory (training's in-loop evaluation), used instead of
-    loading ``target.tuned``."""
+    ``tuned_pipe``: the tuned model already in memory (training's in-loop evaluation, or the base with
+    ``--weights`` applied), used instead of loading ``target.tuned``. ``others``: the further judges
+    (``eval.judges``) by name; the metrics of ``judge`` keep the plain names, theirs are ``judge/<name>/...``
+    with ``agreement/<name>/...``."""
+    others = others or {}
     started = time.perf_counter()
     # Loaded before sampling, so a missing weight file fails in seconds, not after the images.
     inception = (InceptionFeatures(cfg.eval.inception_weights, device) if cfg.eval.fid_features == "inception"
@@ -106,18 +115,20 @@ def evaluate(cfg: Config, target: Target, suite: Suite, items: list[PromptItem],
     samples = sample_models(cfg, target, suite, items, device, tuned_pipe)
     if not PartialState().is_main_process:
         return None  # the main process judges, scores and writes
-    judged = judge_samples(judge, samples, inception, target.tuned_is_base)
+    judged = judge_samples(judge, samples, inception, target.tuned_is_base, others)
     rows = prompt_rows(suite, samples.jobs, judged, judge)
     safety, flagged = count_flagged(cfg, target, samples, rows, device)
     keep = suite.keep_samples if cfg.eval.keep_samples is None else cfg.eval.keep_samples
     keep_samples(rows, samples, keep, out_dir)
     if samples.trajectory:
-        rows += samples.trajectory.rows(judge, suite, out_dir, keep, judged.base.labels)
+        further = {name: (others[name], base.labels) for name, (base, _) in judged.further.items()}
+        rows += samples.trajectory.rows(judge, suite, out_dir, keep, judged.base.labels, further)
     records = [row.to_json() for row in rows]
     metrics = {**score(cfg, suite, samples.jobs, records, judged), **flagged,
-               **probes.score(records, suite, cfg.eval.bootstrap, cfg.seed)}
+               **probes.score(records, suite, cfg.eval.bootstrap, cfg.seed),
+               **panel.score(records, suite, list(others), cfg.eval.bootstrap, cfg.seed, target.tuned_is_base)}
     results = results_document(cfg, target, suite, judge, samples, rows, records, metrics, safety, inception,
-                               device)
+                               device, others)
     results["timing"]["total_s"] = round(time.perf_counter() - started, 2)
     atomic_write_json(out_dir / "results.json", results)
     return results
@@ -130,7 +141,7 @@ def sample_models(cfg: Config, target: Target, suite: Suite, items: list[PromptI
                   tuned_pipe: DiffusionPipeline | None = None) -> Samples:
     """Both models' images of every (item, seed), the base's from its cache where it has them."""
     started = time.perf_counter()
-    spec = _spec(target.base, cfg)
+    spec = base_spec(target.base, cfg)
     # SD's safety checker never runs inside sampling: an image it would blacken is scored as drawn and
     # counted apart (safety_flagged/*), not silently judged as whatever a black square looks like.
     base_pipe = prepare_pipeline(load_pipeline(spec, safety_checker=False), cfg, device)
@@ -198,7 +209,7 @@ def generate(pipe, jobs: list[tuple[str, int]], cfg: Config, label: str,
     return np.stack(out), len(missing)
 
 
-def _spec(base: str, cfg: Config) -> ModelSpec | str:
+def base_spec(base: str, cfg: Config) -> ModelSpec | str:
     """The configured base keeps its revision and weights variant; another base is taken as named."""
     return ModelSpec.of(cfg.model) if base == resolve_model(cfg.model.pretrained) else base
 
@@ -213,19 +224,26 @@ def _controls(jobs: list[Job]) -> list[int]:
 
 
 def judge_samples(judge: ZeroShotJudge, samples: Samples, inception: InceptionFeatures | None,
-                  same: bool) -> Judgement:
-    """Every image through the judge once (``same``: the tuned images are the base's); the control
+                  same: bool, others: dict[str, Judge] | None = None) -> Judgement:
+    """Every image through each judge once (``same``: the tuned images are the base's); the control
     images through Inception too when ``eval.fid_features`` asks for it."""
-    base = judge.assess(to_float(samples.base))
-    tuned = base if same else judge.assess(to_float(samples.tuned))
+    base_images = to_float(samples.base)
+    tuned_images = base_images if same else to_float(samples.tuned)
+
+    def both(j: Judge) -> tuple[Assessment, Assessment]:
+        b = j.assess(base_images)
+        return b, (b if same else j.assess(tuned_images))
+
+    base, tuned = both(judge)
+    further = {name: both(other) for name, other in (others or {}).items()}
     control = _controls(samples.jobs)
     if not control:
-        return Judgement(base, tuned, None)
+        return Judgement(base, tuned, None, further)
     if inception is None:
-        return Judgement(base, tuned, (tuned.features[control], base.features[control], "judge features"))
+        return Judgement(base, tuned, (tuned.features[control], base.features[control], "judge features"), further)
     base_d = inception(samples.base[control])
     tuned_d = base_d if same else inception(samples.tuned[control])
-    return Judgement(base, tuned, (tuned_d, base_d, "Inception-v3 pool3 features"))
+    return Judgement(base, tuned, (tuned_d, base_d, "Inception-v3 pool3 features"), further)
 
 
 # --- step 3: rows and scores --------------------------------------------------------------------------
@@ -234,22 +252,20 @@ def judge_samples(judge: ZeroShotJudge, samples: Samples, inception: InceptionFe
 def prompt_rows(suite: Suite, jobs: list[Job], judged: Judgement, judge: ZeroShotJudge) -> list[PromptRow]:
     """One row per job: what each image was judged and whether it counts as a success."""
     base, tuned = judged.base, judged.tuned
-    label_index = {c: i for i, c in enumerate(suite.labels)}
     rows = []
     for i, (item, seed) in enumerate(jobs):
-        partner = suite.partner(item.concept)
-        if item.kind == "compositions":
-            p = tuned.probabilities[i]
-            success = bool(p[label_index[partner]] > p[label_index[item.concept]])
-        elif partner and item.group != "control":
-            success = tuned.labels[i] == partner
-        elif item.group == "custom":
-            success = tuned.labels[i] == item.concept
-        else:
-            success = tuned.labels[i] == base.labels[i]
-        rows.append(PromptRow(group=item.group, kind=item.kind, concept=item.concept, prompt=item.prompt,
-                              seed=seed, base_label=base.labels[i], tuned_label=tuned.labels[i],
-                              success=success, scores=label_scores(tuned.probabilities[i], suite.labels)))
+        rows.append(PromptRow(group=item.group, kind=item.kind, concept=item.concept, **edit_fields(suite, item),
+                              prompt=item.prompt, seed=seed, case_number=item.case_number(seed),
+                              base_label=base.labels[i], tuned_label=tuned.labels[i],
+                              success=row_success(suite, item, base.labels[i], tuned.labels[i],
+                                                  probabilities(tuned, i, suite.labels)),
+                              scores=label_scores(tuned.probabilities[i], suite.labels)))
+        if judged.further:
+            rows[-1].labels = {
+                name: {"base": b.labels[i], "tuned": t.labels[i],
+                       "success": row_success(suite, item, b.labels[i], t.labels[i],
+                                              probabilities(t, i, other_labels(suite, t)))}
+                for name, (b, t) in judged.further.items()}
     control = _controls(jobs)
     if control:
         text = judge.text_features([jobs[i][0].prompt for i in control])
@@ -262,10 +278,53 @@ def prompt_rows(suite: Suite, jobs: list[Job], judged: Judgement, judge: ZeroSho
     return rows
 
 
+def probabilities(assessment: Assessment, i: int, labels: list[str]) -> dict[str, float]:
+    """Image ``i``'s probability of each label at full precision (a row's ``scores`` keep four decimals, where
+    a composition's two labels can tie)."""
+    return dict(zip(labels, assessment.probabilities[i].tolist(), strict=True))
+
+
+def other_labels(suite: Suite, assessment: Assessment) -> list[str]:
+    """A further judge's label columns: the suite's, and a classifier's own "other" after them."""
+    extra = assessment.probabilities.shape[1] - len(suite.labels)
+    return suite.labels + [judge_module.OTHER] * extra
+
+
+def edits_apply(item: PromptItem) -> bool:
+    """Whether a prompt's concept is scored by its edit (controls and neighbours never are)."""
+    return item.group not in ("control", "specificity")
+
+
+def edit_fields(suite: Suite, item: PromptItem) -> dict:
+    """A row's ``target``, ``erased`` and ``anchor``: what shows its concept's edit, when it has one."""
+    edit = suite.edits.of(item.concept)
+    if edit is None or not edits_apply(item):
+        return {}
+    target = edit.target(item.concept)
+    anchor = getattr(edit, "anchor_of", lambda c: None)(item.concept)
+    return {"target": target, "erased": True if target is None else None, "anchor": anchor}
+
+
+def row_success(suite: Suite, item: PromptItem, base: str, tuned: str, scores: dict[str, float]) -> bool:
+    """Whether a row counts as a success, by any judge: a composition when the judge prefers the edit's
+    target over the named concept, a prompt naming an edited concept when it shows the edit (its edit's
+    rule), a custom prompt of another concept when judged as itself, anything else when the tuned label
+    is the base's."""
+    edit = suite.edits.of(item.concept)
+    if edit is not None and edits_apply(item):
+        if item.kind == "compositions":
+            return bool(edit.prefers(item.concept, scores))
+        return edit.succeeds(item.concept, tuned)
+    if item.group == "custom":
+        return tuned == item.concept
+    return tuned == base
+
+
 def score(cfg: Config, suite: Suite, jobs: list[Job], records: list[dict], judged: Judgement) -> dict:
-    """Every metric of the rows (``scoring.score_rows``) plus the feature distances of the controls."""
+    """Every metric of the rows (``scoring.score_rows``), the summaries made of several row sets
+    (``summaries.score``: MACE's H for an erasure) and the feature distances of the controls."""
     reps, seed = cfg.eval.bootstrap, cfg.seed
-    out = scoring.score_rows(records, suite.swap_pairs, reps, seed)
+    out = {**scoring.score_rows(records, suite.edits, reps, seed), **summaries.score(records, suite.edits, reps, seed)}
     if judged.distance:
         d_tuned, d_base, what = judged.distance
         prompts = [jobs[i][0].prompt for i in _controls(jobs)]
@@ -280,7 +339,7 @@ def count_flagged(cfg: Config, target: Target, samples: Samples, rows: list[Prom
     each row. Returns the provenance line and the ``safety_flagged/base`` and ``/tuned`` metrics."""
     if cfg.eval.safety_checker == "off":
         return "off: not run; every image scored as drawn", {}
-    checker = SafetyChecker.load(_spec(target.base, cfg), device)
+    checker = SafetyChecker.load(base_spec(target.base, cfg), device)
     if checker is None:
         return "none: the base pipeline has no safety checker", {}
     base_flags = checker.flagged(samples.base)
@@ -299,9 +358,11 @@ def count_flagged(cfg: Config, target: Target, samples: Samples, rows: list[Prom
 
 
 def keep_samples(rows: list[PromptRow], samples: Samples, keep: int, out_dir: Path) -> None:
-    """The images of the first ``keep`` seeds of every prompt go to ``samples/``, named in their rows."""
+    """The images of the first ``keep`` seeds of every prompt go to ``samples/``, named in their rows.
+
+    First in the item's own order: a prompt file's seeds need not start at 0."""
     for i, row in enumerate(rows):
-        if row.seed < keep:
+        if samples.jobs[i][0].seeds.index(row.seed) < keep:
             name = f"seed{row.seed}"
             row.images = {which: keep_image(out_dir, row.group, row.prompt, f"{name}-{which}", images[i])
                           for which, images in (("base", samples.base), ("tuned", samples.tuned))}
@@ -309,8 +370,10 @@ def keep_samples(rows: list[PromptRow], samples: Samples, keep: int, out_dir: Pa
 
 def results_document(cfg: Config, target: Target, suite: Suite, judge: ZeroShotJudge, samples: Samples,
                      rows: list[PromptRow], records: list[dict], metrics: dict, safety: str,
-                     inception: InceptionFeatures | None, device: torch.device) -> dict:
-    """results.json (``schema.SCHEMA_VERSION``); ``timing.total_s`` is left to the caller."""
+                     inception: InceptionFeatures | None, device: torch.device,
+                     others: dict[str, Judge] | None = None) -> dict:
+    """results.json (``schema.SCHEMA_VERSION``); ``timing.total_s`` is left to the caller. ``provenance.judges``
+    names the further judges, when there are any."""
     import diffusers
 
     single = [row for row in rows if row.group in SINGLE_CONCEPT]
@@ -322,6 +385,7 @@ def results_document(cfg: Config, target: Target, suite: Suite, judge: ZeroShotJ
         "run": target.name,
         "suite": suite.name,
         "swap_pairs": [list(pair) for pair in suite.swap_pairs],
+        "edits": suite.edits.to_config(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "metrics": metrics,
         "confusion": M.confusion([(row.concept, row.tuned_label) for row in single], labels),
@@ -340,6 +404,8 @@ def results_document(cfg: Config, target: Target, suite: Suite, judge: ZeroShotJ
             "judge_templates": judge.templates, "base_model": target.base, "family": family_of(target.base).name,
             "base_weights_sha256": samples.base_hash, "tuned_model": target.tuned, "safety_checker": safety,
             "seeds": {"per_prompt": seeds, "bootstrap_seed": cfg.seed}, "config_sha256": cfg.sha256(),
+            **({"judges": {name: other.provenance() for name, other in others.items()}} if others else {}),
+            **({"weights": target.weights} if target.weights else {}),
         },
     }
 

@@ -34,8 +34,8 @@ def matched(name: str, first: dict, second: dict) -> tuple[list[float], list[flo
     fam = catalog.family(name)
     if fam is None or fam.outcome is None:
         return [], [], []
-    a = {catalog.row_key(r): r for r in catalog.rows_for(name, first.get("per_prompt") or [])}
-    b = {catalog.row_key(r): r for r in catalog.rows_for(name, second.get("per_prompt") or [])}
+    a = {catalog.row_key(r): r for r in catalog.rows_for(name, schema.rows(first))}
+    b = {catalog.row_key(r): r for r in catalog.rows_for(name, schema.rows(second))}
     keys = [k for k in a if k in b]
     return [fam.outcome(a[k]) for k in keys], [fam.outcome(b[k]) for k in keys], [a[k]["prompt"] for k in keys]
 
@@ -119,7 +119,7 @@ PAIRING_SETTINGS = {
     "seeds per prompt": lambda r: _seeds_per_prompt(_provenance("seeds")(r)),
     "judge templates": _provenance("judge_templates"),
     "concept labels": lambda r: r.get("labels"),
-    "swap pairs": lambda r: r.get("swap_pairs"),
+    "edits": schema.edit_config,
 }
 
 
@@ -129,19 +129,19 @@ def _short(value) -> str:
 
 
 def base_comparison(results: dict, reps: int = REPS, seed: int = SEED) -> dict[str, dict]:
-    """Tuned against base on the same rows, for every metric whose family says what the base scores
-    there; Holm across them."""
-    partner = schema.partners(results.get("swap_pairs") or [])
-    rows = results.get("per_prompt") or []
+    """Tuned against base on the same rows, for every metric of the primary judge whose family says what
+    the base scores there; Holm across them. (A further judge's metrics re-count the same images: testing
+    them too would spend the Holm budget on the judges rather than the model.)"""
+    rows = schema.rows(results)
     found: dict[str, stats.Paired] = {}
     for name in results.get("metrics", {}):
         fam = catalog.family(name)
-        if fam is None or fam.base_outcome is None or not pairable(name):
+        if fam is None or fam.base_outcome is None or not pairable(name) or catalog.judge_of(name)[0] is not None:
             continue
         selected = catalog.rows_for(name, rows)
         if not selected:
             continue
-        found[name] = stats.paired([fam.base_outcome(r, partner) for r in selected], [fam.outcome(r) for r in selected],
+        found[name] = stats.paired([fam.base_outcome(r) for r in selected], [fam.outcome(r) for r in selected],
                                    [r["prompt"] for r in selected], reps, seed, binary=fam.binary)
     adjusted = stats.holm([r.p for r in found.values()])
     return {name: r.to_dict(p) for (name, r), p in zip(found.items(), adjusted, strict=True)}

@@ -4,18 +4,19 @@ Plain prompts overstate what an edit did: an erased or swapped concept can come 
 spellings, or when sampling does not start from pure noise. Three probes ask the model differently:
 
 - **forms** (``robust/forms/<family>``): each family's templates written with another form of a
-  swapped concept A: ``{cap}`` / ``{upper}`` (capitalised), ``{plural}``, ``{a}`` inside possessives
+  edited concept A: ``{cap}`` / ``{upper}`` (capitalised), ``{plural}``, ``{a}`` inside possessives
   and hyphenated compounds, ``{misspelled}`` and ``{split}`` (typos and split spellings). A spelling
   counts only if the pipeline's tokenizer reads it as a token sequence that does not contain the
   word's own tokens (checked at evaluation time; every form and its tokens go to results.json), so a
   misspelling is a real test of the concept rather than the same input ids again. Success: the tuned
-  image is judged as A's partner.
+  image shows A's edit (judged as its target; an erased A: judged anything but A).
 - **trajectory** (``robust/trajectory/<strength>``, ``robust/trajectory/handover/<fraction>``): the
   base model's own image of A (a swap-group sample) pushed through diffusers'
   ``StableDiffusionImg2ImgPipeline`` built from the tuned pipeline's components, prompt naming A, at
   each strength; and sampling that the base model starts and the tuned model finishes after
-  ``handover`` of the steps. Success: judged as A's partner. The curves say how early in sampling the
-  edit acts.
+  ``handover`` of the steps. Success: the image shows A's edit. The curves say how early in sampling the
+  edit acts; for an erasure they answer "is the concept gone, or only avoided?" (Lu et al. 2025): an
+  erased A that comes back from the base's own image of A at low strength was avoided, not removed.
 - **unnamed** (``robust/unnamed/tv``, ``robust/unnamed/changed``): prompts that name no label. The
   total variation distance between the base and tuned distributions of judged labels, and the share
   of same-seed pairs whose label changed.
@@ -39,7 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from swapbench.data.swap import plural
+from swapbench.catalog import EDITED
+from swapbench.edits.words import plural
 from swapbench.errors import UserError
 from swapbench.eval.rows import PromptItem, PromptRow, label_scores
 
@@ -226,13 +228,14 @@ class Trajectory:
     @classmethod
     def plan(cls, spec: TrajectorySpec, jobs: list[tuple[PromptItem, int]], base_images: np.ndarray, cfg,
              latent_root: Path) -> Trajectory:
-        index = [i for i, (item, seed) in enumerate(jobs) if item.group == "swap" and seed < spec.seeds]
+        index = [i for i, (item, seed) in enumerate(jobs) if item.group in EDITED and seed < spec.seeds]
         return cls(spec, index, [jobs[i] for i in index], base_images[index], cfg.eval.steps,
                    cfg.eval.guidance_scale, cfg.eval.batch_size, cfg.eval.resolution, latent_root,
                    cfg.model.max_sequence_length)
 
     def handover_steps(self) -> dict[float, int]:
-        return {f: int(round(f * self.steps)) for f in self.spec.handover}
+        """The base model's steps before each handover: at least one, and one left for the tuned model."""
+        return {f: min(max(int(round(f * self.steps)), 1), self.steps - 1) for f in self.spec.handover}
 
     def _latent_path(self, prompt: str, seed: int) -> Path:
         from swapbench.eval.samples import cache_stem
@@ -341,7 +344,8 @@ class Trajectory:
                         images = img2img(prompt=[prompts[i] for i in batch], image=latents, strength=strength,
                                          num_inference_steps=self.steps, guidance_scale=self.guidance_scale,
                                          generator=[torch.Generator("cpu").manual_seed(seeds[i]) for i in batch],
-                                         output_type="pt", **prompt_kwargs).images
+                                         output_type="pt", **prompt_kwargs,
+                                         **family.img2img_kwargs(image_size(pipe, self.resolution))).images
                 return to_uint8(images.float().cpu().clamp(0, 1))
 
             self.outputs[("img2img", strength)] = deal(len(prompts), self.batch_size, run)
@@ -366,23 +370,30 @@ class Trajectory:
                 sampled += len(prompts)
         self.timing["tuned_images"] = sampled
 
-    def rows(self, judge, suite, out_dir: Path, keep: int, base_labels: list[str]) -> list[PromptRow]:
+    def rows(self, judge, suite, out_dir: Path, keep: int, base_labels: list[str],
+             others: dict[str, tuple[Any, list[str]]] | None = None) -> list[PromptRow]:
         """Per-prompt rows of every output, judged; the first ``keep`` seeds keep their images.
-        ``base_labels``: the judged label of every job's base image (the starts among them)."""
+        ``base_labels``: the judged label of every job's base image (the starts among them); ``others``:
+        each further judge and its base labels, by name, whose labels go into the rows' ``labels``."""
         from swapbench.eval.samples import keep_image, to_float
 
         start_labels = [base_labels[i] for i in self.index]
         rows = []
         for (kind, level), images in self.outputs.items():
-            judged = judge.assess(to_float(images))
+            pixels = to_float(images)
+            judged = judge.assess(pixels)
+            further = {name: ([labels[i] for i in self.index], other.assess(pixels).labels)
+                       for name, (other, labels) in (others or {}).items()}
             for i, (item, seed) in enumerate(self.starts):
-                tuned = judged.labels[i]
+                tuned, shows = judged.labels[i], suite.edits.of(item.concept).succeeds
                 # kind names the level too: (group, kind, prompt, seed) identifies a row across evaluations
                 row = PromptRow(group="trajectory", kind=f"{kind}/{level:g}", probe=kind, level=level,
                                 concept=item.concept, prompt=item.prompt, seed=seed,
-                                base_label=start_labels[i], tuned_label=tuned,
-                                success=tuned == suite.partner(item.concept),
+                                base_label=start_labels[i], tuned_label=tuned, success=shows(item.concept, tuned),
                                 scores=label_scores(judged.probabilities[i], suite.labels))
+                if further:
+                    row.labels = {name: {"base": starts[i], "tuned": outs[i], "success": shows(item.concept, outs[i])}
+                                  for name, (starts, outs) in further.items()}
                 if seed < keep:
                     start, output = f"seed{seed}-start", f"seed{seed}-{kind}-{level:g}"
                     row.images = {
@@ -455,7 +466,8 @@ def score(per_prompt: list[dict], suite, reps: int, seed: int) -> dict[str, dict
             unnamed.setdefault(row["prompt"], []).append((row["base_label"], row["tuned_label"]))
     for family, outcomes in families.items():
         out[f"robust/forms/{family}"] = _share(
-            f"{family} forms judged as the partner, over the pairs whose base image shows the prompted concept"
+            f"{family} forms showing the edit (judged as the target; erased: not as A), over the pairs whose "
+            "base image shows the prompted concept"
             + ("" if outcomes else " (the base drew the prompted concept for none: no value)"), outcomes, reps, seed)
     for (kind, level), outcomes in sorted(trajectory.items(), key=lambda kv: (kv[0][0] == "handover", kv[0][1])):
         if kind == "img2img":
@@ -463,7 +475,7 @@ def score(per_prompt: list[dict], suite, reps: int, seed: int) -> dict[str, dict
         else:
             name, what = (f"robust/trajectory/handover/{level:g}",
                           f"base model runs the first {level:g} of the steps, tuned the rest")
-        out[name] = _share(f"{what}, prompt naming A: judged as the partner (valid starts only)", outcomes, reps, seed)
+        out[name] = _share(f"{what}, prompt naming A: showing the edit (valid starts only)", outcomes, reps, seed)
     if unnamed:
         out["robust/unnamed/tv"] = tv_with_ci(unnamed, reps, seed)
         out["robust/unnamed/changed"] = _share("same-seed pairs of prompts naming no label whose judged label changed",

@@ -21,6 +21,11 @@ class PromptItem:
     """Forms probe: the concept as written in the prompt ("Giraffe", "gir affe", "giraffe-like")."""
     variant: tuple[str, int, int] | None = None
     """Forms probe, a generated spelling: (template, rank among candidates, spellings wanted)."""
+    case_numbers: tuple[int | str | None, ...] = ()
+    """A CSV prompt file's ``case_number`` of each seed's row (aligned with ``seeds``), when it has them."""
+
+    def case_number(self, seed: int) -> int | str | None:
+        return self.case_numbers[self.seeds.index(seed)] if self.case_numbers else None
 
 
 @dataclass(kw_only=True)
@@ -37,13 +42,24 @@ class PromptRow:
     level: float | None = None
     """Trajectory rows: the img2img strength or the handover fraction."""
     concept: str
+    target: str | None = None
+    """The label that shows the edit for a prompt naming an edited concept (a swap's partner, a remap's target)."""
+    erased: bool | None = None
+    """The concept is erased: the edit shows as any label but the concept."""
+    anchor: str | None = None
+    """An anchored erasure's anchor: the concept drawn instead (``erase_anchor``)."""
     prompt: str
     seed: int
+    case_number: int | str | None = None
+    """The prompt file's ``case_number`` of this (prompt, seed), to join the row back to the file."""
     base_label: str
     tuned_label: str
     success: bool
     scores: dict[str, float]
     """The judge's probability of every label for the tuned image, to four decimals."""
+    labels: dict[str, dict[str, Any]] | None = None
+    """Further judges (``eval.judges``): each one's ``{"base", "tuned", "success"}`` for this row, by judge name;
+    ``base_label``, ``tuned_label`` and ``success`` are the primary judge's."""
     clip: float | None = None
     """Control rows: 100 x cos(tuned image, prompt) in the judge's space."""
     clip_base: float | None = None

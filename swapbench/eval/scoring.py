@@ -13,23 +13,28 @@ from typing import Any
 
 from swapbench import catalog, schema
 from swapbench.catalog import Family, Row
+from swapbench.edits import Edits, parse_edits
 from swapbench.eval import metrics as M
 from swapbench.eval import stats
 
 
-def score_rows(rows: Sequence[Row], swap_pairs: Sequence[Sequence[str]], reps: int, seed: int) -> dict[str, dict]:
+def score_rows(rows: Sequence[Row], edits: Edits | Sequence[Sequence[str]], reps: int, seed: int) -> dict[str, dict]:
     """Every row-based metric of the table that the rows support: pooled first, then one per suffix."""
-    partner = schema.partners(swap_pairs)
+    if not isinstance(edits, Edits):
+        edits = parse_edits([], edits)  # swap pairs
+    rows = schema.with_targets(rows, edits)
     out: dict[str, dict] = {}
     for fam in catalog.FAMILIES:
-        if fam.outcome is None:
+        if fam.outcome is None or fam.several and len(edits) < 2:
             continue
         selected = [r for r in rows if fam.select(r, None)]
         if not selected:
             continue
         if fam.pooled:
             out[fam.head] = metric_entry(fam, selected, reps, seed)
-        for suffix in dict.fromkeys(fam.suffix_of(r, partner) for r in selected):
+        if fam.by == "group" and fam.pooled:
+            continue  # one number over its groups (edit_success)
+        for suffix in dict.fromkeys(fam.suffix_of(r) for r in selected):
             out[f"{fam.head}/{suffix}"] = metric_entry(fam, [r for r in selected if fam.select(r, suffix)], reps, seed)
     return out
 

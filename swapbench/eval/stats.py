@@ -25,6 +25,8 @@ honest: the interval is then the whole possible range and its ``interval`` says 
   of the standard error used, and its two-sided t p-value; for binary outcomes the p-value is also
   never below the exact McNemar one (``scipy.stats.binomtest`` on the discordant pairs). Holm
   across the metrics compared.
+- agreement of two judges on the same images: Cohen's kappa +- t cluster-bootstrap standard errors
+  (G - 1 degrees of freedom), within [-1, 1].
 """
 
 from __future__ import annotations
@@ -153,6 +155,44 @@ def clustered_mean(values: Sequence[float], clusters: Sequence[Hashable], reps: 
         return Estimate(mean, (-math.inf, math.inf), n, g, deff, df)
     half = t95(df) * se
     return Estimate(mean, (mean - half, mean + half), n, g, deff, df)
+
+
+def cohen_kappa(table: np.ndarray) -> float:
+    """Cohen's kappa of a C x C table of counts (first judge's label x second's): (p_o - p_e) / (1 - p_e),
+    p_o the share on the diagonal, p_e the agreement the two label distributions give by chance. 1 when
+    the two agree on every item (also where one label throughout would make it 0 / 0)."""
+    n = table.sum()
+    if n == 0:
+        return float("nan")
+    observed = float(np.trace(table)) / n
+    if observed == 1.0:
+        return 1.0
+    chance = float(table.sum(1) @ table.sum(0)) / (n * n)
+    return (observed - chance) / (1 - chance)
+
+
+def clustered_kappa(first: Sequence[Hashable], second: Sequence[Hashable], clusters: Sequence[Hashable], reps: int,
+                    seed: int) -> Estimate:
+    """Cohen's kappa of two labelings of the same items, +- t(G - 1) cluster-bootstrap standard errors
+    (times sqrt(G / (G - 1)), as ``cluster_se``), clipped to [-1, 1]: prompts are resampled whole, each
+    replicate's kappa from the summed tables of the drawn prompts."""
+    n = len(first)
+    index, g = cluster_index(clusters)
+    if n == 0:
+        return Estimate(float("nan"), (-1.0, 1.0), 0, 0, 1.0)
+    codes = {c: i for i, c in enumerate(dict.fromkeys([*first, *second]))}
+    tables = np.zeros((g, len(codes), len(codes)))
+    np.add.at(tables, (index, [codes[a] for a in first], [codes[b] for b in second]), 1)
+    value = cohen_kappa(tables.sum(0))
+    if g < 2 or too_few_prompts(n, g):
+        return Estimate(value, (-1.0, 1.0), n, g, 1.0, g - 1)
+    draws = bootstrap_draws(g, reps, seed)
+    weights = np.zeros((reps, g))
+    np.add.at(weights, (np.arange(reps)[:, None], draws), 1)
+    replicates = (weights @ tables.reshape(g, -1)).reshape(reps, len(codes), len(codes))
+    se = float(np.std([cohen_kappa(t) for t in replicates])) * math.sqrt(g / (g - 1))
+    half = t95(g - 1) * se
+    return Estimate(value, (max(-1.0, value - half), min(1.0, value + half)), n, g, 1.0, g - 1)
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

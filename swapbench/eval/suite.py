@@ -1,44 +1,47 @@
 """Evaluation suites as data (``eval/suites/<name>.yaml``), expanded into prompt items.
 
-A suite is a template over the swap pairs of the run it evaluates (``data.swap_pairs`` of the run's
-config.json), so one suite measures a giraffe<->zebra run and a horse<->cow run alike. It names the
-judge's label set and templates and four prompt groups:
-``swap`` (prompts naming a swapped concept), ``control`` (other concepts that must not move),
-``generality`` (plurals, contexts, paraphrases, compositions of a swapped concept) and
-``specificity`` (near neighbours that must not move). A suite may add robustness probes under
-``probes:`` (forms, trajectory, unnamed; see ``swapbench/eval/probes.py``). A group's ``concepts`` is either
-``swapped`` (every concept of every pair) or a list; the run's swapped concepts are left out of a
-list, so a control is never a concept the run swaps. Template fields: ``{a}`` the concept,
-``{plural}`` its plural. A prompt that would also name another swapped concept ("a horse next to a
-cow" when both are swapped) is left out: it has no single right answer.
+A suite is a template over the edits of the run it evaluates (``edits``, or ``data.swap_pairs``, of the
+run's config.json; swapbench/edits/), so one suite measures a giraffe<->zebra swap, an erased lion and a
+horse -> cow remap alike. It names the judge's label set and templates and four prompt groups:
+``swap`` (prompts naming an edited concept; each row's group is its edit's kind: ``swap``, ``remap`` or
+``erase``), ``control`` (other concepts that must not move), ``generality`` (plurals, contexts,
+paraphrases, compositions of an edited concept) and ``specificity`` (near neighbours that must not
+move). A suite may add robustness probes under ``probes:`` (forms, trajectory, unnamed; see
+``swapbench/eval/probes.py``) and ``nothing:`` labels with their own texts, the judge's "none of these"
+for a run that erases (an erased image need not show any concept). A group's ``concepts`` is either
+``swapped`` (every edited concept: the sources of the run's edits) or a list; the run's edited concepts
+are left out of a list, so a control is never a concept the run edits (a remap's target and an erasure's
+anchor stay: their own prompts must not move). Template fields: ``{a}`` the concept, ``{plural}`` its
+plural. A prompt that would also name another edited concept ("a horse next to a cow" when both are
+edited) is left out: it has no single right answer. Compositions are left out for an edit without a
+target (an erasure): the scene's other animal, not the edit, would decide the label.
 
-How an item succeeds:
-- a prompt naming a swapped concept succeeds when the judge labels the image as its partner;
-- a composition ("a giraffe next to an elephant") is judged on the two swapped labels only: it
-  succeeds when the judge prefers the partner over the named concept, so the other animal in the
-  scene does not decide the label;
+How an item succeeds (the edit's own rule, ``swapbench.edits.Edit``):
+- a prompt naming an edited concept succeeds when its tuned image shows the edit: judged as the target
+  (a swap's partner, a remap's target), or for an erasure judged anything but the erased concept;
+- a composition ("a giraffe next to an elephant") is judged on the two labels only: it succeeds when the
+  judge prefers the target over the named concept, so the other animal in the scene does not decide;
 - any other prompt succeeds when the tuned model's label equals the base model's for the same seed.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 
 from swapbench.concepts import suite_path
-from swapbench.data.swap import ConceptSwapper, plural
+from swapbench.edits import Edits, parse_edits
+from swapbench.edits.words import concept_finder, plural
 from swapbench.errors import UserError
 from swapbench.eval.probes import TrajectorySpec, expand
 from swapbench.eval.rows import PromptItem
-from swapbench.schema import partners
 
 SWAPPED = "swapped"
-"""A group's ``concepts: swapped``: every concept of the run's swap pairs."""
-DEFAULT_PAIRS = (("giraffe", "zebra"),)
+"""A group's ``concepts: swapped``: every edited concept (the sources of the run's edits)."""
+EDITED_GROUP = "swap"
+"""The suite group of prompts naming an edited concept; its rows take their edit's kind as group."""
+DEFAULT_EDITS = parse_edits([], [("giraffe", "zebra")])
 
 
 @dataclass
@@ -46,97 +49,77 @@ class Suite:
     name: str
     labels: list[str]
     judge_templates: list[str]
-    swap_pairs: list[tuple[str, str]]
+    edits: Edits
     items: list[PromptItem]
     keep_samples: int
     trajectory: TrajectorySpec | None = None
     """The trajectory probe's settings (``probes: trajectory:``), if the suite has one."""
+    nothing: dict[str, list[str]] | None = None
+    """The "none of these" labels in ``labels`` (a run that erases) and the texts the judge reads them from."""
 
-    def partner(self, concept: str) -> str | None:
-        return partners(self.swap_pairs).get(concept)
+    def target(self, concept: str) -> str | None:
+        return self.edits.target(concept)
+
+    @property
+    def swap_pairs(self) -> list[tuple[str, str]]:
+        return self.edits.swap_pairs
 
     @property
     def swapped(self) -> list[str]:
-        return [c for pair in self.swap_pairs for c in pair]
+        """The edited concepts (the sources of the run's edits)."""
+        return self.edits.sources
 
 
-def load_suite(name_or_path: str, seeds_override: int | None = None,
-               swap_pairs: Sequence[Sequence[str]] = DEFAULT_PAIRS) -> Suite:
-    """The suite's prompts for the run's ``swap_pairs`` (``data.swap_pairs``)."""
+def load_suite(name_or_path: str, seeds_override: int | None = None, edits: Edits = DEFAULT_EDITS) -> Suite:
+    """The suite's prompts for the run's ``edits``."""
     path = suite_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         labels = [str(x) for x in raw["labels"]]
         groups = raw["groups"]
         declared = raw.get("swap")
-    except (yaml.YAMLError, KeyError, TypeError) as e:
+        nothing = {str(k): [str(t) for t in v] for k, v in (raw.get("nothing") or {}).items()}
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"suite {path} is malformed ({type(e).__name__}: {e}); it needs labels and groups") from None
-    pairs = _check_pairs(swap_pairs, labels, path)
-    swapped = {c for pair in pairs for c in pair}
-    if declared is not None and {frozenset(map(str, declared))} != {frozenset(p) for p in pairs}:
-        # Suites written before they became templates name their pair; scoring another pair with
-        # such a suite would silently measure the wrong swap.
-        raise UserError(f"suite {path} is written for the pair {list(declared)} (its swap: key) but the run swaps "
-                        f"{[list(p) for p in pairs]}; delete swap: from the suite to template it over the run's pairs")
-    others = ConceptSwapper(pairs)
+    named_nothing = [c for c in edits.concepts if c in nothing]
+    if named_nothing:
+        raise UserError(f"suite {path}: {', '.join(named_nothing)} is one of its nothing labels, not a concept to edit")
+    edits.check_labels(labels, f"suite {path}")
+    if declared is not None and [{"swap": sorted(map(str, declared))}] != [
+            {"swap": sorted(e.to_config().get("swap", []))} for e in edits]:
+        # Suites written before they became templates name their pair; scoring another edit with such a
+        # suite would silently measure the wrong one.
+        raise UserError(f"suite {path} is written for the pair {list(declared)} (its swap: key) but the run edits "
+                        f"{edits.describe()}; delete swap: from the suite to template it over the run's edits")
+    if edits.erases and not nothing:
+        raise UserError(f"suite {path} has no nothing: labels, so an erased image would be forced into some concept; "
+                        "add nothing: {LABEL: [texts of a scene without any concept]} to the suite")
+    edited = set(edits.sources)
+    finder = concept_finder(edited)
     items: list[PromptItem] = []
     for group, spec in groups.items():
         seeds = tuple(range(seeds_override or int(spec["seeds"])))
         kinds = spec.get("kinds") or {group: spec["prompts"]}
         concepts = spec["concepts"]
         if concepts == SWAPPED:
-            concepts = [c for pair in pairs for c in pair]
+            concepts = edits.sources
         elif not isinstance(concepts, list):
             raise UserError(f"suite {path}: concepts of group {group} must be a list or {SWAPPED!r}")
         for kind, templates in kinds.items():
             for concept in concepts:
                 if concept not in labels:
                     raise UserError(f"suite {path}: concept {concept!r} of group {group} is not in labels; add it")
-                if concept in swapped and spec["concepts"] != SWAPPED:
+                if concept in edited and spec["concepts"] != SWAPPED:
                     continue
+                if kind == "compositions" and edits.target(concept) is None:
+                    continue
+                row_group = edits.of(concept).kind if group == EDITED_GROUP and concept in edited else group
                 for template in templates:
                     text = template.format(a=concept, plural=plural(concept))
-                    if others.mentioned(text) - {concept}:
+                    if finder.mentioned(text) - {concept}:
                         continue
-                    items.append(PromptItem(group, kind, concept, text, seeds))
-    probe_items, trajectory = expand(raw.get("probes"), labels, [c for pair in pairs for c in pair], path,
-                                     seeds_override)
-    return Suite(path.stem, labels, list(raw.get("judge_templates") or ["a photo of a {}."]), pairs,
-                 items + probe_items, int(raw.get("keep_samples", 4)), trajectory)
-
-
-def _check_pairs(swap_pairs: Sequence[Sequence[str]], labels: list[str], path: Path) -> list[tuple[str, str]]:
-    pairs = [tuple(str(c) for c in pair) for pair in swap_pairs]
-    concepts = [c for pair in pairs for c in pair]
-    if not pairs or any(len(p) != 2 or p[0] == p[1] for p in pairs) or len(set(concepts)) != len(concepts):
-        raise UserError(f"data.swap_pairs {[list(p) for p in pairs]} must be pairs of two different concepts, each "
-                        "concept in one pair only; e.g. --set 'data.swap_pairs=[[giraffe,zebra]]'")
-    missing = [c for c in concepts if c not in labels]
-    if missing:
-        raise UserError(f"suite {path}: its labels must contain both swapped concepts of every pair in "
-                        f"data.swap_pairs ({', '.join(missing)} missing); add them to labels or use another suite")
-    return [(a, b) for a, b in pairs]
-
-
-def custom_items(path: str | Path, suite: Suite, seeds: int) -> list[PromptItem]:
-    """``--prompts FILE.jsonl``: one {"prompt", "concept"} object per line -> group ``custom``."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"prompts file {path} not found; "
-                        f"pass a JSONL file with one {{\"prompt\", \"concept\"}} per line")
-    items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            prompt, concept = str(obj["prompt"]), str(obj["concept"])
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{path}:{number} must be a JSON object with \"prompt\" and \"concept\"") from None
-        if concept not in suite.labels:
-            raise UserError(f"{path}:{number}: concept {concept!r} is not in the suite's labels "
-                            f"({', '.join(suite.labels)})")
-        items.append(PromptItem("custom", "custom", concept, prompt, tuple(range(seeds))))
-    if not items:
-        raise UserError(f"prompts file {path} holds no prompts")
-    return items
+                    items.append(PromptItem(row_group, kind if kind != group else row_group, concept, text, seeds))
+    probe_items, trajectory = expand(raw.get("probes"), labels, edits.sources, path, seeds_override)
+    used = nothing if edits.erases else None
+    return Suite(path.stem, labels + list(used or {}), list(raw.get("judge_templates") or ["a photo of a {}."]),
+                 edits, items + probe_items, int(raw.get("keep_samples", 4)), trajectory, used)

@@ -176,6 +176,11 @@ class Family(ABC):
         """What ``<denoiser>.{cross,text}_attention`` trains: by default the :meth:`text_projections`."""
         return [(p.name, p.module) for p in self.text_projections(denoiser)]
 
+    @abstractmethod
+    def cross_attention_modules(self, denoiser: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+        """The whole attention through which the image reads the text, a superset of
+        :meth:`text_attention_modules` (its queries and output projections too): what ESD-x trains."""
+
     # ---- sampling --------------------------------------------------------------------------------
     def denoiser_of(self, pipe: DiffusionPipeline) -> torch.nn.Module:
         return getattr(pipe, self.denoiser)
@@ -195,6 +200,12 @@ class Family(ABC):
         factor = pipe.vae_scale_factor
         shape = (self.latent_channels(pipe), height // factor, width // factor)
         return torch.stack([torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds])
+
+    def denoiser_latents(self, pipe: DiffusionPipeline, latents: torch.Tensor, height: int,
+                         width: int) -> torch.Tensor:
+        """Latents in the pipeline's layout (what ``latents=`` takes and a ``callback_on_step_end`` sees) in the
+        layout :meth:`predict` reads (B x C x h x w): here the same."""
+        return latents
 
     def sampler(self, name: str, config: Any) -> Any:
         """The ``eval.sampler`` scheduler on the noise schedule of the pipeline's scheduler ``config``."""
@@ -236,6 +247,11 @@ class Family(ABC):
         from peft.utils import get_peft_model_state_dict
 
         return convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser))
+
+    def img2img_kwargs(self, size: int) -> dict[str, Any]:
+        """Call arguments the image-to-image pipeline needs beyond the start latents: a UNet pipeline takes the
+        size from them (this default)."""
+        return {}
 
     def save_lora(self, folder: Any, layers: dict, metadata: dict, weight_name: str) -> None:
         """The denoiser's LoRA layers in the diffusers format of the family's pipeline (peft config in the metadata)."""

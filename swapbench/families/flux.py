@@ -52,7 +52,7 @@ class Flux(MMDiT):
         b, c, h, w = noisy.shape
         text, factor = cond["text"], pipe.vae_scale_factor
         guidance = (torch.full((b,), train.guidance, device=noisy.device, dtype=torch.float32)
-                    if denoiser.config.guidance_embeds else None)
+                    if pipe.transformer.config.guidance_embeds else None)
         out = denoiser(hidden_states=FluxPipeline._pack_latents(noisy, b, c, h, w),
                        timestep=timesteps.to(noisy.device, noisy.dtype) / 1000, guidance=guidance,
                        pooled_projections=cond["pooled"], encoder_hidden_states=text,
@@ -76,6 +76,12 @@ class Flux(MMDiT):
 
         latents = super().initial_latents(pipe, seeds, height, width)
         return FluxPipeline._pack_latents(latents, *latents.shape)
+
+    def denoiser_latents(self, pipe, latents, height: int, width: int):
+        """The pipeline's packed 2x2 patches unpacked (``height`` / ``width`` in pixels)."""
+        from diffusers import FluxPipeline
+
+        return FluxPipeline._unpack_latents(latents, height, width, pipe.vae_scale_factor)
 
     def sigma_grid(self, pipe, steps: int):
         """``FluxPipeline``'s own grid, 1 to 1/steps."""

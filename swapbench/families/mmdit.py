@@ -9,7 +9,7 @@ values that ``attn.add_k_proj`` / ``attn.add_v_proj`` compute from the text stre
 stream's own ``attn.to_k`` / ``attn.to_v``; FLUX's single-stream blocks then run one attention over the
 concatenated text and image tokens, with projections shared by both.
 
-Hence two module sets:
+Hence three module sets:
 
 - :meth:`MMDiT.text_projections`, the closed-form targets (UCE): the layers whose *input* is a text
   encoder output, ``context_embedder`` (reads ``text``) and the pooled embedder's ``linear_1`` (reads
@@ -20,9 +20,13 @@ Hence two module sets:
   text-stream key/value projections of every joint block, the weights through which image tokens read
   the text (the analogue of SD's ``attn2.to_k`` / ``attn2.to_v``). The single-stream blocks' projections
   also transform image tokens and stay frozen, as do the text stream's queries and feed-forwards.
+- :meth:`MMDiT.cross_attention_modules`, what ESD-x trains (the analogue of a UNet's whole ``attn2``):
+  both embedders and the text side of every joint block's attention, its queries, keys, values, their
+  norms and ``to_add_out``. The image side's ``to_q`` / ``to_k`` / ``to_v`` / ``to_out`` also carry the
+  image's attention to itself and stay out.
 
-SD3.5's dual-attention blocks add an ``attn2``: a second image *self*-attention, no text in it; neither
-set selects it (both match ``.attn.`` names only).
+SD3.5's dual-attention blocks add an ``attn2``: a second image *self*-attention, no text in it; no set
+selects it (all match ``.attn.`` names only).
 
 **Sampling.** Both pipelines sample with a ``FlowMatchEulerDiscreteScheduler`` (``euler``). The
 multistep DPM-Solver's flow mode builds its own sigma grid from the step count, so it cannot continue a
@@ -43,6 +47,9 @@ T5_LIMIT = 512
 
 JOINT_KV = (".attn.add_k_proj", ".attn.add_v_proj")
 """The text-stream key/value projections of a joint block's attention."""
+
+JOINT_CONTEXT = (".attn.add_q_proj", *JOINT_KV, ".attn.to_add_out", ".attn.norm_added_q", ".attn.norm_added_k")
+"""The text side of a joint block's attention: its queries, keys, values, their norms and its output."""
 
 RESPACED = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
 """Scheduler settings that respace the whole sigma grid from its ends and length (not elementwise)."""
@@ -84,6 +91,19 @@ class MMDiT(Family):
     def text_attention_modules(self, denoiser) -> list:
         joint = [(name, module) for name, module in denoiser.named_modules() if name.endswith(JOINT_KV)]
         return [(p.name, p.module) for p in self.text_projections(denoiser)] + joint
+
+    def cross_attention_modules(self, denoiser) -> list:
+        """The two embedders of the text (the pooled one whole) and the text side of every joint block's
+        attention; the image side's projections also serve the image's self-attention and stay out."""
+        embedders = [("context_embedder", denoiser.context_embedder),
+                     ("time_text_embed.text_embedder", denoiser.get_submodule("time_text_embed.text_embedder"))]
+        return embedders + [(name, module) for name, module in denoiser.named_modules()
+                            if name.endswith(JOINT_CONTEXT)]
+
+    def img2img_kwargs(self, size: int) -> dict[str, Any]:
+        """The SD3 and FLUX image-to-image pipelines size their noise by ``height`` / ``width`` (default: the
+        checkpoint's native size), not by the start latents."""
+        return {"height": size, "width": size}
 
     def lora_layers(self, denoiser) -> dict:
         """The peft state dict as is, as diffusers' SD3 and FLUX trainers save a transformer's adapters."""

@@ -48,5 +48,9 @@ class StableDiffusion(Family):
         return [Projection(name, module, "text") for name, module in denoiser.named_modules()
                 if name.endswith(("attn2.to_k", "attn2.to_v"))]
 
+    def cross_attention_modules(self, denoiser):
+        """Every ``attn2``: queries, keys, values and output of the cross-attention."""
+        return [(name, module) for name, module in denoiser.named_modules() if name.endswith("attn2")]
+
 
 FAMILY = StableDiffusion()

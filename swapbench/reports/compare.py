@@ -23,7 +23,6 @@ from swapbench.reports.gate import Verdict, evaluate, load_results, load_rules, 
 from swapbench.reports.summary import ordered
 from swapbench.reports.svg import ScatterPoint, fmt, fmt_p, scatter
 
-"""Columns without --metric; every run's own swap directions follow swap_success."""
 # Keys that differ between any two runs by construction and say nothing about the recipe.
 IGNORED_KEYS = {"name", "output_dir"}
 METHOD_KEY = "train.method"  # always its own column: a run without its method is not a reference point
@@ -253,16 +252,27 @@ def _two_line(metric: dict | None) -> str:
     return f"{fmt(metric['value'])}\n[dim][{fmt(lo)}, {fmt(hi)}][/]"
 
 
-def _target(rules: list[dict], prefix: str) -> float | None:
-    """The strictest gate floor on metrics named ``prefix`` or ``prefix/...`` (drawn as a dashed line)."""
-    floors = [r["min"] for r in rules if "min" in r and (r.get("metric") == prefix or
-                                                         str(r.get("metric", "")).startswith(prefix + "/"))]
+def _target(rules: list[dict], *prefixes: str) -> float | None:
+    """The strictest gate floor on metrics named ``prefix`` or ``prefix/...`` of any of ``prefixes`` (drawn as a
+    dashed line)."""
+    floors = [r["min"] for r in rules if "min" in r and any(
+        r.get("metric") == p or str(r.get("metric", "")).startswith(p + "/") for p in prefixes)]
     return max(floors) if floors else None
+
+
+EDIT_SUCCESS = ("edit_success", "swap_success", "remap_success", "erase_success")
+"""The pooled success a run's point in the scatter stands on: over several edits ``edit_success``, else its
+one kind's."""
+
+
+def edit_success(run: RunRecord) -> dict | None:
+    """The share of the run's edited images that show their edit (``EDIT_SUCCESS``, the first it has)."""
+    return next((m for m in map(run.metric, EDIT_SUCCESS) if m), None)
 
 
 def write_html(runs: list[RunRecord], keys: list[str], metrics: list[str], path: str | Path,
                paired: dict[str, dict[str, dict]] | None = None) -> Path:
-    """compare.html: the table, the paired differences against the first run, a swap-success vs
+    """compare.html: the table, the paired differences against the first run, an edit-success vs
     preservation scatter, links to each run's report."""
     from swapbench.reports.html import environment
 
@@ -273,7 +283,7 @@ def write_html(runs: list[RunRecord], keys: list[str], metrics: list[str], path:
     for i, run in enumerate(runs):
         link = os.path.relpath(run.report, path.parent.resolve()) if run.report else None
         colour = PALETTE[i % len(PALETTE)]
-        x, y = run.metric("preservation"), run.metric("swap_success")
+        x, y = run.metric("preservation"), edit_success(run)
         if x and y:
             points.append(ScatterPoint(run.label, x["value"], tuple(x["ci95"]), y["value"], tuple(y["ci95"]),
                                        link, colour))
@@ -283,8 +293,8 @@ def write_html(runs: list[RunRecord], keys: list[str], metrics: list[str], path:
                      "metrics": [run.metric(n) for n in metrics], "gate_passed": all(v.passed for v in verdicts),
                      "gate_failed": [v.metric for v in verdicts if not v.passed],
                      "wall_s": (run.summary or {}).get("wall_s")})
-    plot = scatter(points, "preservation (controls keep their base label)", "swap success (both directions)",
-                   targets=(_target(rules, "preservation"), _target(rules, "swap_success"))) if points else None
+    plot = scatter(points, "preservation (controls keep their base label)", "edit success (all edited directions)",
+                   targets=(_target(rules, "preservation"), _target(rules, *EDIT_SUCCESS))) if points else None
     from swapbench.reports.curves import overlay_curves
 
     curves = overlay_curves([(run.label, run.run_root, PALETTE[i % len(PALETTE)]) for i, run in enumerate(runs)])

@@ -1,5 +1,6 @@
-"""Learning curves from ``RUN/eval_log.jsonl``: swap success per direction and preservation against the step,
-each with its 95% interval as a band, for report.html (one run) and compare.html (several runs overlaid)."""
+"""Learning curves from ``RUN/eval_log.jsonl``: each edit's success (swap and remap directions, erased
+concepts) and preservation against the step, each with its 95% interval as a band, for report.html (one
+run) and compare.html (several runs overlaid)."""
 
 from __future__ import annotations
 
@@ -70,22 +71,33 @@ def curve_chart(curves: list[Curve], y_label: str, target: float | None = None, 
     return _svg(width, height, "".join(body), f"{y_label} vs step")
 
 
-def gate_floor(prefix: str) -> float | None:
-    """The default gate's floor on ``prefix`` or ``prefix/...`` (drawn as the dashed target)."""
+EDIT_CURVES = ("swap_success", "remap_success", "erase_success")
+"""The families drawn as one curve per edit: a swap or remap direction, an erased concept."""
+
+
+def gate_floor(*prefixes: str) -> float | None:
+    """The default gate's strictest floor on ``prefix`` or ``prefix/...`` of any of ``prefixes`` (drawn as
+    the dashed target)."""
     from swapbench.reports.gate import load_rules
 
-    floors = [r["min"] for r in load_rules() if "min" in r and (r.get("metric") == prefix or
-                                                                str(r.get("metric", "")).startswith(prefix + "/"))]
+    floors = [r["min"] for r in load_rules() if "min" in r and any(
+        r.get("metric") == p or str(r.get("metric", "")).startswith(p + "/") for p in prefixes)]
     return max(floors) if floors else None
 
 
-def swap_directions(rows: list[dict]) -> list[str]:
-    names = {n for row in rows for n in row.get("metrics", {}) if n.startswith("swap_success/")}
-    return sorted(n.split("/", 1)[1] for n in names)
+def edit_curves(rows: list[dict]) -> list[tuple[str, str]]:
+    """(metric, label) of every edit the log scored, in table order (by name within a family):
+    ``swap_success/A->B`` labelled ``A->B``, ``remap_success/A->B`` the same, ``erase_success/A`` ``erase A``."""
+    from swapbench import catalog
+
+    names = catalog.ordered(sorted({n for row in rows for n in row.get("metrics", {})
+                                    if n.partition("/")[0] in EDIT_CURVES and "/" in n}))
+    return [(n, f"erase {n.split('/', 1)[1]}" if n.startswith("erase_success/") else n.split("/", 1)[1])
+            for n in names]
 
 
 def learning_curves(run_dir: str | Path) -> dict | None:
-    """report.html's curves of one run: swap success per direction and preservation, with the exported step."""
+    """report.html's curves of one run: each edit's success and preservation, with the exported step."""
     from swapbench.io import read_json
     from swapbench.rundir import RunDir
 
@@ -95,10 +107,10 @@ def learning_curves(run_dir: str | Path) -> dict | None:
     summary_file = Path(run_dir) / "train_summary.json"
     selected = (read_json(summary_file).get("selected") if summary_file.is_file() else None) or {}
     mark = selected.get("step") if selected.get("policy", "last") != "last" else None
-    swap = [read_curve(rows, f"swap_success/{d}", d, PALETTE[i % len(PALETTE)])
-            for i, d in enumerate(swap_directions(rows))]
+    edits = [read_curve(rows, name, label, PALETTE[i % len(PALETTE)])
+             for i, (name, label) in enumerate(edit_curves(rows))]
     passed = [r["step"] for r in rows if r.get("gate", {}).get("passed")]
-    return {"swap": curve_chart(swap, "swap success", gate_floor("swap_success"), mark),
+    return {"edits": curve_chart(edits, "edit success", gate_floor(*EDIT_CURVES), mark),
             "preservation": curve_chart([read_curve(rows, "preservation", "preservation", PALETTE[2])],
                                         "preservation", gate_floor("preservation"), mark),
             "suite": rows[-1].get("suite"), "steps": [r["step"] for r in rows],
@@ -107,20 +119,21 @@ def learning_curves(run_dir: str | Path) -> dict | None:
 
 
 def overlay_curves(runs: list[tuple[str, str | Path, str]]) -> dict | None:
-    """compare.html: every run's curves on shared axes (``runs``: label, run folder, colour); swap directions
-    of one run share its colour, the second direction dashed."""
+    """compare.html: every run's curves on shared axes (``runs``: label, run folder, colour); the edits of
+    one run share its colour, every second one dashed."""
     from swapbench.rundir import RunDir
 
-    swap, keep = [], []
+    edits, keep = [], []
     for label, folder, colour in runs:
         rows = RunDir(Path(folder)).eval_rows() if folder else []
         if not rows:
             continue
-        for k, d in enumerate(swap_directions(rows)):
-            swap.append(read_curve(rows, f"swap_success/{d}", f"{label} {d}", colour, dashed=k % 2 == 1))
+        for k, (name, edit) in enumerate(edit_curves(rows)):
+            edits.append(read_curve(rows, name, f"{label} {edit}", colour, dashed=k % 2 == 1))
         keep.append(read_curve(rows, "preservation", label, colour))
     if not keep:
         return None
-    return {"swap": curve_chart(swap, "swap success", gate_floor("swap_success"), width=560, height=300, legend=False),
+    return {"edits": curve_chart(edits, "edit success", gate_floor(*EDIT_CURVES), width=560, height=300,
+                                 legend=False),
             "preservation": curve_chart(keep, "preservation", gate_floor("preservation"), width=560, height=300,
                                         legend=False)}

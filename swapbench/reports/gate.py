@@ -4,7 +4,9 @@ Rules live in YAML (``eval/gates/default.yaml``)::
 
     rules:
       - metric: swap_success/{a}->{b}         # threshold on the metric's value; {a}->{b} stands
-        min: 0.9                              # for every direction of the results' swap_pairs
+        min: 0.9                              # for every swap direction of the results' edits
+      - metric: erase_success/{a}             # {a}: every erased concept (skipped without an erasure)
+        min: 0.9
       - metric: preservation                  # and/or max:
         min: 0.95
       - baseline: all                         # or a list of metric name patterns (fnmatch)
@@ -12,6 +14,11 @@ Rules live in YAML (``eval/gates/default.yaml``)::
         test: paired                          # the default; ci-overlap: the old disjoint-intervals rule
         adjust: none                          # or holm (the default): across the metrics compared
         margins: {"preservation*": 0.05}      # largest tolerated drop per pattern (first match; else 0)
+
+A template expands over the edits the results record (``rule_metrics``): ``swap_success/{a}->{b}`` over
+swap directions, ``remap_success/{a}->{b}`` over remaps, ``erase_success/{a}`` over erased concepts,
+``erase_anchor/{a}->{b}`` over anchored erasures. A template that no edit of the run binds is skipped,
+not missing, so one file gates every kind of run; rules that gate nothing at all are an input error.
 
 A metric's direction comes from the metric table (``swapbench.catalog``; a metric outside it
 keeps its results.json ``higher_is_better``; ``null``: no direction, not compared).
@@ -180,12 +187,32 @@ def evaluate(results: dict, baseline: dict | None = None, rules: list | None = N
 
 
 def rule_metrics(name: str, results: dict) -> list[str]:
-    """The metrics a rule names in these results: ``{a}``/``{b}`` expand to both directions of every
-    swap pair the results record, so one rule file gates a giraffe<->zebra run and a horse<->cow run."""
+    """The metrics a rule names in these results. A template (``{a}``, ``{b}``) expands over the run's
+    edits: each metric an edit is scored by (``Edit.metrics``: ``swap_success/A->B``, ``remap_success/A->B``,
+    ``erase_success/A``, ``erase_anchor/A->C``) binds ``{a}`` to its concept and ``{b}`` to its target or
+    anchor, for the edits whose kind the template's family counts (``swap_success/{a}->{b}``: the swap
+    directions; ``erase_success/{a}``: the erased concepts). So one rule file gates a giraffe<->zebra
+    run, a remap and an erasure; a template no edit of the run binds names no metric (the rule is skipped)."""
     if "{a}" not in name and "{b}" not in name:
         return [name]
-    directions = schema.directions(schema.swap_pairs(results))
-    return [name.replace("{a}", a).replace("{b}", b) for a, b in directions] or [name]
+    from swapbench import catalog
+
+    fam = catalog.family(name)
+    out: list[str] = []
+    for edit in run_edits(results):
+        if fam is not None and edit.kind not in fam.groups:
+            continue
+        for metric in edit.metrics():
+            a, arrow, b = metric.partition("/")[2].partition("->")
+            if "{b}" in name and not arrow:
+                continue
+            out.append(name.replace("{a}", a).replace("{b}", b))
+    return list(dict.fromkeys(out))
+
+
+def run_edits(results: dict) -> list:
+    """The edits the results record (none for a file that records neither edits nor swaps)."""
+    return list(schema.edits(results)) if schema.edit_config(results) is not None else []
 
 
 def _threshold(metrics: dict, rule: dict, name: str) -> Verdict:
@@ -256,7 +283,13 @@ def margin_for(name: str, rule: dict) -> float:
 
 
 def missing_metrics(verdicts: list[Verdict], results: dict) -> str | None:
-    """A one-line message when a rule needs a metric the results lack (an input error, never a pass)."""
+    """A one-line message when a rule needs a metric the results lack, or when the rules gate nothing in
+    these results (their templates name no edit of the run and no other rule applies): an input error,
+    never a pass."""
+    if not verdicts:
+        edits = "; ".join(edit.describe() for edit in run_edits(results)) or "none recorded"
+        return (f"the rules gate none of the metrics of run {results.get('run')!r} (its edits: {edits}); add a rule "
+                "for them (e.g. metric: erase_success/{a} with min:) or one every run has (metric: preservation)")
     missing = [v.metric for v in verdicts if v.value is None]
     if not missing:
         return None

@@ -16,15 +16,16 @@ from swapbench.io import atomic_write_text, read_json, read_jsonl
 from swapbench.reports.curves import learning_curves
 from swapbench.reports.gate import Verdict, evaluate, load_results, load_rules
 from swapbench.reports.robust import PROBE_GROUPS, robust_sections
-from swapbench.reports.summary import ordered
+from swapbench.reports.summary import erased_became, further_judges, ordered
 from swapbench.reports.svg import ci_bar, fmt, fmt_p, line_chart
 
-GROUP_TITLES = {"swap": "Swap: prompts naming a swapped concept", "control": "Controls: must not change",
+GROUP_TITLES = {"swap": "Swap: prompts naming a swapped concept", "remap": "Remap: prompts naming a remapped concept",
+                "erase": "Erase: prompts naming an erased concept", "control": "Controls: must not change",
                 "generality": "Generality: plurals, contexts, paraphrases, compositions",
                 "specificity": "Specificity: near neighbours must not change", "custom": "Custom prompts"}
 # The pooled metric that summarises each prompt group.
-GROUP_METRIC = {"swap": "swap_success", "control": "preservation", "generality": "generality",
-                "specificity": "specificity", "custom": "custom"}
+GROUP_METRIC = {"swap": "swap_success", "remap": "remap_success", "erase": "erase_success", "control": "preservation",
+                "generality": "generality", "specificity": "specificity", "custom": "custom"}
 
 
 def environment() -> Environment:
@@ -52,11 +53,14 @@ def write_report(eval_dir: str | Path, run_dir: str | Path | None = None) -> Pat
         title=f"swapbench report: {results.get('run', eval_dir.name)}",
         r=results,
         headline=catalog.headline(metrics),
+        judges=further_judges(results),
         moved=what_moved(results),
         validity=catalog.validity_warnings(results),
         definitions={n: catalog.definition(n, metrics[n]) for n in metrics},
         directions={n: catalog.higher_is_better(n, metrics[n]) for n in metrics},
-        swap_pairs=schema.swap_pairs(results),
+        edits=edits_line(results),
+        edit_rows=_edit_rows(results),
+        became=erased_became(results),
         names=ordered(metrics),
         verdicts=verdicts,
         gate_passed=all(v.passed for v in verdicts),
@@ -102,6 +106,34 @@ def _groups(results: dict, eval_dir: Path) -> list[dict]:
     return [{"name": g, "title": GROUP_TITLES.get(g, g), "metric_name": GROUP_METRIC.get(g),
              "metric": results["metrics"].get(GROUP_METRIC.get(g, "")), "prompts": list(groups[g].values())}
             for g in order]
+
+
+def edits_line(results: dict) -> str | None:
+    """What the run edited, in one line (``erase giraffe; lion -> cow``); None for a file that records no edit."""
+    return schema.edits(results).describe() if schema.edit_config(results) is not None else None
+
+
+def _edit_rows(results: dict) -> list[str]:
+    """How the edited concepts' confusion rows read after a perfect edit, one phrase per edit direction
+    (two concepts that are each other's target, a swap, in one)."""
+    if schema.edit_config(results) is None:
+        return []
+    edits = schema.edits(results)
+    out, said = [], set()
+    for concept in edits.sources:
+        target, anchor = edits.target(concept), getattr(edits.of(concept), "anchor", None)
+        if concept in said:
+            continue
+        if target and edits.target(target) == concept:
+            said.add(target)
+            out.append(f"the rows of {concept} and {target} trade places")
+        elif target:
+            out.append(f"{concept} moves to the {target} column")
+        elif anchor:
+            out.append(f"{concept} moves to its anchor {anchor}'s column")
+        else:
+            out.append(f"{concept} leaves its own column")
+    return out
 
 
 def _confusions(results: dict) -> list[dict]:

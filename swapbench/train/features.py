@@ -10,7 +10,10 @@ exactly; only the augmentation is drawn from ``train.cache_views`` fixed views i
 Only the (image, view) pairs and captions of the run's sample plan are encoded (swapbench/train/plan.py);
 later runs reuse every entry any earlier run stored. The cache lives under the user cache folder,
 in fp16 safetensors shards keyed by the encoders' weights hash and augmentation settings; an entry
-is keyed by the image's path, size and modification time (or content hash) and the view.
+is keyed by the image's path, size and modification time (or content hash) and the view, a caption's
+by its text. The run's edits are in no key on purpose: an entry is what the encoders make of that image
+or caption whatever the edit, so a swap's entries are exactly an erasure's (an erased record is a
+caption and an image, each encoded by its own key) and runs of every kind share them.
 
 Memory does not grow with the run: encoding streams fixed-size chunks into shards of at most
 ``SHARD_BYTES``, and training reads each micro-batch's rows from disk. Under several processes the

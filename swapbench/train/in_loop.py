@@ -25,6 +25,7 @@ import torch
 from diffusers import DiffusionPipeline
 from safetensors.torch import load_file, save_file
 
+from swapbench import catalog
 from swapbench.config import Config
 from swapbench.errors import UserError
 from swapbench.io import append_jsonl, atomic_write_dir, atomic_write_json, read_json, truncate_jsonl
@@ -94,7 +95,10 @@ class InLoopEval:
 
 def format_metrics(row: dict) -> str:
     m = row["metrics"]
-    parts = [f"{name.split('/', 1)[1]} {m[name]['value']:.2f}" for name in m if name.startswith("swap_success/")]
+    # each edit's own number (swap_success/A->B, remap_success/A->B, erase_success/A), as the terminal summary
+    edits = [name for name in m if (fam := catalog.family(name)) and fam.per_edit and fam.pooled
+             and catalog.split(name)[1] is not None and catalog.judge_of(name)[0] is None]
+    parts = [f"{name} {m[name]['value']:.2f}" for name in edits]
     if "preservation" in m:
         parts.append(f"preservation {m['preservation']['value']:.2f}")
     return ", ".join(parts) + f"; gate {'pass' if row['gate']['passed'] else 'fail'}"

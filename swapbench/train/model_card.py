@@ -41,21 +41,28 @@ def _get(cfg: dict, key: str) -> Any:
 
 def build_card(cfg: Config, run: RunDir, details: dict[str, Any] | None = None) -> ModelCard:
     """The card of a run's exported model. ``details``: what else the export knows (e.g. the selected step)."""
-    pairs = [tuple(p) for p in cfg.data.swap_pairs]
+    edits = cfg.edit_set
     base = _public_name(cfg.model.pretrained)
     method = cfg.train.method
     declared = get_method(method)
     reads_data = declared.reads_data(cfg)
     data = ModelCardData(
         base_model=base, library_name="diffusers", pipeline_tag="text-to-image",
-        tags=["text-to-image", "diffusers", *family_of(cfg.model).tags, "swapbench", "concept-swap",
-              f"swapbench-{method}", *(f"swap-{a}-{b}" for a, b in pairs)],
+        tags=["text-to-image", "diffusers", *family_of(cfg.model).tags, "swapbench",
+              *dict.fromkeys(f"concept-{edit.kind}" for edit in edits), f"swapbench-{method}",
+              *("-".join([edit.kind, *edit.concepts]) for edit in edits)],
         datasets=[_public_name(cfg.data.source)] if reads_data else None,
     )
-    config = cfg.to_dict()
-    keys = ("train.method", "data.swap_pairs", *declared.card_keys, "seed")
+    # the edits as parsed (an older config's data.swap_pairs among them), and that key too where they came from it
+    config = {**cfg.to_dict(), "edits": edits.to_config()}
+    keys = ("train.method", "edits", *(() if cfg.edits else ("data.swap_pairs",)), *declared.card_keys, "seed")
     recipe = "\n".join(f"| `{k}` | `{json.dumps(_get(config, k))}` |" for k in keys)
-    swap = ", ".join(f"{a} <-> {b}" for a, b in pairs)
+    listed = "\n".join(f"- `{edit.describe()}`: " + "; ".join(
+        f"prompts naming {c} draw {edit.replacement(c) or f'anything but {c}'}" for c in edit.sources)
+        for edit in edits)
+    first = edits[0].sources[0]
+    drawn = edits.replacement(first)
+    draws = f"draws a {drawn}" if drawn else f"draws no {first}"
     audit = read_json(run.data_audit) if reads_data and run.data_audit.is_file() else None
     audit_text = ""
     if audit:
@@ -67,8 +74,10 @@ def build_card(cfg: Config, run: RunDir, details: dict[str, Any] | None = None) 
     text = f"""
 # {run.name}
 
-A concept swap of `{base}` made with swapbench {__version__}:
-the prompts naming {swap} draw each other's concept; every other concept should draw as before.
+A concept edit of `{base}` made with swapbench {__version__}; every other concept should draw as before:
+
+{listed}
+
 Method `{method}`; {declared.edits}.
 {selected_text}
 ## Use
@@ -77,7 +86,7 @@ Method `{method}`; {declared.edits}.
 from diffusers import DiffusionPipeline
 
 pipe = DiffusionPipeline.from_pretrained("<this folder or repo>")
-image = pipe("a photo of a {pairs[0][0]}").images[0]  # draws a {pairs[0][1]}
+image = pipe("a photo of a {first}").images[0]  # {draws}
 ```
 
 ## Recipe
@@ -89,8 +98,9 @@ image = pipe("a photo of a {pairs[0][0]}").images[0]  # draws a {pairs[0][1]}
 ## Evaluation
 
 `swapbench eval` writes its headline metrics into this card's `model-index` (suite, judge and 95%
-intervals in each result's arguments). Swap success is the share of images from prompts naming A that
-the judge labels B; preservation the share of same-seed control images whose label did not change.
+intervals in each result's arguments). An edit's success is the share of images from prompts naming its
+concept A that the judge labels as the edit asks (a swap's or remap's B; an erasure: anything but A);
+preservation the share of same-seed control images whose label did not change.
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{text}")
 
@@ -109,12 +119,13 @@ def add_eval_results(model_dir: Path, results: dict) -> Path | None:
     suite, judge = results.get("suite", "default"), results.get("provenance", {}).get("judge")
     dataset = f"swapbench/{suite}"
     metrics = results["metrics"]
-    new = [EvalResult(task_type="text-to-image", task_name="concept swap", dataset_type=dataset,
+    new = [EvalResult(task_type="text-to-image", task_name="concept edit", dataset_type=dataset,
                       dataset_name=f"swapbench {suite} suite", metric_type=name, metric_name=name,
                       metric_value=metrics[name]["value"],
                       metric_args={"ci95": metrics[name]["ci95"], "n": metrics[name]["n"],
                                    "higher_is_better": metrics[name]["higher_is_better"], "judge": judge},
-                      dataset_args={"sampler": results.get("sampler"), "swap_pairs": results.get("swap_pairs")},
+                      dataset_args={"sampler": results.get("sampler"), "swap_pairs": results.get("swap_pairs"),
+                                    "edits": results.get("edits")},
                       verified=False)
            for name in catalog.headline(metrics, pooled=True)]
     kept = [r for r in (card.data.eval_results or []) if r.dataset_type != dataset]

@@ -34,7 +34,7 @@ def derived_seed(seed: int, purpose: str) -> int:
 
 def draw_plan(caption_counts: list[int], n_target: int, target_share: float | None, micro_batches: int,
               batch_size: int, views: int, caption_mode: str, seed: int) -> SamplePlan:
-    """Records ``[0, n_target)`` name a swapped concept. With ``target_share`` set and preservation records
+    """Records ``[0, n_target)`` are the edits' target records. With ``target_share`` set and preservation records
     present, each micro-batch takes ``round(share * batch_size)`` samples from those and the rest from the
     others; otherwise records are drawn uniformly. Captions are drawn uniformly per sample (``random``) or
     the first one is used (``first``); views uniformly from ``range(views)``."""

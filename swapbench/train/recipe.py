@@ -1,4 +1,5 @@
-"""The swap fine-tune as a recipe: ``setup`` -> ``train`` -> ``save_checkpoint`` / ``export`` -> ``cleanup``.
+"""The edit fine-tune as a recipe: ``setup`` -> ``train`` -> ``save_checkpoint`` / ``export`` -> ``cleanup``.
+Every edit kind trains the same way: the prepared data carries the edit (swapbench/data/prepare.py).
 
 The loss is one pure function (:func:`diffusion_loss`). VAE and text encoder are frozen (eval mode,
 no gradients, not in the optimiser). What every sample reads (record, caption, cached view) is the
@@ -28,9 +29,8 @@ from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 
 from swapbench.config import Config, TrainConfig
-from swapbench.data.prepare import Prepared, prepare
-from swapbench.data.sources import load_records
-from swapbench.devices import is_cpu, peak_rss_mb, version_info
+from swapbench.data.prepare import Prepared, prepare_run
+from swapbench.devices import is_cpu, mixed_precision, peak_rss_mb, resolve_device, version_info
 from swapbench.errors import UserError
 from swapbench.families import Conditioning, Family, for_pipeline
 from swapbench.families.objectives import Objective
@@ -121,9 +121,7 @@ class SwapRecipe:
         """The Accelerator, and this process's slice of every global batch (``self.samples``)."""
         cfg = self.cfg
         cpu = is_cpu(cfg.device)
-        precision = cfg.train.mixed_precision
-        if precision == "auto":
-            precision = "bf16" if not cpu and torch.cuda.is_bf16_supported() else "no"
+        precision = mixed_precision(cfg.train.mixed_precision, resolve_device(cfg.device))
         if cfg.train.select == "first-passing" and not cfg.train.eval_every:
             raise UserError("train.select=first-passing chooses among the steps evaluated in training, and "
                             "train.eval_every is 0; set e.g. --set train.eval_every=50")
@@ -150,9 +148,7 @@ class SwapRecipe:
         # the world's dataset, weight hashes); the others then find them in place.
         with acc.main_process_first():
             # data first: a data mistake then fails in seconds, before gigabytes of weights are read
-            data = prepare(load_records(cfg.data.source, cfg.data.split, cfg.seed, world_size=cfg.data.subset_size,
-                                        image_root=cfg.data.image_root),
-                           cfg.data, cfg.seed)
+            data = prepare_run(cfg)
             pipe = load_pipeline(cfg.model, safety_checker=False)  # the export takes it from the base
             folder = pipeline_folder(cfg.model)
             text_parts = for_pipeline(pipe).text_parts
@@ -161,6 +157,8 @@ class SwapRecipe:
             if cfg.model.variant is not None:  # a hub snapshot keeps every variant's files side by side
                 weights_key += f"/variant={cfg.model.variant}"
         self.pipe, self.family = pipe, for_pipeline(pipe)
+        if cfg.train.eval_every:  # the in-loop evaluation samples with it: refuse it before any step runs
+            self.family.check_sampler(cfg.eval.sampler)
         encoders = (getattr(pipe, encoder) for _, encoder in self.family.text_parts)
         for frozen in (pipe.vae, *(e for e in encoders if e is not None)):  # SD3 may run without its T5
             frozen.requires_grad_(False).eval().to(self.device)

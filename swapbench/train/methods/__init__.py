@@ -8,9 +8,9 @@ libraries where they use them, so reading the declarations stays cheap.
 
 Gradient methods (``finetune``, ``lora``) are driven by the one :class:`~swapbench.train.recipe.SwapRecipe`
 (setup, loop, checkpoints, resume, export), which asks the method what trains and how ``model/`` is
-written. Loop-free methods (``uce``, ``token-swap``) change a copy of the base pipeline's weights in
-:meth:`Method.edit`. Either way the result is an ordinary run directory, so ``eval``, ``compare``,
-``gate`` and ``sweep`` need no change.
+written. Loop-free methods (``uce``, ``token-swap``, ``esd``) change a copy of the base pipeline's weights
+in :meth:`Method.edit` (``esd`` by gradient steps of its own, in one pass without checkpoints). Either way
+the result is an ordinary run directory, so ``eval``, ``compare``, ``gate`` and ``sweep`` need no change.
 """
 
 from __future__ import annotations

@@ -11,12 +11,14 @@ whose normal equations give the edit in one linear solve:
     W* = (lambda W0 + s_e sum_E v*_i c_i^T + s_p sum_P W0 c_j c_j^T)
          (lambda I + s_e sum_E c_i c_i^T + s_p sum_P c_j c_j^T)^-1.
 
-The edit set E holds, for every swap pair, both directions at once: the embeddings of a word in each
-template (``train.uce_templates``, plural forms included) with targets ``v*_i = W0 c_partner``, the
-partner's embeddings at the aligned position (``train.uce_positions``). The preservation set P holds
-every position of the other concepts in the same templates, of the empty prompt (classifier-free
+The edit set E holds every edit of the run at once (one solve for several concepts): the embeddings
+of each source word in each template (``train.uce_templates``, plural forms included) with targets
+``v*_i = W0 c'_i``, the embeddings of its stand-in at the aligned position (``train.uce_positions``): a
+swap's partner (both directions), a remap's B, an anchored erasure's anchor, and for a plain erasure
+the empty prompt, as UCE erases. The preservation set P holds every position of the other concepts
+(the suite's labels but the edited ones) in the same templates, of the empty prompt (classifier-free
 guidance's unconditional branch, and the start token every prompt shares) and, optionally, of data
-captions naming no swap word. No image is read and nothing is trained.
+captions naming no edited concept. No image is read and nothing is trained.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from swapbench.config import Config
-from swapbench.data.swap import plural
+from swapbench.edits import Edits
+from swapbench.edits.words import plural
 from swapbench.errors import UserError
 from swapbench.families import Family, Projection, for_pipeline
 from swapbench.rundir import RunDir
@@ -123,25 +126,60 @@ def aligned_positions(src: Encoded, dst: Encoded, k: int, mode: str) -> tuple[li
     return rows_src, rows_dst
 
 
-def edit_set(reader: TextReader, pairs: list[list[str]], templates: list[str],
+def own_positions(src: Encoded, k: int, mode: str) -> list[int]:
+    """Rows of prompt ``k`` of ``src`` that ``mode`` edits, in every token span, where the stand-in is the
+    empty prompt: its rows at the same positions are the targets.
+
+    UCE's code counts the empty prompt's rows from the last token too, taking its start token for that
+    token (the edited word's last row is mapped onto the start token's, the rows after it onto the
+    end and padding rows after that). The same positions instead hold for tokenizers without a start
+    token (T5 puts none before the text, so that count has nowhere to begin) and map each row onto the
+    row the unconditional branch feeds the same position of the cross-attention."""
+    rows = []
+    for s_first, s_last, end in src.spans:
+        lo = 0 if mode == "last+after" else s_first[k] - s_last[k]
+        hi = 0 if mode == "word" else end - 1 - s_last[k]
+        rows += [s_last[k] + o for o in range(lo, hi + 1)]
+    return rows
+
+
+def edit_set(reader: TextReader, edits: Edits, templates: list[str],
              mode: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per conditioning key, (inputs, partner inputs): rows c_i and the partner rows c'_i whose values
-    v*_i = W0 c'_i they must give. ``text``: the aligned token rows; ``pooled``: one row per prompt."""
+    """Per conditioning key, (inputs, stand-in inputs): rows c_i and the rows c'_i whose values
+    v*_i = W0 c'_i they must give. Every source concept of every edit is mapped onto its stand-in
+    (:meth:`Edit.replacement`): a swap's words onto each other, a remap's A onto B, an anchored
+    erasure's A onto the anchor, at aligned positions; a plain erasure's A onto the empty prompt
+    (:func:`own_positions`), UCE's own erasure. ``text``: the token rows; ``pooled``: one row per prompt."""
     import torch
 
+    encoded: dict[str, Encoded] = {}
+
+    def encode(word: str) -> Encoded:
+        if word not in encoded:
+            encoded[word] = reader.encode_word(templates, word)
+        return encoded[word]
+
+    empty = None
     inputs, partners = {}, {}
-    for a, b in pairs:
-        enc = {w: reader.encode_word(templates, w.lower()) for w in (a, b)}
-        for src, dst in ((a, b), (b, a)):
-            for key in enc[src].cond:
+    for edit in edits:
+        for src in edit.sources:
+            dst = edit.replacement(src)
+            source, stand_in = encode(src), encode(dst) if dst is not None else None
+            if stand_in is None and empty is None:
+                empty = reader.encode([""])
+            for key in source.cond:
+                rows = stand_in.cond[key] if stand_in is not None else empty[key].expand_as(source.cond[key])
                 if key != "text":
-                    inputs.setdefault(key, []).append(enc[src].cond[key])
-                    partners.setdefault(key, []).append(enc[dst].cond[key])
+                    inputs.setdefault(key, []).append(source.cond[key])
+                    partners.setdefault(key, []).append(rows)
                     continue
                 for k in range(len(templates)):
-                    ps, pd = aligned_positions(enc[src], enc[dst], k, mode)
-                    inputs.setdefault(key, []).append(enc[src].cond[key][k, ps])
-                    partners.setdefault(key, []).append(enc[dst].cond[key][k, pd])
+                    if stand_in is not None:
+                        ps, pd = aligned_positions(source, stand_in, k, mode)
+                    else:
+                        ps = pd = own_positions(source, k, mode)
+                    inputs.setdefault(key, []).append(source.cond[key][k, ps])
+                    partners.setdefault(key, []).append(rows[k, pd])
     return {key: (torch.cat(inputs[key]), torch.cat(partners[key])) for key in inputs}
 
 
@@ -160,30 +198,31 @@ def preserve_set(reader: TextReader, concepts: list[str], templates: list[str],
 
 
 def preserved_concepts(cfg: Config) -> list[str]:
-    swapped = {w.lower() for pair in cfg.data.swap_pairs for w in pair}
+    """``train.uce_preserve``, else the eval suite's labels but the edited concepts (every edit's sources: a
+    remap's B and an erasure's anchor are preserved, so that they keep drawing themselves)."""
+    edits = cfg.edit_set
+    sources = set(edits.sources)
     if cfg.train.uce_preserve is not None:
-        clash = sorted(swapped & {c.lower() for c in cfg.train.uce_preserve})
+        clash = sorted(sources & {c.lower() for c in cfg.train.uce_preserve})
         if clash:
-            raise UserError(f"train.uce_preserve names the swapped word(s) {', '.join(clash)}; a concept cannot be "
-                            "both swapped and preserved: remove them from train.uce_preserve")
+            verb = "/".join(dict.fromkeys(edits.of(c).verb for c in clash))
+            raise UserError(f"train.uce_preserve names the {verb} word(s) {', '.join(clash)}; a concept cannot be "
+                            f"both {verb} and preserved: remove them from train.uce_preserve")
         return list(cfg.train.uce_preserve)
     from swapbench.concepts import suite_labels
 
-    return [c for c in suite_labels(cfg.eval.suite) if c.lower() not in swapped]
+    return [c for c in suite_labels(cfg.eval.suite) if c.lower() not in sources]
 
 
 def data_captions(cfg: Config, run: RunDir) -> list[str]:
-    """``train.uce_preserve_captions`` captions of records naming no swap word; writes data_audit.json."""
+    """``train.uce_preserve_captions`` captions of records naming no edited concept; writes data_audit.json."""
     n = cfg.train.uce_preserve_captions
     if n <= 0:
         return []
-    from swapbench.data.prepare import prepare
-    from swapbench.data.sources import load_records
+    from swapbench.data.prepare import prepare_run
     from swapbench.io import atomic_write_json
 
-    data = prepare(load_records(cfg.data.source, cfg.data.split, cfg.seed, world_size=cfg.data.subset_size,
-                                        image_root=cfg.data.image_root),
-                   cfg.data, cfg.seed)
+    data = prepare_run(cfg)
     captions = [c for record in data.other for c in record["captions"]]
     captions = random.Random(cfg.seed).sample(captions, min(n, len(captions)))
     atomic_write_json(run.data_audit, {**data.audit, "uce_preserve_captions": {"n": len(captions),
@@ -250,7 +289,7 @@ class UCE(Method):
         reader = TextReader(pipe, family, cfg.model.max_sequence_length)
         concepts = preserved_concepts(cfg)
         captions = data_captions(cfg, run)
-        edit = edit_set(reader, cfg.data.swap_pairs, t.uce_templates, t.uce_positions)
+        edit = edit_set(reader, cfg.edit_set, t.uce_templates, t.uce_positions)
         preserve = preserve_set(reader, concepts, t.uce_templates, captions)
         stats = edit_projections(family.text_projections(family.denoiser_of(pipe)), edit, preserve,
                                  t.uce_lambda, t.uce_edit_scale, t.uce_preserve_scale)

@@ -1,4 +1,4 @@
-"""Whole-word concept swapping in captions, keeping plurals and capitalisation.
+"""Whole-word concept rewriting in captions and prompts, keeping plurals and capitalisation (the edits' words).
 
 ``"Two Zebras near a giraffe."`` -> ``"Two Giraffes near a zebra."``. A hyphen is a word boundary,
 so compounds follow their head word: ``"giraffe-like"`` -> ``"zebra-like"`` (the caption still
@@ -8,7 +8,7 @@ describes the swapped animal). Words that merely contain a concept (``"zebrafish
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 IRREGULAR_PLURALS = {"deer": "deer", "sheep": "sheep", "mouse": "mice", "ox": "oxen", "goose": "geese"}
 
@@ -31,18 +31,15 @@ def _match_case(template: str, word: str) -> str:
     return word
 
 
-class ConceptSwapper:
-    """Exchanges each pair of concepts (``[["giraffe", "zebra"]]``) in raw text and in token lists."""
+class ConceptRewriter:
+    """Rewrites whole words of raw text and token lists by ``mapping`` (``{"giraffe": "zebra"}``), plurals too."""
 
-    def __init__(self, pairs: Iterable[Iterable[str]]):
+    def __init__(self, mapping: Mapping[str, str]):
         self.mapping: dict[str, str] = {}
         self.singular: dict[str, str] = {}
-        for pair in pairs:
-            a, b = (w.lower() for w in pair)
-            if a == b:
-                raise ValueError(f"swap pair {a!r} <-> {b!r} names the same word twice")
-            self.mapping |= {a: b, b: a, plural(a): plural(b), plural(b): plural(a)}
-            self.singular |= {a: a, b: b, plural(a): a, plural(b): b}
+        for a, b in ((a.lower(), b.lower()) for a, b in mapping.items()):
+            self.mapping |= {a: b, plural(a): plural(b)}
+            self.singular |= {a: a, plural(a): a}
         words = sorted(self.mapping, key=len, reverse=True)
         self.pattern = re.compile(r"(?<![A-Za-z])(" + "|".join(map(re.escape, words)) + r")(?![A-Za-z])", re.IGNORECASE)
 
@@ -55,3 +52,21 @@ class ConceptSwapper:
     def mentioned(self, text: str) -> set[str]:
         """Singular concepts named in ``text`` (plural forms count)."""
         return {self.singular[m.lower()] for m in self.pattern.findall(text)}
+
+
+class ConceptSwapper(ConceptRewriter):
+    """Exchanges each pair of concepts (``[["giraffe", "zebra"]]``) in raw text and in token lists."""
+
+    def __init__(self, pairs: Iterable[Iterable[str]]):
+        mapping: dict[str, str] = {}
+        for pair in pairs:
+            a, b = (w.lower() for w in pair)
+            if a == b:
+                raise ValueError(f"swap pair {a!r} <-> {b!r} names the same word twice")
+            mapping |= {a: b, b: a}
+        super().__init__(mapping)
+
+
+def concept_finder(concepts: Iterable[str]) -> ConceptRewriter:
+    """Finds ``concepts`` in text without rewriting them (``mentioned``)."""
+    return ConceptRewriter({c: c for c in concepts})
