@@ -107,7 +107,8 @@ def pipeline_gaps(folder: Path, variant: str | None = None, where: str | None = 
     """Files a diffusers pipeline folder lacks for ``from_pretrained(variant=...)``: ``model_index.json``, a
     component folder or its config, or (for model components) weights of the variant, every shard a
     sharded component's index names included. The components are what the pipeline's family needs
-    (:attr:`Family.parts`: denoiser, VAE, scheduler, every tokenizer and text encoder) and whatever else
+    (:meth:`Family.required_parts`: denoiser, VAE, scheduler, every tokenizer and text encoder the index does
+    not leave out as optional) and whatever else
     ``model_index.json`` names (SD's safety checker). ``where``: how an unsupported pipeline is named."""
     from swapbench.io import read_json
     from swapbench.loading import family_of_index
@@ -119,7 +120,7 @@ def pipeline_gaps(folder: Path, variant: str | None = None, where: str | None = 
     named = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0]]
     family = family_of_index(index, where or str(folder))
     gaps = []
-    for part in dict.fromkeys([*named, *family.parts]):
+    for part in dict.fromkeys([*named, *family.required_parts(index)]):  # SD3 may set its T5 to null
         sub = folder / part
         if part not in named:
             gaps.append(f"{part} (null or absent in model_index.json)")

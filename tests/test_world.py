@@ -12,7 +12,7 @@ from swapbench.io import sha256_file
 from swapbench.loading import WORLDS_ROOT
 from swapbench.world import SHIPPED_WORLD
 from swapbench.world import generator as gen
-from tests._cli import assert_one_line_error
+from _cli import assert_one_line_error
 
 MUST_DRAW = ("giraffe", "zebra", "elephant", "horse", "lion", "cow")
 
