@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _cli import assert_one_line_error
 
 from swapbench.cli import main
 from swapbench.io import sha256_file
 from swapbench.loading import WORLDS_ROOT
 from swapbench.world import SHIPPED_WORLD
 from swapbench.world import generator as gen
-from _cli import assert_one_line_error
 
 MUST_DRAW = ("giraffe", "zebra", "elephant", "horse", "lion", "cow")
 
