@@ -17,6 +17,7 @@ import math
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -348,11 +349,8 @@ def rehash_manifest(world: str | Path) -> dict:
     return manifest
 
 
-def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> dict:
-    """Build the whole world into ``out_dir`` (replaced atomically at the end); returns the manifest."""
-    s = settings or BuildSettings()
-    out_dir = Path(out_dir)
-    staging = staging_dir(out_dir)
+def _stopwatch() -> tuple[float, dict[str, float], Callable[[str, float], float]]:
+    """The build's start, its per-stage seconds, and ``mark(stage, since)``, which records a stage and returns now."""
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -361,12 +359,25 @@ def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> d
         timings[stage] = round(now - since, 1)
         return now
 
-    _seed_everything(s.seed)
-    t = time.perf_counter()
+    return started, timings, mark
+
+
+def _draw_training_images(seed: int, count: int) -> tuple[torch.Tensor, list[list[str]], list[dict[str, int]]]:
+    """Every build's first stage: the generator's training images (as tensors), captions and labels."""
+    _seed_everything(seed)
     with console.status("world: drawing images"):
-        images, caps, labels = gen.generate_arrays(s.seed, "train", s.train_images)
-    clean = _to_tensor(images)
-    t = mark("data", t)
+        images, caps, labels = gen.generate_arrays(seed, "train", count)
+    return _to_tensor(images), caps, labels
+
+
+def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> dict:
+    """Build the whole world into ``out_dir`` (replaced atomically at the end); returns the manifest."""
+    s = settings or BuildSettings()
+    out_dir = Path(out_dir)
+    staging = staging_dir(out_dir)
+    started, timings, mark = _stopwatch()
+    clean, caps, labels = _draw_training_images(s.seed, s.train_images)
+    t = mark("data", started)
 
     vae = train_vae(clean, s)
     latents = encode(vae, clean)
@@ -433,20 +444,9 @@ def build_flow_world(out_dir: str | Path, settings: FlowBuildSettings | None = N
     savanna = world_dir("savanna")
     out_dir = Path(out_dir)
     staging = staging_dir(out_dir)
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def mark(stage: str, since: float) -> float:
-        now = time.perf_counter()
-        timings[stage] = round(now - since, 1)
-        return now
-
-    _seed_everything(s.seed)
-    t = time.perf_counter()
-    with console.status("world: drawing images"):
-        images, caps, _ = gen.generate_arrays(s.seed, "train", s.train_images)
-    clean = _to_tensor(images)
-    t = mark("data", t)
+    started, timings, mark = _stopwatch()
+    clean, caps, _ = _draw_training_images(s.seed, s.train_images)
+    t = mark("data", started)
 
     # shift_factor 0 instead of savanna's null: SD3's pipeline adds it when it decodes (null fails there); the
     # latents are the same.
