@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     world_sub = p.add_subparsers(dest="world_command", metavar="ACTION", required=True)
 
     b = world_sub.add_parser("build", help="rebuild a world from its seed (savanna: about 50 min on 2 cores; "
-                             "savanna-flow, from the savanna world in use: about 30 min)")
+                             "savanna-flow, from the savanna world in use: about 16 min)")
     b.add_argument("--world", choices=tuple(WORLDS), default="savanna", help="which world (default: savanna)")
     b.add_argument("--out", default=None, help="output folder (default: ./<world>-world)")
     b.add_argument("--seed", type=int, default=0)

@@ -408,10 +408,14 @@ def build_world(out_dir: str | Path, settings: BuildSettings | None = None) -> d
         "name": "savanna",
         **_provenance(s, started, timings),
         "sampler": models.DEFAULT_SAMPLER,
-        "judge_templates": list(WORLD_TEMPLATES),
-        "quality": card,
-        "files": file_hashes(staging),
     }
+    return _publish(staging, out_dir, manifest, card)
+
+
+def _publish(staging: Path, out_dir: Path, manifest: dict, card: dict) -> dict:
+    """Completes a build's manifest (judge templates, quality card, sha256 of every staged file), writes it and
+    moves the staged world into ``out_dir``."""
+    manifest = {**manifest, "judge_templates": list(WORLD_TEMPLATES), "quality": card, "files": file_hashes(staging)}
     atomic_write_json(staging / "manifest.json", manifest)
     replace_dir(staging, out_dir)
     return manifest
@@ -478,10 +482,5 @@ def build_flow_world(out_dir: str | Path, settings: FlowBuildSettings | None = N
         "max_sequence_length": models.FLOW_T5_LENGTH,
         "vae": {"from": "world:savanna", "files": {VAE_WEIGHTS: savanna_files[VAE_WEIGHTS]}},
         "judge": {"from": "world:savanna", "files": {k: v for k, v in savanna_files.items() if k.startswith("judge/")}},
-        "judge_templates": list(WORLD_TEMPLATES),
-        "quality": card,
-        "files": file_hashes(staging),
     }
-    atomic_write_json(staging / "manifest.json", manifest)
-    replace_dir(staging, out_dir)
-    return manifest
+    return _publish(staging, out_dir, manifest, card)
