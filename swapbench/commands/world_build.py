@@ -198,6 +198,16 @@ def draw_captions(caps: list[list[str]], idx: torch.Tensor, dropout: float, g: t
     return ["" if d else t for t, d in zip(texts, drop.tolist(), strict=True)]
 
 
+def _update(loss: torch.Tensor, opt: torch.optim.Optimizer, sched, params: list[torch.Tensor]) -> float:
+    """One optimiser step of a denoiser build (gradients clipped to norm 1); returns the loss."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
 def train_unet(latents: torch.Tensor, caps: list[list[str]], tokenizer, s: BuildSettings):
     """Text encoder and UNet trained jointly from scratch (epsilon MSE, DDPM noising)."""
     text_encoder, unet = models.build_text_encoder(), models.build_unet(latents.shape[-1])
@@ -217,12 +227,7 @@ def train_unet(latents: torch.Tensor, caps: list[list[str]], tokenizer, s: Build
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(x0),), generator=g)
         pred = unet(noise_sched.add_noise(x0, noise, t), t, text_encoder(ids)[0]).sample
         loss = F.mse_loss(pred, noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        return loss.item()
+        return _update(loss, opt, sched, params)
 
     unet.train()
     text_encoder.train()
@@ -256,12 +261,7 @@ def train_transformer(vae, latents: torch.Tensor, caps: list[list[str]], tokeniz
         noise = torch.randn(x0.shape, generator=g)
         t = objective.draw(g, len(x0))
         loss = diffusion_loss(family, objective, pipe, pipe.transformer, Batch(x0, cond), noise, t, train)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        return loss.item()
+        return _update(loss, opt, sched, params)
 
     for module in trained:
         module.train()
